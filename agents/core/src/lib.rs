@@ -1,0 +1,20 @@
+//! The agent core shared by every Kowabunga role (`kiwi`, `kaktus`, `kontroller`).
+//!
+//! Data flow of one document (see `docs/ARCHITECTURE.md`):
+//! [`credentials`] (who am I, where is Kahuna) -> [`fetch`] (pull document + signature)
+//! -> [`trust`] (minisign) -> [`pipeline`] (admit, plan, stage in [`generations`], apply,
+//! confirm, commit or revert) -> [`outcome`] reported by [`fetch`] and shown by
+//! [`status`]. [`daemon`] is the loop around it; [`cli`] the shared command line.
+
+pub mod cli;
+pub mod credentials;
+pub mod daemon;
+pub mod failpoint;
+pub mod fetch;
+pub mod generations;
+pub mod logging;
+pub mod outcome;
+pub mod pipeline;
+pub mod schedule;
+pub mod status;
+pub mod trust;

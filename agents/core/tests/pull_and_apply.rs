@@ -1,0 +1,401 @@
+//! The agent core end to end, in process: a fake config endpoint on loopback serves
+//! documents signed by the real `minisign` CLI; the daemon pulls, verifies and applies
+//! them with a file-writing reconciler, and reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kernel_cmdline::Secret;
+use kowabunga_agent::credentials::Credentials;
+use kowabunga_agent::daemon::Daemon;
+use kowabunga_agent::fetch::{FetchConfig, Fetcher};
+use kowabunga_agent::generations::GenerationStore;
+use kowabunga_agent::outcome::{Outcome, Reason, State};
+use kowabunga_agent::pipeline::{ConfirmPolicy, Pipeline, Probe};
+use kowabunga_agent::schedule::Schedule;
+use kowabunga_agent::status::StatusBoard;
+use kowabunga_agent::trust::TrustPolicy;
+use kowabunga_model::erase;
+use support::*;
+use tokio::sync::Mutex;
+
+struct Agent {
+    daemon: Daemon,
+    pipeline: Arc<Mutex<Pipeline>>,
+    board: StatusBoard,
+    files: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn credentials(kahuna: &FakeKahuna) -> Credentials {
+    Credentials {
+        kahuna: kernel_cmdline::HttpUrl::parse_base(&kahuna.base_url()).unwrap(),
+        agent_id: NODE.into(),
+        api_key: Secret::new(API_KEY),
+        config_url: None,
+        ca_file: None,
+    }
+}
+
+fn agent(kahuna: &FakeKahuna, trusted: &Key, tweak: impl FnOnce(&mut FetchConfig)) -> Agent {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = tmp.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let keys = tmp.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::copy(trusted.public_file(), keys.join("kahuna.pub")).unwrap();
+    let creds = credentials(kahuna);
+    // Plain HTTP on loopback; signatures are still required (trust is not insecure).
+    let mut config = FetchConfig::new(&creds, "Kiwi", true).unwrap();
+    tweak(&mut config);
+    let fetcher = Arc::new(Mutex::new(Fetcher::new(config, &creds).unwrap()));
+    let store = GenerationStore::open(tmp.path().join("state/kiwi")).unwrap();
+    let pipeline = Pipeline::new(
+        NODE,
+        vec![erase(FilesReconciler::new("files", files.clone()))],
+        store,
+        TrustPolicy::load(&keys, &[], false).unwrap(),
+    )
+    .with_confirm(ConfirmPolicy {
+        window: Duration::from_millis(300),
+        retry_every: Duration::from_millis(50),
+    });
+    let pipeline = Arc::new(Mutex::new(pipeline));
+    let board = StatusBoard::new("kiwi", NODE, false);
+    let daemon = Daemon::new(
+        pipeline.clone(),
+        fetcher,
+        board.clone(),
+        Schedule::with_interval(Duration::from_secs(60)),
+    );
+    Agent {
+        daemon,
+        pipeline,
+        board,
+        files,
+        _tmp: tmp,
+    }
+}
+
+impl Agent {
+    async fn in_force(&self) -> Option<u64> {
+        let pipeline = self.pipeline.lock().await;
+        pipeline.store().current().unwrap().map(|g| g.meta.version)
+    }
+}
+
+fn expect(outcome: Option<Outcome>, state: State, reason: Option<Reason>) -> Outcome {
+    let outcome = outcome.expect("a document was submitted");
+    assert_eq!(
+        (outcome.state, outcome.reason),
+        (state, reason),
+        "{outcome}"
+    );
+    outcome
+}
+
+#[tokio::test]
+async fn signed_documents_apply_and_every_bad_one_is_refused_without_effect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trusted = Key::generate(tmp.path(), "trusted");
+    let stranger = Key::generate(tmp.path(), "stranger");
+    let kahuna = FakeKahuna::start().await;
+    let agent = agent(&kahuna, &trusted, |c| c.max_body = 16 * 1024);
+
+    // v1, then v2: applied.
+    let v1 = document(1, &files_body("v1", 3));
+    kahuna.serve(v1.clone(), Some(trusted.sign(&v1)));
+    expect(agent.daemon.tick().await.unwrap(), State::Applied, None);
+    assert_eq!(dir_state(&agent.files)["f0"], "v1-0");
+    let v2 = document(2, &files_body("v2", 2));
+    kahuna.serve(v2.clone(), Some(trusted.sign(&v2)));
+    expect(agent.daemon.tick().await.unwrap(), State::Applied, None);
+    let good = dir_state(&agent.files);
+    assert_eq!(good.len(), 2, "f2 of v1 was removed: {good:?}");
+    assert_eq!(agent.in_force().await, Some(2));
+
+    // Unchanged endpoint: a conditional GET answered 304, nothing submitted.
+    assert_eq!(agent.daemon.tick().await.unwrap(), None);
+    assert!(kahuna.served.lock().unwrap().not_modified >= 1);
+
+    let mut tampered = document(3, &files_body("v3", 2));
+    let signature = trusted.sign(&tampered);
+    tampered.extend_from_slice(b"[files.entries]\nevil = \"1\"\n");
+    let oversized = document(
+        3,
+        &format!("# {}\n{}", "x".repeat(20_000), files_body("v3", 1)),
+    );
+    let unknown_key = document(3, "[files]\nentries = {}\nentires = {}\n");
+    let cases: Vec<(&str, Vec<u8>, Option<Vec<u8>>, Option<Reason>, &str)> = vec![
+        (
+            "tampered body",
+            tampered,
+            Some(signature),
+            Some(Reason::Signature),
+            "does not verify",
+        ),
+        (
+            "untrusted key",
+            document(3, ""),
+            None,
+            Some(Reason::Signature),
+            "does not verify",
+        ),
+        (
+            "replay of v1",
+            v1.clone(),
+            Some(trusted.sign(&v1)),
+            Some(Reason::Replay),
+            "not newer than version 2",
+        ),
+        (
+            "expired",
+            document_for(NODE, 3, "2026-02-01T00:00:00Z", ""),
+            None,
+            Some(Reason::Expired),
+            "expired",
+        ),
+        (
+            "other node",
+            document_for("kiwi-other", 3, "2099-01-01T00:00:00Z", ""),
+            None,
+            Some(Reason::WrongNode),
+            "kiwi-other",
+        ),
+        (
+            "malformed TOML",
+            document(3, "[files\n"),
+            None,
+            Some(Reason::Parse),
+            "not valid TOML",
+        ),
+        (
+            "unknown key",
+            unknown_key,
+            None,
+            Some(Reason::Invalid),
+            "unknown field `entires`",
+        ),
+        (
+            "unsigned",
+            document(3, ""),
+            None,
+            Some(Reason::Signature),
+            "not signed",
+        ),
+        (
+            "oversized",
+            oversized,
+            None,
+            None,
+            "larger than 16384 bytes",
+        ),
+    ];
+    for (name, bytes, signature, reason, message) in cases {
+        let signature = match (name, signature) {
+            ("untrusted key", _) => Some(stranger.sign(&bytes)),
+            ("unsigned", _) => None,
+            (_, Some(signature)) => Some(signature),
+            (_, None) => Some(trusted.sign(&bytes)),
+        };
+        kahuna.serve(bytes, signature);
+        let result = agent.daemon.tick().await;
+        match reason {
+            Some(reason) => {
+                let outcome = expect(result.unwrap(), State::Rejected, Some(reason));
+                let error = outcome.error.unwrap();
+                assert!(error.contains(message), "{name}: {error}");
+            }
+            None => {
+                let error = result.unwrap_err();
+                assert!(error.contains(message), "{name}: {error}");
+            }
+        }
+        assert_eq!(agent.in_force().await, Some(2), "{name}");
+        assert_eq!(dir_state(&agent.files), good, "{name} changed the system");
+    }
+
+    let reports = kahuna.reports();
+    let states: Vec<&str> = reports
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states[..3], ["applied", "applied", "rejected"]);
+    assert_eq!(reports.len(), 10, "{reports:?}");
+    assert_eq!(reports[4]["version"], 1);
+    assert!(reports[4]["error"].as_str().unwrap().contains("replayed"));
+    assert_eq!(kahuna.served.lock().unwrap().unauthorized, 0);
+    let status = agent.board.snapshot();
+    assert_eq!(status.version, Some(2));
+    assert_eq!(status.failures[&Reason::Signature], 3);
+    assert!(
+        status.last_fetch_error.is_none(),
+        "a later poll would clear it"
+    );
+}
+
+#[tokio::test]
+async fn failing_reconciler_reverts_to_the_previous_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = Key::generate(tmp.path(), "k");
+    let kahuna = FakeKahuna::start().await;
+    let agent = agent(&kahuna, &key, |_| {});
+    let v1 = document(1, &files_body("v1", 4));
+    kahuna.serve(v1.clone(), Some(key.sign(&v1)));
+    expect(agent.daemon.tick().await.unwrap(), State::Applied, None);
+    let before = dir_state(&agent.files);
+
+    // Fails in apply after writing half of its files.
+    let v2 = document(2, &failing_files_body("v2", 6, "apply"));
+    kahuna.serve(v2.clone(), Some(key.sign(&v2)));
+    let outcome = expect(
+        agent.daemon.tick().await.unwrap(),
+        State::Reverted,
+        Some(Reason::Apply),
+    );
+    assert!(outcome.error.unwrap().contains("injected failure"));
+    assert_eq!(
+        dir_state(&agent.files),
+        before,
+        "the half-applied v2 was undone"
+    );
+    assert_eq!(agent.in_force().await, Some(1));
+
+    // Unhealthy during the confirm window.
+    let v3 = document(3, &failing_files_body("v3", 2, "check"));
+    kahuna.serve(v3.clone(), Some(key.sign(&v3)));
+    let outcome = expect(
+        agent.daemon.tick().await.unwrap(),
+        State::Reverted,
+        Some(Reason::Unhealthy),
+    );
+    assert!(outcome.error.unwrap().contains("injected unhealthy"));
+    assert_eq!(dir_state(&agent.files), before);
+
+    let reports = kahuna.reports();
+    assert_eq!(reports.last().unwrap()["state"], "reverted");
+    assert_eq!(reports.last().unwrap()["version"], 3);
+    // A reverted version is consumed: serving it again is a replay.
+    let v4 = document(4, &files_body("v4", 1));
+    kahuna.serve(v4.clone(), Some(key.sign(&v4)));
+    expect(agent.daemon.tick().await.unwrap(), State::Applied, None);
+}
+
+struct Unreachable;
+
+impl Probe for Unreachable {
+    fn reachable(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async { Err("connection refused".to_owned()) })
+    }
+}
+
+#[tokio::test]
+async fn losing_the_management_path_reverts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = tmp.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let mut pipeline = Pipeline::new(
+        NODE,
+        vec![erase(FilesReconciler::new("files", files.clone()))],
+        GenerationStore::open(tmp.path().join("state")).unwrap(),
+        TrustPolicy::load(Path::new("/nonexistent"), &[], true).unwrap(),
+    )
+    .with_confirm(ConfirmPolicy {
+        window: Duration::from_millis(200),
+        retry_every: Duration::from_millis(20),
+    })
+    .with_probe(Box::new(Unreachable));
+    let candidate = kowabunga_agent::pipeline::Candidate {
+        bytes: document(1, &files_body("v1", 2)),
+        signature: None,
+        format: kowabunga_model::Format::Toml,
+        source: kowabunga_agent::generations::Source::Local,
+    };
+    let outcome = pipeline.submit(candidate).await;
+    assert_eq!(
+        (outcome.state, outcome.reason),
+        (State::Reverted, Some(Reason::Unreachable))
+    );
+    assert!(
+        outcome
+            .error
+            .unwrap()
+            .contains("config endpoint unreachable")
+    );
+    assert!(
+        dir_state(&files).is_empty(),
+        "first generation reverted to nothing"
+    );
+    assert!(pipeline.store().current().unwrap().is_none());
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_keeps_the_generation_and_backs_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = Key::generate(tmp.path(), "k");
+    let kahuna = FakeKahuna::start().await;
+    let agent = agent(&kahuna, &key, |_| {});
+    let v1 = document(1, &files_body("v1", 2));
+    kahuna.serve(v1.clone(), Some(key.sign(&v1)));
+    expect(agent.daemon.tick().await.unwrap(), State::Applied, None);
+    let before = dir_state(&agent.files);
+
+    // Kahuna goes away; a listener on its port now drops every connection at once and
+    // notes when each poll arrived.
+    let addr = kahuna.addr;
+    kahuna.stop();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = arrivals.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            seen.lock().unwrap().push(tokio::time::Instant::now());
+            drop(stream);
+        }
+    });
+    let Agent {
+        daemon,
+        pipeline,
+        board,
+        files,
+        _tmp,
+    } = agent;
+    let daemon = daemon.with_schedule(Schedule {
+        interval: Duration::from_millis(40),
+        backoff_min: Duration::from_millis(40),
+        backoff_max: Duration::from_secs(10),
+        jitter: 0.1,
+    });
+    daemon
+        .run(tokio::time::sleep(Duration::from_millis(1400)))
+        .await;
+
+    let arrivals = arrivals.lock().unwrap().clone();
+    let gaps: Vec<f64> = arrivals
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    // 40 ms, 80, 160, 320, 640 (±10 %): each gap clearly longer than the one before,
+    // where a fixed interval would have polled ~35 times.
+    assert!(
+        (4..=7).contains(&arrivals.len()),
+        "polls: {}, gaps {gaps:?}",
+        arrivals.len()
+    );
+    for pair in gaps.windows(2) {
+        assert!(pair[1] > pair[0] * 1.4, "no back-off: gaps {gaps:?}");
+    }
+    let status = board.snapshot();
+    assert!(status.consecutive_fetch_failures >= 4, "{status:?}");
+    assert!(status.last_fetch_error.is_some());
+    let current = pipeline.lock().await.store().current().unwrap().unwrap();
+    assert_eq!(current.meta.version, 1, "last good generation stays");
+    assert_eq!(dir_state(&files), before);
+}

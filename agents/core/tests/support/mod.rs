@@ -1,0 +1,357 @@
+//! Test harness: minisign keys made with the real CLI, a fake config endpoint on
+//! loopback, and a reconciler test double that writes files (a real, observable effect).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use kowabunga_model::{Action, Document, Planned, ReconcileError, Reconciler};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+pub const NODE: &str = "kiwi-test-1";
+pub const API_KEY: &str = "k3y-for-tests";
+
+/// A minisign key pair made by the `minisign` CLI.
+pub struct Key {
+    pub dir: PathBuf,
+}
+
+impl Key {
+    pub fn generate(dir: &Path, name: &str) -> Self {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("minisign")
+            .args(["-G", "-W", "-p"])
+            .arg(dir.join("key.pub"))
+            .arg("-s")
+            .arg(dir.join("key.sec"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("the minisign CLI is needed (scripts/install-deps.sh installs it)");
+        assert!(status.success());
+        Self { dir }
+    }
+
+    pub fn public_file(&self) -> PathBuf {
+        self.dir.join("key.pub")
+    }
+
+    /// The `.minisig` text the CLI makes for `bytes`.
+    pub fn sign(&self, bytes: &[u8]) -> Vec<u8> {
+        let file = self.dir.join("doc.toml");
+        std::fs::write(&file, bytes).unwrap();
+        let status = Command::new("minisign")
+            .arg("-S")
+            .arg("-s")
+            .arg(self.dir.join("key.sec"))
+            .arg("-m")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read(self.dir.join("doc.toml.minisig")).unwrap()
+    }
+}
+
+/// A document for [`NODE`] with `body` appended to the header.
+pub fn document(version: u64, body: &str) -> Vec<u8> {
+    document_for(NODE, version, "2099-01-01T00:00:00Z", body)
+}
+
+pub fn document_for(node: &str, version: u64, expires_at: &str, body: &str) -> Vec<u8> {
+    format!(
+        "version = {version}\nnode = \"{node}\"\nissued_at = 2026-01-01T00:00:00Z\nexpires_at = \"{expires_at}\"\n{body}"
+    )
+    .into_bytes()
+}
+
+/// What the fake endpoint serves and has seen.
+#[derive(Default)]
+pub struct Served {
+    pub document: Option<Vec<u8>>,
+    pub signature: Option<Vec<u8>>,
+    pub reports: Vec<serde_json::Value>,
+    pub unauthorized: usize,
+    pub gets: usize,
+    pub not_modified: usize,
+}
+
+/// A config endpoint on loopback enforcing the agent's headers like Kahuna.
+pub struct FakeKahuna {
+    pub addr: SocketAddr,
+    pub served: Arc<Mutex<Served>>,
+    task: tokio::task::JoinHandle<()>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl FakeKahuna {
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(Mutex::new(Served::default()));
+        let state = served.clone();
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let open = connections.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = state.clone();
+                let connection = tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+                open.lock().unwrap().push(connection.abort_handle());
+            }
+        });
+        Self {
+            addr,
+            served,
+            task,
+            connections,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn config_url(&self) -> String {
+        format!("{}/api/v1/agents/{NODE}/config", self.base_url())
+    }
+
+    pub fn serve(&self, document: Vec<u8>, signature: Option<Vec<u8>>) {
+        let mut served = self.served.lock().unwrap();
+        served.document = Some(document);
+        served.signature = signature;
+    }
+
+    pub fn reports(&self) -> Vec<serde_json::Value> {
+        self.served.lock().unwrap().reports.clone()
+    }
+
+    /// Stop listening and close every open connection (keep-alive ones included).
+    pub fn stop(self) {
+        self.task.abort();
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+async fn handle(
+    state: &Mutex<Served>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let authorized = header("X-WS-Kowabunga-Agent").as_deref() == Some("Kiwi")
+        && header("X-WS-Kowabunga-Id").as_deref() == Some(NODE)
+        && header("X-WS-Kowabunga-Api-Key").as_deref() == Some(API_KEY);
+    if !authorized {
+        state.lock().unwrap().unauthorized += 1;
+        return reply(StatusCode::UNAUTHORIZED, Vec::new(), None);
+    }
+    let path = req.uri().path().to_owned();
+    let if_none_match = header("If-None-Match");
+    let method = req.method().clone();
+    if method == hyper::Method::POST && path == format!("/api/v1/agents/{NODE}/report") {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        state.lock().unwrap().reports.push(json);
+        return reply(StatusCode::NO_CONTENT, Vec::new(), None);
+    }
+    let mut served = state.lock().unwrap();
+    let config = format!("/api/v1/agents/{NODE}/config");
+    if path == config {
+        served.gets += 1;
+        let Some(document) = served.document.clone() else {
+            return reply(StatusCode::NOT_FOUND, Vec::new(), None);
+        };
+        let etag = format!(
+            "\"{}\"",
+            kowabunga_agent::generations::sha256_hex(&document)
+        );
+        if if_none_match.as_deref() == Some(etag.as_str()) {
+            served.not_modified += 1;
+            return reply(StatusCode::NOT_MODIFIED, Vec::new(), Some(etag));
+        }
+        return reply(StatusCode::OK, document, Some(etag));
+    }
+    if path == format!("{config}.minisig") {
+        return match served.signature.clone() {
+            Some(signature) => reply(StatusCode::OK, signature, None),
+            None => reply(StatusCode::NOT_FOUND, Vec::new(), None),
+        };
+    }
+    reply(StatusCode::NOT_FOUND, Vec::new(), None)
+}
+
+fn reply(status: StatusCode, body: Vec<u8>, etag: Option<String>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Some(etag) = etag {
+        response.headers_mut().insert("ETag", etag.parse().unwrap());
+    }
+    response
+}
+
+/// The `[files]` section of the test double: file name -> content.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSection {
+    #[serde(default)]
+    pub entries: BTreeMap<String, String>,
+    /// `"apply"` makes apply fail after writing half the files; `"check"` makes the
+    /// health check fail.
+    #[serde(default)]
+    pub fail: Option<String>,
+}
+
+/// Reconciler test double: makes a directory hold exactly the files its section
+/// (`[<name>]`, shaped like [`FilesSection`]) declares, one write per file.
+pub struct FilesReconciler {
+    pub name: &'static str,
+    pub dir: PathBuf,
+}
+
+impl FilesReconciler {
+    pub fn new(name: &'static str, dir: PathBuf) -> Self {
+        Self { name, dir }
+    }
+}
+
+pub struct FilesPlan {
+    writes: Vec<(String, String)>,
+    removes: Vec<String>,
+    fail: bool,
+}
+
+fn files(document: &Document, section: &str) -> Result<FilesSection, ReconcileError> {
+    Ok(document
+        .section::<FilesSection>(section)?
+        .unwrap_or_default())
+}
+
+impl Reconciler for FilesReconciler {
+    type Plan = FilesPlan;
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn plan(
+        &self,
+        desired: &Document,
+        in_force: Option<&Document>,
+    ) -> Result<Planned<FilesPlan>, ReconcileError> {
+        let want = files(desired, self.name)?;
+        let owned_before = match in_force {
+            Some(doc) => files(doc, self.name)?.entries,
+            None => BTreeMap::new(),
+        };
+        let mut actions = Vec::new();
+        let mut writes = Vec::new();
+        for (name, content) in &want.entries {
+            let now = std::fs::read_to_string(self.dir.join(name)).ok();
+            if now.as_deref() != Some(content.as_str()) {
+                actions.push(Action(format!("write {name}")));
+                writes.push((name.clone(), content.clone()));
+            }
+        }
+        let removes: Vec<String> = owned_before
+            .keys()
+            .filter(|name| !want.entries.contains_key(*name) && self.dir.join(name).exists())
+            .cloned()
+            .collect();
+        actions.extend(removes.iter().map(|n| Action(format!("remove {n}"))));
+        Ok(Planned {
+            actions,
+            artifacts: Vec::new(),
+            payload: FilesPlan {
+                writes,
+                removes,
+                fail: want.fail.as_deref() == Some("apply"),
+            },
+        })
+    }
+
+    async fn apply(&self, plan: FilesPlan) -> Result<(), ReconcileError> {
+        let half = plan.writes.len() / 2;
+        for (i, (name, content)) in plan.writes.iter().enumerate() {
+            if plan.fail && i == half {
+                return Err(ReconcileError::apply(format!("{name}: injected failure")));
+            }
+            std::fs::write(self.dir.join(name), content)
+                .map_err(|e| ReconcileError::apply(format!("{name}: {e}")))?;
+        }
+        for name in &plan.removes {
+            std::fs::remove_file(self.dir.join(name))
+                .map_err(|e| ReconcileError::apply(format!("{name}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn check(&self, desired: &Document) -> Result<(), ReconcileError> {
+        if files(desired, self.name)?.fail.as_deref() == Some("check") {
+            return Err(ReconcileError::unhealthy("injected unhealthy state"));
+        }
+        Ok(())
+    }
+}
+
+/// The directory's files, name -> content.
+pub fn dir_state(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `[files]` with `n` entries whose contents carry `tag`.
+pub fn files_body(tag: &str, n: usize) -> String {
+    section_body("files", tag, n)
+}
+
+/// `[<section>]` with `n` entries whose contents carry `tag`.
+pub fn section_body(section: &str, tag: &str, n: usize) -> String {
+    let mut body = format!("[{section}.entries]\n");
+    for i in 0..n {
+        body.push_str(&format!("f{i} = \"{tag}-{i}\"\n"));
+    }
+    body
+}
+
+/// Like [`files_body`], with `fail = "apply"` or `"check"`.
+pub fn failing_files_body(tag: &str, n: usize, fail: &str) -> String {
+    format!("[files]\nfail = \"{fail}\"\n{}", files_body(tag, n))
+}

@@ -1,0 +1,204 @@
+//! The contract between the apply pipeline and the reconcilers of a role.
+//!
+//! A reconciler owns one concern (network links, firewall, DNS...). For each generation
+//! the pipeline asks every reconciler to [`plan`](Reconciler::plan) first: parse and
+//! validate its sections, observe the system, and list the changes, without making any.
+//! Only when every reconciler has planned successfully does the pipeline
+//! [`apply`](Reconciler::apply) the plans, then [`check`](Reconciler::check) them during
+//! the confirm window. Undoing a generation is planning and applying the previous one.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use thiserror::Error;
+
+use crate::{Document, DocumentError};
+
+/// One change a plan will make, in words (`create vlan101 (id 101 on eth0)`). The list
+/// of actions is also what a dry run prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action(pub String);
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A file a reconciler rendered from the desired state (an nft ruleset, a keepalived
+/// configuration...), kept in the generation's directory for inspection and audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// File name inside the generation's `rendered/<reconciler>/` directory.
+    pub name: String,
+    pub contents: Vec<u8>,
+}
+
+/// What [`Reconciler::plan`] produces: the actions in words, the rendered artifacts,
+/// and the reconciler's own payload that [`Reconciler::apply`] will carry out.
+#[derive(Debug)]
+pub struct Planned<P> {
+    pub actions: Vec<Action>,
+    pub artifacts: Vec<Artifact>,
+    pub payload: P,
+}
+
+impl<P> Planned<P> {
+    /// A plan with nothing to change.
+    pub fn nothing(payload: P) -> Self {
+        Self {
+            actions: Vec::new(),
+            artifacts: Vec::new(),
+            payload,
+        }
+    }
+}
+
+/// At which step a reconciler failed; the pipeline reports and counts failures by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The desired state is not acceptable (nothing was changed).
+    Invalid,
+    /// The system's current state could not be read.
+    Observe,
+    /// A change was refused by the system.
+    Apply,
+    /// The applied state does not pass its health check.
+    Unhealthy,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Observe => "observe",
+            ErrorKind::Apply => "apply",
+            ErrorKind::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// A reconciler's failure: which step, and a message naming the object and the cause
+/// (`vlan101: parent eth9 does not exist`).
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct ReconcileError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ReconcileError {
+    pub fn new(kind: ErrorKind, message: impl fmt::Display) -> Self {
+        Self {
+            kind,
+            message: message.to_string(),
+        }
+    }
+    pub fn invalid(message: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Invalid, message)
+    }
+    pub fn observe(message: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Observe, message)
+    }
+    pub fn apply(message: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Apply, message)
+    }
+    pub fn unhealthy(message: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Unhealthy, message)
+    }
+}
+
+impl From<DocumentError> for ReconcileError {
+    fn from(err: DocumentError) -> Self {
+        Self::invalid(err)
+    }
+}
+
+/// One concern of a role, driven by the apply pipeline.
+pub trait Reconciler: Send + Sync + 'static {
+    /// What `plan` hands to `apply`.
+    type Plan: Send + Sync + 'static;
+
+    /// Short name for logs, metrics and the generation's `rendered/` directory
+    /// (`network`, `firewall`, `dns`).
+    fn name(&self) -> &'static str;
+
+    /// Validate `desired` (strictly, for the sections this reconciler owns), observe the
+    /// system and compute the changes that bring it to `desired`. `in_force` is the
+    /// generation the system was last set to: together with `desired` it says which
+    /// objects this reconciler owns (and may change or delete). Changes nothing.
+    fn plan(
+        &self,
+        desired: &Document,
+        in_force: Option<&Document>,
+    ) -> impl Future<Output = Result<Planned<Self::Plan>, ReconcileError>> + Send;
+
+    /// Carry out a plan made by `plan` for the current system state.
+    fn apply(&self, plan: Self::Plan) -> impl Future<Output = Result<(), ReconcileError>> + Send;
+
+    /// Whether the system is healthy under `desired`. Called after every reconciler has
+    /// applied, repeatedly during the confirm window, until it passes.
+    fn check(&self, desired: &Document) -> impl Future<Output = Result<(), ReconcileError>> + Send;
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+type AnyPlan = Box<dyn Any + Send + Sync>;
+
+/// A [`Reconciler`] with its plan type erased, so a pipeline can hold several kinds.
+/// Obtain one with [`erase`].
+pub trait DynReconciler: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn plan<'a>(
+        &'a self,
+        desired: &'a Document,
+        in_force: Option<&'a Document>,
+    ) -> BoxFuture<'a, Result<Planned<AnyPlan>, ReconcileError>>;
+    fn apply(&self, plan: AnyPlan) -> BoxFuture<'_, Result<(), ReconcileError>>;
+    fn check<'a>(&'a self, desired: &'a Document) -> BoxFuture<'a, Result<(), ReconcileError>>;
+}
+
+struct Erased<R>(R);
+
+impl<R: Reconciler> DynReconciler for Erased<R> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn plan<'a>(
+        &'a self,
+        desired: &'a Document,
+        in_force: Option<&'a Document>,
+    ) -> BoxFuture<'a, Result<Planned<AnyPlan>, ReconcileError>> {
+        Box::pin(async move {
+            let planned = self.0.plan(desired, in_force).await?;
+            Ok(Planned {
+                actions: planned.actions,
+                artifacts: planned.artifacts,
+                payload: Box::new(planned.payload) as AnyPlan,
+            })
+        })
+    }
+
+    fn apply(&self, plan: AnyPlan) -> BoxFuture<'_, Result<(), ReconcileError>> {
+        Box::pin(async move {
+            match plan.downcast::<R::Plan>() {
+                Ok(plan) => self.0.apply(*plan).await,
+                Err(_) => Err(ReconcileError::apply(format!(
+                    "{}: was handed a plan made by another reconciler",
+                    self.0.name()
+                ))),
+            }
+        })
+    }
+
+    fn check<'a>(&'a self, desired: &'a Document) -> BoxFuture<'a, Result<(), ReconcileError>> {
+        Box::pin(self.0.check(desired))
+    }
+}
+
+/// Box a reconciler for a pipeline.
+pub fn erase<R: Reconciler>(reconciler: R) -> Box<dyn DynReconciler> {
+    Box::new(Erased(reconciler))
+}
