@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use kowabunga_agent::cli::{self, Role};
-use kowabunga_model::DynReconciler;
+use kowabunga_firewall::FirewallReconciler;
+use kowabunga_model::{DynReconciler, erase};
+use kowabunga_network::NetworkReconciler;
 
 struct Kiwi;
 
@@ -12,8 +14,12 @@ impl Role for Kiwi {
     const NAME: &'static str = "kiwi";
     const KIND: &'static str = "Kiwi";
 
+    /// Links and addresses first, so the firewall can name them.
     fn reconcilers(&self) -> Result<Vec<Box<dyn DynReconciler>>, String> {
-        Ok(Vec::new())
+        Ok(vec![
+            erase(NetworkReconciler::new().map_err(|e| e.to_string())?),
+            erase(FirewallReconciler::new().map_err(|e| e.to_string())?),
+        ])
     }
 }
 

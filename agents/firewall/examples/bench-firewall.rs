@@ -1,0 +1,78 @@
+//! Benchmark body for `scripts/bench-network.sh` (run it there, as root, inside a
+//! fresh network namespace).
+//!
+//! `bench-firewall [N] [--script FILE]` reconciles N filter rules from nothing:
+//! render + `nft -c` (plan) + `nft -f` (apply), and prints the times. With
+//! `--script FILE` it also writes the rendered script there, for timing a bare
+//! `nft -f FILE` on the same ruleset.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool: panics are fine
+
+use std::time::Instant;
+
+use kowabunga_firewall::{FirewallReconciler, desired, render};
+use kowabunga_model::{Document, Format, Reconciler};
+
+fn document(n: usize) -> String {
+    let mut s = String::from(
+        "version = 1\nnode = \"bench\"\nissued_at = \"2026-01-01T00:00:00Z\"\nexpires_at = \"2036-01-01T00:00:00Z\"\n\
+         [network]\n[[network.links]]\nname = \"eth0\"\n[[network.links]]\nname = \"eth1\"\n\
+         [firewall]\ninput = \"drop\"\nforward = \"drop\"\n",
+    );
+    for i in 0..n {
+        let (chain, iface) = if i % 2 == 0 {
+            ("input", "iif = \"eth0\"")
+        } else {
+            ("forward", "iif = \"eth1\"\noif = \"eth0\"")
+        };
+        s.push_str(&format!(
+            "[[firewall.rules]]\nchain = \"{chain}\"\n{iface}\nsaddr = \"10.{}.{}.0/24\"\nproto = \"tcp\"\ndport = {}\naction = \"accept\"\ncomment = \"rule {i}\"\n",
+            i / 256,
+            i % 256,
+            1000 + i
+        ));
+    }
+    s
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(500);
+    let script_out = args
+        .iter()
+        .position(|a| a == "--script")
+        .and_then(|i| args.get(i + 1));
+    let doc = Document::parse(document(n).as_bytes(), Format::Toml).unwrap();
+    let fw = FirewallReconciler::new().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let t0 = Instant::now();
+        let rendered = render(desired(&doc).unwrap().as_ref());
+        let t1 = Instant::now();
+        if let Some(path) = script_out {
+            std::fs::write(path, &rendered.script).unwrap();
+        }
+        let t2 = Instant::now();
+        let plan = fw.plan(&doc, None).await.unwrap();
+        let t3 = Instant::now();
+        fw.apply(plan.payload).await.unwrap();
+        let t4 = Instant::now();
+        let again = fw.plan(&doc, Some(&doc)).await.unwrap();
+        let t5 = Instant::now();
+        assert!(again.actions.is_empty());
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
+        println!(
+            "ours: render {:.1} ms; plan (parse + validate + render + list + nft -c) {:.1} ms; apply (nft -f + list) {:.1} ms; total {:.1} ms ({} rules); re-plan {:.1} ms, 0 actions",
+            ms(t0, t1),
+            ms(t2, t3),
+            ms(t3, t4),
+            ms(t2, t4),
+            rendered.rules,
+            ms(t4, t5)
+        );
+        println!("ours_total_ms={:.1}", ms(t2, t4));
+    });
+}

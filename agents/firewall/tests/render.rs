@@ -1,0 +1,81 @@
+//! Golden-file tests of the nft rendering: each `golden/NAME.toml` (a document body)
+//! renders to exactly `golden/NAME.nft`. Regenerate with `UPDATE_GOLDEN=1 cargo test`
+//! and review the diff.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
+use std::path::Path;
+
+use kowabunga_firewall::{desired, render};
+use kowabunga_model::{Document, Format};
+
+pub fn document(body: &str) -> Document {
+    let text = format!(
+        "version = 1\nnode = \"kiwi-test\"\nissued_at = \"2026-01-01T00:00:00Z\"\nexpires_at = \"2036-01-01T00:00:00Z\"\n{body}"
+    );
+    Document::parse(text.as_bytes(), Format::Toml).expect("test document parses")
+}
+
+#[test]
+fn golden_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut seen = 0;
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for input in entries
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+    {
+        let doc = document(&std::fs::read_to_string(&input).unwrap());
+        let fw = desired(&doc).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
+        let got = render(fw.as_ref()).script;
+        let golden = input.with_extension("nft");
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&golden, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&golden)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", golden.display()));
+        assert_eq!(
+            got,
+            want,
+            "{} differs from its golden file",
+            input.display()
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 4, "golden inputs");
+}
+
+#[test]
+fn digest_follows_contents_only() {
+    let a = document("[firewall]\ninput = \"drop\"\n");
+    let b = document("[firewall]\ninput = \"drop\"\n[dns]\nanything = 1\n");
+    let c = document("[firewall]\ninput = \"accept\"\n");
+    let r = |d: &Document| render(desired(d).unwrap().as_ref());
+    assert_eq!(r(&a).digest, r(&b).digest);
+    assert_ne!(r(&a).digest, r(&c).digest);
+    assert_eq!(r(&a).digest.len(), 32);
+}
+
+#[test]
+fn bad_input_is_refused_before_rendering() {
+    let cases = [
+        (
+            "[firewall]\n[[firewall.rules]]\nchain = \"input\"\niif = \"eth9\"\naction = \"accept\"\n",
+            "unknown interface eth9",
+        ),
+        (
+            "[firewall]\n[[firewall.rules]]\nchain = \"input\"\nproto = \"tcp\"\ndport = \"90-80\"\naction = \"accept\"\n",
+            "port range 90-80 is reversed",
+        ),
+        ("[firewall]\nfoo = 1\n", "unknown field `foo`"),
+    ];
+    for (body, want) in cases {
+        let err = desired(&document(body)).unwrap_err();
+        assert_eq!(err.kind, kowabunga_model::ErrorKind::Invalid);
+        assert!(err.message.contains(want), "{body}: {err}");
+    }
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Idle resident memory of the kiwi agent (goal: <= 15 MB).
+#
+#   scripts/bench-agent-memory.sh [SECONDS]
+#
+# Builds kiwi in release mode, serves a signed document from a throwaway directory on
+# loopback (python3's http.server), runs `kiwi run` against it with its state in a
+# temporary directory, waits until the document is applied and the agent is idle, then
+# prints VmRSS/VmHWM from /proc. Touches nothing outside its temporary directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+idle=${1:-10}
+say() { printf '[bench-memory] %s\n' "$*" >&2; }
+
+for tool in minisign python3 cargo; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-deps.sh --for test" >&2; exit 1; }
+done
+say "building kiwi (release)"
+cargo build --release -q -p kiwi
+bin=target/release/kiwi
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+node=bench-node
+mkdir -p "$work/www/api/v1/agents/$node" "$work/keys" "$work/state"
+minisign -G -W -p "$work/keys/bench.pub" -s "$work/key.sec" >/dev/null
+doc="$work/www/api/v1/agents/$node/config"
+cat > "$doc" <<TOML
+version = 1
+node = "$node"
+issued_at = 2026-01-01T00:00:00Z
+expires_at = 2099-01-01T00:00:00Z
+TOML
+minisign -S -s "$work/key.sec" -m "$doc" -x "$doc.minisig" >/dev/null
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+status_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work/www" >/dev/null 2>&1 &
+pids+=($!)
+sleep 1
+echo "kowabunga.kahuna=http://127.0.0.1:$port kowabunga.agent_id=$node kowabunga.api_key=bench kowabunga.insecure kowabunga.interval=5" > "$work/cmdline"
+RUST_LOG=warn "$bin" run --cmdline "$work/cmdline" --state-root "$work/state" \
+  --trusted-keys "$work/keys" --status-addr "127.0.0.1:$status_port" 2>"$work/agent.log" &
+agent=$!
+pids+=("$agent")
+
+for _ in $(seq 1 50); do
+  [ -L "$work/state/kiwi/current" ] && break
+  sleep 0.2
+done
+[ -L "$work/state/kiwi/current" ] || { cat "$work/agent.log" >&2; echo "the agent did not apply the document" >&2; exit 1; }
+say "document applied; idling ${idle}s (polling every 5s)"
+sleep "$idle"
+kill -0 "$agent" || { cat "$work/agent.log" >&2; exit 1; }
+rss=$(awk '/^VmRSS/ {print $2}' "/proc/$agent/status")
+hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$agent/status")
+size=$(stat -c %s "$bin")
+printf 'kiwi binary size: %.1f MB\n' "$(echo "$size / 1000000" | bc -l)"
+printf 'kiwi idle RSS: %.1f MB (peak %.1f MB) after %ss idle\n' "$(echo "$rss / 1024" | bc -l)" "$(echo "$hwm / 1024" | bc -l)" "$idle"
