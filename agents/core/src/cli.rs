@@ -381,7 +381,7 @@ async fn show_status<R: Role>(common: &Common, addr: SocketAddr) -> Result<ExitC
         }
         Err(e) => println!("{} is not running ({url}: {e})", R::NAME),
     }
-    let store = open_store::<R>(common)?;
+    let store = GenerationStore::open_read_only(common.state_root.join(R::NAME));
     match store.current().map_err(|e| e.to_string())? {
         Some(g) => println!(
             "generation in force: {} (document version {}, {:?}, staged at {})",

@@ -41,6 +41,8 @@ pub enum StoreError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: {detail}")]
     Corrupt { path: PathBuf, detail: String },
+    #[error("{path}: held by another agent process ({detail}); stop it first (systemctl stop)")]
+    Locked { path: PathBuf, detail: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -127,16 +129,38 @@ pub enum Interrupted {
 #[derive(Debug)]
 pub struct GenerationStore {
     root: PathBuf,
+    /// Exclusive lock on `<root>/lock` while a writer has the store open: `kiwi apply`
+    /// and a running `kiwi run` never interleave.
+    _lock: Option<nix::fcntl::Flock<File>>,
 }
 
 impl GenerationStore {
-    /// Open (creating if needed) the store at `root`, with mode 0700.
+    /// Open (creating if needed) the store at `root`, with mode 0700, and lock it for
+    /// writing. Fails at once if another agent process holds it.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
         let generations = root.join("generations");
         fs::create_dir_all(&generations).map_err(io_err(&generations))?;
         fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).map_err(io_err(&root))?;
-        Ok(Self { root })
+        let lock_path = root.join("lock");
+        let file = File::create(&lock_path).map_err(io_err(&lock_path))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| StoreError::Locked {
+                path: lock_path.clone(),
+                detail: errno.desc().to_owned(),
+            })?;
+        Ok(Self {
+            root,
+            _lock: Some(lock),
+        })
+    }
+
+    /// Open an existing store to read it, without locking (`status`).
+    pub fn open_read_only(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            _lock: None,
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -580,6 +604,19 @@ mod tests {
         assert!(
             err.contains("current") && err.contains("not a generation"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_second_writer_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _first = GenerationStore::open(tmp.path()).unwrap();
+        let err = GenerationStore::open(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("held by another agent process"), "{err}");
+        assert!(
+            GenerationStore::open_read_only(tmp.path())
+                .current()
+                .is_ok()
         );
     }
 
