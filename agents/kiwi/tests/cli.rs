@@ -18,7 +18,10 @@ impl Netns {
             .status()
             .unwrap();
         assert!(ok.success(), "ip netns add (the test needs root)");
-        Self(name)
+        let netns = Self(name);
+        // As on a booted system: DNS checks itself over loopback.
+        assert!(netns.run("ip", &["link", "set", "lo", "up"]).status.success());
+        netns
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Output {

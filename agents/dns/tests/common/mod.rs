@@ -1,0 +1,282 @@
+//! Test harness: a fake recursor, `dig`, and a pipeline double that runs pushes and
+//! documents through the real `DnsReconciler` (plan, apply, check, revert on failure,
+//! persist), as the agent core does.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{RData, Record};
+use kowabunga_dns::{DnsReconciler, DnsServer};
+use kowabunga_model::{Document, Format, Reconciler};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+
+/// The address every forwarded name resolves to at the fake recursor.
+pub const RECURSOR_ANSWER: &str = "192.0.2.53";
+
+/// A recursor double on loopback (UDP and TCP, same port): answers every A query
+/// with [`RECURSOR_ANSWER`], counts queries.
+pub struct FakeRecursor {
+    pub addr: SocketAddr,
+    pub queries: Arc<Mutex<usize>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl FakeRecursor {
+    pub async fn start() -> Self {
+        let udp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = udp.local_addr().unwrap();
+        let tcp = TcpListener::bind(addr).await.unwrap();
+        let queries = Arc::new(Mutex::new(0));
+        let q = Arc::clone(&queries);
+        let udp_task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let (n, peer) = udp.recv_from(&mut buf).await.unwrap();
+                *q.lock().unwrap() += 1;
+                let reply = answer(&buf[..n]);
+                udp.send_to(&reply, peer).await.unwrap();
+            }
+        });
+        let q = Arc::clone(&queries);
+        let tcp_task = tokio::spawn(async move {
+            loop {
+                let (mut s, _) = tcp.accept().await.unwrap();
+                *q.lock().unwrap() += 1;
+                tokio::spawn(async move {
+                    let n = s.read_u16().await.unwrap() as usize;
+                    let mut buf = vec![0u8; n];
+                    s.read_exact(&mut buf).await.unwrap();
+                    let reply = answer(&buf);
+                    s.write_u16(reply.len() as u16).await.unwrap();
+                    s.write_all(&reply).await.unwrap();
+                });
+            }
+        });
+        Self {
+            addr,
+            queries,
+            tasks: vec![udp_task, tcp_task],
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        *self.queries.lock().unwrap()
+    }
+
+    /// Stop answering: the port closes.
+    pub async fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+fn answer(query: &[u8]) -> Vec<u8> {
+    let q = Message::from_vec(query).unwrap();
+    let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+    r.metadata.message_type = MessageType::Response;
+    r.metadata.recursion_desired = q.metadata.recursion_desired;
+    r.metadata.recursion_available = true;
+    r.metadata.response_code = ResponseCode::NoError;
+    r.queries = q.queries.clone();
+    if let Some(edns) = q.edns.clone() {
+        r.set_edns(edns);
+    }
+    let name = q.queries[0].name().clone();
+    r.answers.push(Record::from_rdata(
+        name,
+        300,
+        RData::A(A(RECURSOR_ANSWER.parse().unwrap())),
+    ));
+    r.to_vec().unwrap()
+}
+
+/// A free loopback port for UDP and TCP alike.
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// What `dig` printed, parsed enough for assertions.
+#[derive(Debug)]
+pub struct Dig {
+    pub status: String,
+    pub flags: Vec<String>,
+    pub answers: Vec<String>,
+    pub raw: String,
+}
+
+/// Query our server with the real `dig` (bind9-dnsutils).
+pub fn dig(port: u16, name: &str, qtype: &str, extra: &[&str]) -> Dig {
+    let out = Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            name,
+            qtype,
+            "+tries=1",
+            "+time=3",
+        ])
+        .args(extra)
+        .output()
+        .expect("dig not found: install bind9-dnsutils (scripts/install-deps.sh --for test)");
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = raw
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("")
+        .to_owned();
+    let flags = raw
+        .split("flags: ")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let mut answers = Vec::new();
+    let mut in_answer = false;
+    for line in raw.lines() {
+        if line.starts_with(";; ANSWER SECTION") {
+            in_answer = true;
+        } else if line.trim().is_empty() {
+            in_answer = false;
+        } else if in_answer {
+            // "www.acme.local. 60 IN A 10.0.0.1" -> "A 10.0.0.1"
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 5 {
+                answers.push(format!("{} {}", f[3], f[4]));
+            }
+        }
+    }
+    answers.sort();
+    Dig {
+        status,
+        flags,
+        answers,
+        raw,
+    }
+}
+
+/// A generation-pipeline double: the signed document plus pushed tables, applied
+/// through the real reconciler, reverted on failure, persisted on success.
+pub struct Pipeline {
+    pub reconciler: DnsReconciler,
+    pub current: Mutex<Document>,
+    pub store: PathBuf,
+}
+
+impl Pipeline {
+    /// Start from `signed` (TOML text), or from what `store` holds (a restart).
+    pub async fn start(signed: &str, store: &Path) -> Arc<Self> {
+        let server = DnsServer::new();
+        let reconciler = DnsReconciler::new(server);
+        let mut doc = Document::parse(signed.as_bytes(), Format::Toml).unwrap();
+        if let Ok(text) = std::fs::read_to_string(store) {
+            let table: toml::Table = toml::from_str(&text).unwrap();
+            doc.set_pushed("dns", table);
+        }
+        let p = Arc::new(Self {
+            reconciler,
+            current: Mutex::new(doc.clone()),
+            store: store.to_owned(),
+        });
+        p.run(&doc, None).await.unwrap();
+        p
+    }
+
+    pub fn server(&self) -> &DnsServer {
+        self.reconciler.server()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server().bound()[0].port()
+    }
+
+    async fn run(&self, desired: &Document, in_force: Option<&Document>) -> Result<(), String> {
+        let planned = self
+            .reconciler
+            .plan(desired, in_force)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.reconciler
+            .apply(planned.payload)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.reconciler
+            .check(desired)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// What the core's `push("dns", table)` does.
+    pub async fn push(&self, table: toml::Table) -> Result<(), String> {
+        let previous = self.current.lock().unwrap().clone();
+        let mut next = previous.clone();
+        next.set_pushed("dns", table.clone());
+        if let Err(err) = self.run(&next, Some(&previous)).await {
+            self.run(&previous, None)
+                .await
+                .map_err(|e| format!("{err}; revert failed: {e}"))?;
+            return Err(err);
+        }
+        std::fs::write(&self.store, toml::to_string(&table).unwrap()).unwrap();
+        *self.current.lock().unwrap() = next;
+        Ok(())
+    }
+}
+
+pub fn signed_doc(port: u16, recursor: SocketAddr) -> String {
+    format!(
+        r#"version = 1
+node = "kiwi-1"
+issued_at = "2026-01-01T00:00:00Z"
+expires_at = "2099-01-01T00:00:00Z"
+
+[dns]
+listen = ["127.0.0.1:{port}"]
+recursors = ["{recursor}"]
+forward_timeout_ms = 500
+
+[dns.zones."infra.acme.local".records]
+"@" = ["10.0.0.1"]
+kahuna = ["10.0.0.2", "fd00::2"]
+ntp = ["10.0.0.3"]
+"#
+    )
+}
+
+pub fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "kowabunga-dns-{tag}-{}-{}",
+        std::process::id(),
+        fastrand_u64()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn fastrand_u64() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
