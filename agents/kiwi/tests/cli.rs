@@ -20,7 +20,12 @@ impl Netns {
         assert!(ok.success(), "ip netns add (the test needs root)");
         let netns = Self(name);
         // As on a booted system: DNS checks itself over loopback.
-        assert!(netns.run("ip", &["link", "set", "lo", "up"]).status.success());
+        assert!(
+            netns
+                .run("ip", &["link", "set", "lo", "up"])
+                .status
+                .success()
+        );
         netns
     }
 
