@@ -6,7 +6,8 @@
 # Builds kiwi in release mode, serves a signed document from a throwaway directory on
 # loopback (python3's http.server), runs `kiwi run` against it with its state in a
 # temporary directory, waits until the document is applied and the agent is idle, then
-# prints VmRSS/VmHWM from /proc. Touches nothing outside its temporary directory.
+# prints VmRSS/VmHWM from /proc. Server and agent run in a throwaway network namespace
+# (the agent binds DNS on port 53 and owns nftables tables): needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 idle=${1:-10}
@@ -20,9 +21,16 @@ cargo build --release -q -p kiwi
 bin=target/release/kiwi
 
 work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+ns=kiwi-bench-$$
+cleanup() {
+  for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+in_ns() { ip netns exec "$ns" "$@"; }
 
 node=bench-node
 mkdir -p "$work/www/api/v1/agents/$node" "$work/keys" "$work/state"
@@ -38,14 +46,11 @@ minisign -S -s "$work/key.sec" -m "$doc" -x "$doc.minisig" >/dev/null
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 status_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work/www" >/dev/null 2>&1 &
-pids+=($!)
+in_ns python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work/www" >/dev/null 2>&1 &
 sleep 1
 echo "kowabunga.kahuna=http://127.0.0.1:$port kowabunga.agent_id=$node kowabunga.api_key=bench kowabunga.insecure kowabunga.interval=5" > "$work/cmdline"
-RUST_LOG=warn "$bin" run --cmdline "$work/cmdline" --state-root "$work/state" \
+RUST_LOG=warn in_ns "$bin" run --cmdline "$work/cmdline" --state-root "$work/state" \
   --trusted-keys "$work/keys" --status-addr "127.0.0.1:$status_port" 2>"$work/agent.log" &
-agent=$!
-pids+=("$agent")
 
 for _ in $(seq 1 50); do
   [ -L "$work/state/kiwi/current" ] && break
@@ -54,7 +59,8 @@ done
 [ -L "$work/state/kiwi/current" ] || { cat "$work/agent.log" >&2; echo "the agent did not apply the document" >&2; exit 1; }
 say "document applied; idling ${idle}s (polling every 5s)"
 sleep "$idle"
-kill -0 "$agent" || { cat "$work/agent.log" >&2; exit 1; }
+agent=$(pgrep -f "^$bin run --cmdline $work/cmdline" | head -n 1)
+[ -n "$agent" ] || { cat "$work/agent.log" >&2; echo "the agent died" >&2; exit 1; }
 rss=$(awk '/^VmRSS/ {print $2}' "/proc/$agent/status")
 hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$agent/status")
 size=$(stat -c %s "$bin")
