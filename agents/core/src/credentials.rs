@@ -90,6 +90,19 @@ struct Persisted {
     ca_file: Option<PathBuf>,
 }
 
+impl Persisted {
+    /// Each field of `self`, or else of `fallback`.
+    fn or(self, fallback: Persisted) -> Persisted {
+        Persisted {
+            kahuna: self.kahuna.or(fallback.kahuna),
+            agent_id: self.agent_id.or(fallback.agent_id),
+            api_key: self.api_key.or(fallback.api_key),
+            config_url: self.config_url.or(fallback.config_url),
+            ca_file: self.ca_file.or(fallback.ca_file),
+        }
+    }
+}
+
 /// Upstream's `/etc/kowabunga/<agent>.yml`; only `global` matters here.
 #[derive(Debug, Deserialize)]
 struct Upstream {
@@ -109,28 +122,12 @@ pub fn resolve(boot: &BootParams, sources: &Sources) -> Result<Credentials, Cred
     let from_cmdline = from_boot(boot)?;
     let persisted = read_persisted(&sources.persisted)?.unwrap_or_default();
     let upstream = read_upstream(&sources.upstream)?.unwrap_or_default();
-    let merged = Persisted {
-        kahuna: from_cmdline
-            .kahuna
-            .clone()
-            .or(persisted.kahuna.clone())
-            .or(upstream.kahuna),
-        agent_id: from_cmdline
-            .agent_id
-            .clone()
-            .or(persisted.agent_id.clone())
-            .or(upstream.agent_id),
-        api_key: from_cmdline
-            .api_key
-            .clone()
-            .or(persisted.api_key.clone())
-            .or(upstream.api_key),
-        config_url: from_cmdline
-            .config_url
-            .clone()
-            .or(persisted.config_url.clone()),
-        ca_file: from_cmdline.ca_file.clone().or(persisted.ca_file.clone()),
-    };
+    let merged = from_cmdline.clone().or(persisted.clone()).or(Persisted {
+        // Upstream's YAML has no config URL nor CA file.
+        config_url: None,
+        ca_file: None,
+        ..upstream
+    });
     let missing = |missing, key, yaml_key| CredentialsError::Missing {
         missing,
         key,
@@ -203,15 +200,8 @@ fn from_boot(boot: &BootParams) -> Result<Persisted, CredentialsError> {
 }
 
 fn read_persisted(path: &Path) -> Result<Option<Persisted>, CredentialsError> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(CredentialsError::Io {
-                path: path.to_owned(),
-                source,
-            });
-        }
+    let Some(text) = read_if_present(path)? else {
+        return Ok(None);
     };
     toml::from_str(&text)
         .map(Some)
@@ -221,16 +211,21 @@ fn read_persisted(path: &Path) -> Result<Option<Persisted>, CredentialsError> {
         })
 }
 
+/// The file's text, or `None` when it does not exist.
+fn read_if_present(path: &Path) -> Result<Option<String>, CredentialsError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CredentialsError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 fn read_upstream(path: &Path) -> Result<Option<Persisted>, CredentialsError> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(CredentialsError::Io {
-                path: path.to_owned(),
-                source,
-            });
-        }
+    let Some(text) = read_if_present(path)? else {
+        return Ok(None);
     };
     let upstream: Upstream =
         serde_saphyr::from_str(&text).map_err(|e| CredentialsError::Parse {
