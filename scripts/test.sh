@@ -33,7 +33,7 @@ if [ "$fast" = 1 ]; then
   cargo test --workspace --locked
 fi
 
-if [ "$qemu" = 1 ] && [ -f qemu-test/Cargo.toml ]; then
+if [ "$qemu" = 1 ]; then
   say "QEMU tier: image build"
   scripts/install-deps.sh --for image --for qemu
   scripts/build-image.sh kiwi

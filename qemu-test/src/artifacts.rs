@@ -1,0 +1,162 @@
+//! Finds the artifacts `scripts/build-image.sh` wrote (`dist/`, or `$KOWABUNGA_DIST`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error(
+        "no {role} image in {dist} (looked for {role}-*-x86_64.raw): build it first with \
+         scripts/build-image.sh {role}"
+    )]
+    Missing { role: String, dist: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Tool(String),
+}
+
+/// One role's build outputs.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    /// `dist/<role>-<version>-x86_64`, without extension.
+    pub stem: PathBuf,
+    pub raw: PathBuf,
+    pub qcow2: PathBuf,
+    pub pxe_kernel: PathBuf,
+    pub pxe_initrd: PathBuf,
+    /// Kernel command line of the PXE boot (without kowabunga.* keys).
+    pub pxe_cmdline: String,
+}
+
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+pub fn dist_dir() -> PathBuf {
+    std::env::var_os("KOWABUNGA_DIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("dist"))
+}
+
+impl Artifacts {
+    /// The newest `<role>-*-x86_64.raw` in the dist directory and its siblings.
+    pub fn find(role: &str) -> Result<Self, ArtifactError> {
+        let dist = dist_dir();
+        let missing = || ArtifactError::Missing {
+            role: role.to_owned(),
+            dist: dist.display().to_string(),
+        };
+        let mut candidates: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(&dist)
+            .map_err(|_| missing())?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.starts_with(&format!("{role}-")) && n.ends_with("-x86_64.raw")
+                })
+            })
+            .filter_map(|p| Some((fs::metadata(&p).ok()?.modified().ok()?, p)))
+            .collect();
+        candidates.sort();
+        let (_, raw) = candidates.pop().ok_or_else(missing)?;
+        let stem = raw.with_extension("");
+        let sibling = |ext: &str| PathBuf::from(format!("{}.{ext}", stem.display()));
+        let pxe_cmdline_path = sibling("pxe.cmdline");
+        let pxe_cmdline = fs::read_to_string(&pxe_cmdline_path)
+            .map_err(|source| ArtifactError::Io {
+                what: format!("reading {}", pxe_cmdline_path.display()),
+                source,
+            })?
+            .trim()
+            .to_owned();
+        let artifacts = Self {
+            qcow2: sibling("qcow2"),
+            pxe_kernel: sibling("pxe.vmlinuz"),
+            pxe_initrd: sibling("pxe.initrd"),
+            pxe_cmdline,
+            raw,
+            stem,
+        };
+        for p in [
+            &artifacts.qcow2,
+            &artifacts.pxe_kernel,
+            &artifacts.pxe_initrd,
+        ] {
+            if !p.is_file() {
+                return Err(ArtifactError::Io {
+                    what: format!(
+                        "{} (rebuild with scripts/build-image.sh {role})",
+                        p.display()
+                    ),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                });
+            }
+        }
+        Ok(artifacts)
+    }
+
+    /// A private, writable copy of the raw disk, grown to `size_gib` (room for the B
+    /// slot and /var, which systemd-repart creates on first boot).
+    pub fn disk_copy(&self, dir: &Path, size_gib: u64) -> Result<PathBuf, ArtifactError> {
+        let name = self
+            .raw
+            .file_name()
+            .map(|n| n.to_owned())
+            .unwrap_or_default();
+        let copy = dir.join(name);
+        let status = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&self.raw)
+            .arg(&copy)
+            .status()
+            .map_err(|source| ArtifactError::Io {
+                what: "running cp".into(),
+                source,
+            })?;
+        if !status.success() {
+            return Err(ArtifactError::Tool(format!(
+                "cp {} failed",
+                self.raw.display()
+            )));
+        }
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&copy)
+            .map_err(|source| ArtifactError::Io {
+                what: format!("opening {}", copy.display()),
+                source,
+            })?;
+        file.set_len(size_gib << 30)
+            .map_err(|source| ArtifactError::Io {
+                what: format!("growing {}", copy.display()),
+                source,
+            })?;
+        Ok(copy)
+    }
+}
+
+/// Runs `scripts/personalize-image.sh` on a disk image.
+pub fn personalize(disk: &Path, args: &[&str]) -> Result<(), ArtifactError> {
+    let script = workspace_root().join("scripts/personalize-image.sh");
+    let out = Command::new(&script)
+        .arg(disk)
+        .args(args)
+        .output()
+        .map_err(|source| ArtifactError::Io {
+            what: format!("running {}", script.display()),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(ArtifactError::Tool(format!(
+            "personalize-image.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}

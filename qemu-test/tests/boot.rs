@@ -1,0 +1,471 @@
+//! Boot scenarios of the kiwi image, checked from outside the guest: what the fake
+//! Kahuna saw (authenticated fetches, reports) and what the console says.
+//!
+//! Run with `KOWABUNGA_QEMU_TESTS=1 cargo test -p qemu-test -- --test-threads=1` after
+//! `scripts/build-image.sh kiwi`. Without the variable every test returns at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use qemu_test::artifacts::{self, Artifacts};
+use qemu_test::document::document;
+use qemu_test::kahuna::{Credentials, FakeKahuna, Report};
+use qemu_test::sign::Signer;
+use qemu_test::vm::{Boot, KAHUNA_GUEST_ADDR, SocketNic, Vm, VmConfig};
+
+/// Boots under TCG take minutes; give each wait a generous bound.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+const AGENT_ID: &str = "kiwi-qemu-01";
+const API_KEY: &str = "kw-test-3f9c1a7e5b2d4c6a8e0f";
+
+/// One VM at a time: the machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Harness {
+    _guard: MutexGuard<'static, ()>,
+    dir: PathBuf,
+    artifacts: Artifacts,
+    kahuna: FakeKahuna,
+    signer: Signer,
+    pubkey: String,
+}
+
+fn harness(name: &str) -> Option<Harness> {
+    if !qemu_test::enabled() {
+        eprintln!("{name}: skipped (set KOWABUNGA_QEMU_TESTS=1 to boot the images)");
+        return None;
+    }
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = qemu_test::scratch_dir(name);
+    let artifacts = Artifacts::find("kiwi").unwrap_or_else(|e| panic!("{e}"));
+    let kahuna = FakeKahuna::start(Credentials {
+        agent_kind: "Kiwi".into(),
+        agent_id: AGENT_ID.into(),
+        api_key: API_KEY.into(),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let signer = Signer::generate(&dir.join("keys")).unwrap_or_else(|e| panic!("{e}"));
+    let pubkey = signer.public_key_base64().unwrap_or_else(|e| panic!("{e}"));
+    Some(Harness {
+        _guard: guard,
+        dir,
+        artifacts,
+        kahuna,
+        signer,
+        pubkey,
+    })
+}
+
+impl Harness {
+    fn kahuna_url(&self) -> String {
+        format!("http://{KAHUNA_GUEST_ADDR}")
+    }
+
+    /// Publishes a signed document of `version` with `body` as its sections.
+    fn publish(&self, version: u64, body: &str) {
+        let doc = document(version, AGENT_ID, body);
+        let sig = self
+            .signer
+            .sign(&format!("v{version}.toml"), &doc)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.kahuna.publish(doc, Some(sig));
+    }
+
+    /// A personalized copy of the disk image: credentials on the ESP (add-on + credential).
+    fn personalized_disk(&self) -> PathBuf {
+        let disk = self
+            .artifacts
+            .disk_copy(&self.dir, 4)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let key_file = self.dir.join("api-key");
+        std::fs::write(&key_file, format!("{API_KEY}\n"))
+            .unwrap_or_else(|e| panic!("writing the key: {e}"));
+        let url = self.kahuna_url();
+        let key = key_file.display().to_string();
+        artifacts::personalize(
+            &disk,
+            &[
+                "--kahuna",
+                &url,
+                "--agent-id",
+                AGENT_ID,
+                "--api-key-file",
+                &key,
+                "--pubkey",
+                &self.pubkey,
+                "--insecure",
+                "--interval",
+                "5",
+                "--confirm-window",
+                "20",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        disk
+    }
+
+    fn boot(&self, name: &str, boot: Boot) -> Vm {
+        let mut config = VmConfig::new(name, boot);
+        config.kahuna_port = Some(self.kahuna.port());
+        Vm::start(&config, &self.dir).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Waits for a report of `version` in `state`; fails with the transcript and console.
+    fn expect_report(&self, vm: &mut Vm, version: u64, state: &str) -> Duration {
+        let start = Instant::now();
+        let want = |k: &FakeKahuna| {
+            k.reports()
+                .into_iter()
+                .find(|r| r.version == version && r.state == state)
+        };
+        while start.elapsed() < BOOT_TIMEOUT {
+            if self.kahuna.wait_for(Duration::from_secs(2), want).is_some() {
+                return vm.uptime();
+            }
+            if let Err(e) = vm.check_running() {
+                self.fail(vm, &format!("{e}"));
+            }
+        }
+        self.fail(
+            vm,
+            &format!(
+                "no report {{version: {version}, state: {state}}} within {}s",
+                BOOT_TIMEOUT.as_secs()
+            ),
+        )
+    }
+
+    fn fail(&self, vm: &Vm, why: &str) -> ! {
+        panic!(
+            "{}: {why}\nfake Kahuna saw:\n{}\nconsole (last lines):\n{}",
+            vm.name(),
+            self.kahuna.transcript(),
+            qemu_test::kahuna::tail(&vm.console(), 60)
+        );
+    }
+
+    /// Every request the agent made carried the right credentials.
+    fn assert_all_authenticated(&self) {
+        let seen = self.kahuna.seen();
+        assert!(!seen.is_empty(), "the agent made no request");
+        let bad: Vec<_> = seen.iter().filter(|s| !s.authenticated).collect();
+        assert!(
+            bad.is_empty(),
+            "unauthenticated requests:\n{}",
+            self.kahuna.transcript()
+        );
+    }
+}
+
+fn console_line(vm: &mut Vm, needle: &str) -> String {
+    vm.wait_console(needle, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn applied(version: u64) -> Report {
+    Report {
+        version,
+        state: "applied".into(),
+        error: None,
+    }
+}
+
+#[test]
+fn uefi_disk_boot_reaches_agent_ready_with_credentials_from_the_esp() {
+    let Some(h) = harness("uefi_disk_boot") else {
+        return;
+    };
+    h.publish(1, "");
+    let disk = h.personalized_disk();
+    let mut vm = h.boot("uefi", Boot::Uefi { disk });
+    let ready = h.expect_report(&mut vm, 1, "applied");
+    eprintln!(
+        "uefi disk boot: report of v1 after {:.1}s",
+        ready.as_secs_f32()
+    );
+    h.assert_all_authenticated();
+    assert!(h.kahuna.reports().contains(&applied(1)));
+    // The fetch of the document and of its signature both happened.
+    let seen = h.kahuna.seen();
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "GET" && s.path.ends_with("/config") && s.status == 200)
+    );
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "GET" && s.path.ends_with("/config.minisig") && s.status == 200)
+    );
+    // Root: erofs, read-only, on dm-verity with every block read so far verified.
+    let root = console_line(&mut vm, "kowabunga: root ");
+    assert!(
+        root.contains("source=/dev/mapper/root fstype=erofs mode=ro"),
+        "{root}"
+    );
+    let verity = console_line(&mut vm, "kowabunga: verity ");
+    assert!(verity.contains("status=V"), "{verity}");
+    let var = console_line(&mut vm, "kowabunga: var ");
+    assert!(
+        var.contains("ext4"),
+        "/var is not on the data partition: {var}"
+    );
+    // The API key (on the kernel command line) is kept off the console.
+    assert!(
+        !vm.console().contains(API_KEY),
+        "the API key appeared on the console"
+    );
+}
+
+#[test]
+fn pxe_style_direct_kernel_boot_reaches_agent_ready_diskless() {
+    let Some(h) = harness("pxe_boot") else { return };
+    h.publish(1, "");
+    let cmdline = format!(
+        "{} kowabunga.kahuna={} kowabunga.agent_id={AGENT_ID} kowabunga.api_key={API_KEY} \
+         kowabunga.pubkey={} kowabunga.insecure kowabunga.interval=5",
+        h.artifacts.pxe_cmdline,
+        h.kahuna_url(),
+        h.pubkey
+    );
+    let boot = Boot::Direct {
+        kernel: h.artifacts.pxe_kernel.clone(),
+        initrd: h.artifacts.pxe_initrd.clone(),
+        cmdline,
+    };
+    let mut config = VmConfig::new("pxe", boot);
+    config.kahuna_port = Some(h.kahuna.port());
+    config.memory_mib = 1536;
+    let mut vm = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
+    let ready = h.expect_report(&mut vm, 1, "applied");
+    eprintln!("pxe boot: report of v1 after {:.1}s", ready.as_secs_f32());
+    h.assert_all_authenticated();
+    // Diskless: no verity root, /var in RAM.
+    let verity = console_line(&mut vm, "kowabunga: verity ");
+    assert!(verity.contains("status=none"), "{verity}");
+}
+
+#[test]
+fn reboot_comes_back_on_the_last_committed_generation_without_kahuna() {
+    let Some(h) = harness("reboot") else { return };
+    h.publish(1, "");
+    let disk = h.personalized_disk();
+    let mut vm = h.boot("first", Boot::Uefi { disk: disk.clone() });
+    h.expect_report(&mut vm, 1, "applied");
+    h.publish(2, "");
+    h.expect_report(&mut vm, 2, "applied");
+    // v3 fails validation (an unknown key in a section kiwi owns): rejected, v2 stays.
+    h.publish(3, "[dns]\nno_such_key = 1\n");
+    h.expect_report(&mut vm, 3, "rejected");
+    let rejected = h
+        .kahuna
+        .reports()
+        .into_iter()
+        .find(|r| r.version == 3)
+        .and_then(|r| r.error);
+    assert!(
+        rejected
+            .as_deref()
+            .is_some_and(|e| e.contains("no_such_key")),
+        "the rejection does not name the offending key: {rejected:?}"
+    );
+    let first = console_line(&mut vm, "kowabunga: kiwi ready");
+    eprintln!("first boot: {first}");
+    assert!(
+        vm.powerdown(Duration::from_secs(120)),
+        "the guest did not power off on ACPI request"
+    );
+    drop(vm);
+
+    // Kahuna is down: the node must come back on generation v2 from /var alone.
+    h.kahuna.set_down(true);
+    let mut vm = h.boot("second", Boot::Uefi { disk: disk.clone() });
+    let ready = vm
+        .wait_console("kowabunga: kiwi ready", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| h.fail(&vm, &e.to_string()));
+    let compact: String = ready.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(
+        compact.contains("\"version\":2,"),
+        "after reboot the agent is not on v2: {ready}"
+    );
+    let root = console_line(&mut vm, "kowabunga: root ");
+    assert!(root.contains("fstype=erofs mode=ro"), "{root}");
+    let verity = console_line(&mut vm, "kowabunga: verity ");
+    assert!(verity.contains("status=V"), "{verity}");
+    // Kahuna being down was noticed (the agent kept trying), and nothing was reported.
+    let down_requests = h.kahuna.seen().iter().filter(|s| s.status == 503).count();
+    assert!(
+        down_requests > 0,
+        "the agent did not try Kahuna after reboot:\n{}",
+        h.kahuna.transcript()
+    );
+    let _ = Path::new(&disk);
+}
+
+/// The peer's view of the node, printed every second on its console.
+const PEER_SCRIPT: &str = r#"
+ip link set eth0 up
+ip link add link eth0 name vlan101 type vlan id 101
+ip addr add 10.101.0.2/24 dev vlan101
+ip link set vlan101 up
+echo "PEER: up"
+n=0
+while true; do
+  n=$((n + 1))
+  a=down; ping -c 1 -W 1 10.101.0.1 >/dev/null 2>&1 && a=up
+  b=down; ping -c 1 -W 1 10.101.0.11 >/dev/null 2>&1 && b=up
+  t=closed; nc -w 2 -e /bin/true 10.101.0.1 53 >/dev/null 2>&1 && t=open
+  u=closed; nc -w 2 -e /bin/true 10.101.0.11 53 >/dev/null 2>&1 && u=open
+  echo "PEER[$n]: v1addr=$a v2addr=$b tcp53@v1=$t tcp53@v2=$u"
+  sleep 1
+done
+"#;
+
+const NODE_NIC_MAC: &str = "52:54:00:12:34:02";
+
+fn network_v1() -> String {
+    format!(
+        r#"[network]
+[[network.links]]
+name = "test0"
+mac = "{NODE_NIC_MAC}"
+
+[[network.links]]
+name = "vlan101"
+kind = "vlan"
+parent = "test0"
+id = 101
+addresses = ["10.101.0.1/24"]
+
+[firewall]
+input = "drop"
+
+[[firewall.rules]]
+chain = "input"
+iif = "vlan101"
+proto = "icmp"
+action = "accept"
+
+[[firewall.rules]]
+chain = "input"
+iif = "vlan101"
+proto = "tcp"
+dport = 53
+action = "accept"
+comment = "dns over tcp from vlan 101"
+"#
+    )
+}
+
+/// v2: the VLAN address moves to .11 and TCP 53 is no longer allowed.
+fn network_v2(extra: &str) -> String {
+    format!(
+        r#"[network]
+[[network.links]]
+name = "test0"
+mac = "{NODE_NIC_MAC}"
+
+[[network.links]]
+name = "vlan101"
+kind = "vlan"
+parent = "test0"
+id = 101
+addresses = ["10.101.0.11/24"]
+{extra}
+[firewall]
+input = "drop"
+
+[[firewall.rules]]
+chain = "input"
+iif = "vlan101"
+proto = "icmp"
+action = "accept"
+"#
+    )
+}
+
+/// Waits for a peer status line containing every `want` fragment.
+fn peer_sees(peer: &mut Vm, node: &Vm, h: &Harness, want: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let console = peer.console();
+        if let Some(line) = console.lines().rev().find(|l| l.starts_with("PEER[")) {
+            if want.iter().all(|w| line.contains(w)) {
+                return line.trim_end_matches('\r').to_owned();
+            }
+            if Instant::now() >= deadline {
+                h.fail(
+                    node,
+                    &format!("the peer never saw {want:?}; its last line: {line}"),
+                );
+            }
+        } else if Instant::now() >= deadline {
+            h.fail(
+                node,
+                &format!(
+                    "the peer printed nothing:\n{}",
+                    qemu_test::kahuna::tail(&console, 20)
+                ),
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn vlan_and_firewall_seen_from_a_peer_vm_and_a_route_cut_is_reverted() {
+    let Some(h) = harness("network") else { return };
+    h.publish(1, &network_v1());
+    let disk = h.personalized_disk();
+    let port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let mut config = VmConfig::new("node", Boot::Uefi { disk });
+    config.kahuna_port = Some(h.kahuna.port());
+    config.extra_nics.push(SocketNic {
+        mac: NODE_NIC_MAC.into(),
+        socket: format!("listen=127.0.0.1:{port}"),
+    });
+    let mut node = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
+
+    let initrd = qemu_test::peer::build_initrd(&h.artifacts, &h.dir, PEER_SCRIPT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut peer_config = VmConfig::new(
+        "peer",
+        Boot::Direct {
+            kernel: h.artifacts.pxe_kernel.clone(),
+            initrd,
+            cmdline: "console=ttyS0 quiet".into(),
+        },
+    );
+    peer_config.memory_mib = 256;
+    peer_config.cpus = 1;
+    peer_config.management_nic = false;
+    peer_config.extra_nics.push(SocketNic {
+        mac: "52:54:00:12:34:99".into(),
+        socket: format!("connect=127.0.0.1:{port}"),
+    });
+    let mut peer = Vm::start(&peer_config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
+
+    // v1: vlan101 with 10.101.0.1 answers ping on VLAN 101; TCP 53 (allowed) connects.
+    h.expect_report(&mut node, 1, "applied");
+    let seen = peer_sees(&mut peer, &node, &h, &["v1addr=up", "tcp53@v1=open"]);
+    eprintln!("after v1: {seen}");
+
+    // v2: the address moved and TCP 53 is now dropped: seen from the peer.
+    h.publish(2, &network_v2(""));
+    h.expect_report(&mut node, 2, "applied");
+    let seen = peer_sees(
+        &mut peer,
+        &node,
+        &h,
+        &["v1addr=down", "v2addr=up", "tcp53@v2=closed"],
+    );
+    eprintln!("after v2: {seen}");
+
+    // v4 routes Kahuna's address into the test NIC: the agent loses Kahuna, its
+    // confirmation fails, it reverts to v2 and reports it.
+    let cut = "\n[[network.routes]]\nto = \"10.0.2.100/32\"\ndev = \"test0\"\n";
+    h.publish(4, &network_v2(cut));
+    h.expect_report(&mut node, 4, "reverted");
+    let seen = peer_sees(&mut peer, &node, &h, &["v2addr=up", "tcp53@v2=closed"]);
+    eprintln!("after v4 (reverted): {seen}");
+    h.assert_all_authenticated();
+}

@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# Build the bootable, read-only appliance image of one Kowabunga role.
+#
+#   scripts/build-image.sh ROLE [--arch x86_64] [--out DIR] [--mirror URL]
+#                               [--version V] [--agent-bin PATH] [--no-install]
+#
+# ROLE       a directory of overlays/ (kiwi, ...) with a matching agent binary
+# --arch     target architecture (x86_64 only for now)
+# --out      output directory (default: dist/)
+# --mirror   Debian mirror URL (default: read from this host's apt sources)
+# --version  image version (default: the workspace version in Cargo.toml)
+# --kernel   generic (linux-image-amd64: bare metal and VMs) or cloud
+#            (linux-image-cloud-amd64: VMs only, smaller, boots faster);
+#            default: generic for kiwi and kaktus, cloud for kontroller
+# --agent-bin  use this prebuilt agent binary instead of `cargo build --release`
+# --no-install  never apt-get install missing host tools: fail and name them
+#
+# Writes to --out:
+#   ROLE-VERSION-ARCH.raw          GPT disk: ESP (systemd-boot + UKI), erofs
+#                                  root A + dm-verity; B slot and /var are
+#                                  created on first boot by systemd-repart
+#   ROLE-VERSION-ARCH.qcow2        the same, compressed (a Kahuna template)
+#   ROLE-VERSION-ARCH.efi          the UKI (kernel + trimmed initrd + cmdline)
+#   ROLE-VERSION-ARCH.pxe.vmlinuz  PXE kernel
+#   ROLE-VERSION-ARCH.pxe.initrd   PXE initrd: the whole root, boots diskless
+#   ROLE-VERSION-ARCH.ipxe         example iPXE script (kowabunga.* keys)
+#   ROLE-VERSION-ARCH.cmdline      kernel command line of the disk image
+#   SHA256SUMS
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+# mkosi runs "python3 ukify": make sure that is Debian's python3 (with
+# python3-pefile), not a python3 from pyenv or a virtualenv earlier in PATH.
+export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+stage_no=0
+t0=$(date +%s)
+stage() { stage_no=$((stage_no + 1)); printf '\n==> [%d] %s (+%ss)\n' "$stage_no" "$*" "$(( $(date +%s) - t0 ))" >&2; }
+say() { printf '    %s\n' "$*" >&2; }
+die() { printf '\nbuild-image: error: %s\n' "$*" >&2; exit 1; }
+
+role="" arch=x86_64 out="$repo/dist" mirror="${KOWABUNGA_MIRROR:-}" version="" agent_bin="" install=1 kernel=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --arch) [ $# -ge 2 ] || die "--arch needs a value"; arch=$2; shift 2 ;;
+    --arch=*) arch=${1#*=}; shift ;;
+    --out) [ $# -ge 2 ] || die "--out needs a directory"; out=$2; shift 2 ;;
+    --out=*) out=${1#*=}; shift ;;
+    --mirror) [ $# -ge 2 ] || die "--mirror needs a URL"; mirror=$2; shift 2 ;;
+    --mirror=*) mirror=${1#*=}; shift ;;
+    --version) [ $# -ge 2 ] || die "--version needs a value"; version=$2; shift 2 ;;
+    --version=*) version=${1#*=}; shift ;;
+    --kernel) [ $# -ge 2 ] || die "--kernel needs generic or cloud"; kernel=$2; shift 2 ;;
+    --kernel=*) kernel=${1#*=}; shift ;;
+    --agent-bin) [ $# -ge 2 ] || die "--agent-bin needs a path"; agent_bin=$2; shift 2 ;;
+    --agent-bin=*) agent_bin=${1#*=}; shift ;;
+    --no-install) install=0; shift ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) die "unknown option '$1' (see --help)" ;;
+    *) [ -z "$role" ] || die "only one ROLE may be given (got '$role' and '$1')"; role=$1; shift ;;
+  esac
+done
+
+roles=$(cd "$repo/overlays" && ls -d */ 2>/dev/null | tr -d / | grep -vx common | tr '\n' ' ')
+[ -n "$role" ] || die "missing ROLE (one of: $roles)"
+[ -d "$repo/overlays/$role" ] && [ "$role" != common ] || die "unknown role '$role' (one of: $roles)"
+case "$arch" in
+  x86_64|x86-64|amd64) arch=x86_64; mkosi_arch=x86-64 ;;
+  *) die "unsupported architecture '$arch' (supported: x86_64)" ;;
+esac
+agent=$role
+[ -n "$kernel" ] || case "$role" in kontroller) kernel=cloud ;; *) kernel=generic ;; esac
+case "$kernel" in
+  generic) kernel_pkg=linux-image-amd64 ;;
+  cloud) kernel_pkg=linux-image-cloud-amd64 ;;
+  *) die "unknown --kernel '$kernel' (generic or cloud)" ;;
+esac
+if [ -z "$version" ]; then
+  version=$(awk '/^\[workspace.package\]/{w=1;next} /^\[/{w=0} w && $1=="version"{gsub(/"/,"",$3); print $3; exit}' "$repo/Cargo.toml")
+  [ -n "$version" ] || die "no version given and none found in Cargo.toml [workspace.package]"
+fi
+case "$version" in *[!A-Za-z0-9.~^+-]*|"") die "invalid version '$version' (letters, digits and .~^+- only)" ;; esac
+name="$role-$version-$arch"
+mkdir -p "$out" || die "cannot create output directory '$out'"
+out=$(cd "$out" && pwd)
+work="$repo/target/image/$role"
+cache="${KOWABUNGA_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kowabunga/mkosi}"
+
+# ---- 1. host tools -------------------------------------------------------------
+stage "checking host tools"
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || [ -e "$1" ] || missing+=("$2 (for $1)"); }
+need mkosi mkosi
+need systemd-repart systemd
+need /usr/lib/systemd/ukify systemd-boot
+need /usr/lib/systemd/boot/efi/systemd-bootx64.efi systemd-boot-efi
+need mkfs.erofs erofs-utils
+need fsck.erofs erofs-utils
+need mkfs.vfat dosfstools
+need mcopy mtools
+need sfdisk fdisk
+need qemu-img qemu-utils
+need zstd zstd
+need cpio cpio
+need bwrap bubblewrap
+/usr/bin/python3 -c "import pefile" 2>/dev/null || missing+=("python3-pefile (for ukify)")
+need veritysetup cryptsetup-bin
+if command -v mkosi >/dev/null 2>&1; then
+  mv=$(mkosi --version 2>/dev/null | awk '{print $2}')
+  dpkg --compare-versions "${mv:-0}" ge 24 || missing+=("mkosi >= 24 from bookworm-backports (found ${mv:-none})")
+fi
+if command -v systemd-repart >/dev/null 2>&1; then
+  rv=$(systemd-repart --version | awk 'NR==1{print $2}')
+  [ "${rv:-0}" -ge 254 ] 2>/dev/null || missing+=("systemd-repart >= 254 from bookworm-backports (found ${rv:-none})")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$install" = 1 ] && [ "$(id -u)" = 0 ]; then
+    say "missing: ${missing[*]}"
+    say "installing with scripts/install-deps.sh --for image"
+    "$repo/scripts/install-deps.sh" --for image ${mirror:+--mirror "$mirror"} || die "installing host tools failed"
+    exec "$0" "$role" --arch "$arch" --out "$out" --version "$version" --kernel "$kernel" ${mirror:+--mirror "$mirror"} \
+      ${agent_bin:+--agent-bin "$agent_bin"} --no-install
+  fi
+  printf '    missing: %s\n' "${missing[@]}" >&2
+  die "host tools missing; run (as root): scripts/install-deps.sh --for image"
+fi
+[ "$(id -u)" = 0 ] || die "mkosi must run as root here (it builds file systems and partition tables)"
+say "mkosi $(mkosi --version | awk '{print $2}'), systemd-repart $(systemd-repart --version | awk 'NR==1{print $2}')"
+
+# ---- 2. Debian mirror -----------------------------------------------------------
+stage "resolving the Debian mirror"
+host_sources() {
+  # Prints "URI SUITES" for each apt source of the host (one-line and deb822).
+  local f
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -r "$f" ] && awk '$1=="deb"{u="";s=""; for(i=2;i<=NF;i++){ if($i ~ /^\[/){ while($i !~ /\]$/) i++; continue } if(u==""){u=$i}else if(s==""){s=$i} } print u, s}' "$f"
+  done
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -r "$f" ] && awk 'BEGIN{RS="";FS="\n"} { u="";s="";t="";en="yes"
+         for(i=1;i<=NF;i++){ line=$i
+           if(line ~ /^URIs:/){sub(/^URIs:[ \t]*/,"",line); split(line,a," "); u=a[1]}
+           if(line ~ /^Suites:/){sub(/^Suites:[ \t]*/,"",line); s=line}
+           if(line ~ /^Types:/){t=line}
+           if(line ~ /^Enabled:[ \t]*no/){en="no"} }
+         if(u!="" && t ~ /deb([ \t]|$)/ && en=="yes") print u, s }' "$f"
+  done
+}
+src=$(host_sources || true)
+if [ -z "$mirror" ]; then
+  mirror=$(printf '%s\n' "$src" | awk '$0 !~ /security/ && $0 ~ /(bookworm|trixie|stable|sid)/ {print $1; exit}')
+  [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt/sources.list*: pass --mirror URL"
+  say "mirror from the host's apt sources: $mirror"
+else
+  say "mirror from --mirror/KOWABUNGA_MIRROR: $mirror"
+fi
+security=$(printf '%s\n' "$src" | awk '$0 ~ /-security/ {print $1; exit}')
+mkdir -p "$work/pkgmngr/etc/apt/sources.list.d"
+{
+  printf 'Types: deb\nURIs: %s\nSuites: trixie trixie-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror"
+  if [ -n "$security" ]; then
+    printf '\nTypes: deb\nURIs: %s\nSuites: trixie-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$security"
+    say "security updates from the host's apt sources: $security"
+  fi
+} > "$work/pkgmngr/etc/apt/sources.list.d/mkosi.sources"
+
+# ---- 3. agent -------------------------------------------------------------------
+stage "building the $agent agent (release)"
+rm -rf "$work/agent" && mkdir -p "$work/agent/usr/bin"
+if [ -n "$agent_bin" ]; then
+  [ -x "$agent_bin" ] || die "--agent-bin '$agent_bin' is not an executable file"
+  say "using prebuilt $agent_bin"
+else
+  command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) to build the agents"
+  (cd "$repo" && cargo build --release --locked -p "$agent" 2>&1 | sed 's/^/    /') \
+    || (cd "$repo" && cargo build --release -p "$agent" 2>&1 | sed 's/^/    /') \
+    || die "cargo build --release -p $agent failed"
+  agent_bin="$repo/target/release/$agent"
+  [ -x "$agent_bin" ] || die "cargo produced no $agent_bin"
+fi
+install -m 0755 "$agent_bin" "$work/agent/usr/bin/$agent"
+say "$agent: $(du -k "$work/agent/usr/bin/$agent" | cut -f1) KiB"
+
+# ---- 4. mkosi -------------------------------------------------------------------
+mkdir -p "$cache/packages" "$work/out" "$work/initrd"
+run_mkosi() { # LOG ARGS...: runs mkosi, shows its steps, keeps the full log
+  local log=$1 rc; shift
+  set +e
+  mkosi --architecture "$mkosi_arch" \
+    --cache-dir "$cache" --package-cache-dir "$cache/packages" --incremental yes \
+    --package-manager-tree "$work/pkgmngr" "$@" --force build 2>&1 \
+    | tee "$log" | grep --line-buffered -E '^‣|^(E|W):|[Ee]rror' | grep --line-buffered -v 'Processing' | sed 's/^/    /'
+  rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" = 0 ] || { tail -n 30 "$log" | sed 's/^/    | /' >&2; die "mkosi failed (exit $rc); full log: $log"; }
+}
+stage "building the trimmed initrd (image/initrd)"
+run_mkosi "$work/initrd.log" --directory "$repo/image/initrd" --output-dir "$work/initrd"
+initrd=$(ls "$work/initrd"/initrd.cpio* 2>/dev/null | head -n1)
+[ -n "$initrd" ] || die "mkosi produced no initrd in $work/initrd"
+say "initrd userspace: $(( $(stat -c %s "$initrd") / 1024 )) KiB"
+
+stage "building the image with mkosi (Debian trixie, $kernel_pkg, erofs + dm-verity, UKI)"
+profile_args=()
+[ -d "$repo/image/mkosi.profiles/$role" ] && profile_args=(--profile "$role")
+run_mkosi "$work/mkosi.log" --directory "$repo/image" \
+  --image-id "kowabunga-$role" --image-version "$version" \
+  --output "$name" --output-dir "$work/out" --initrd "$initrd" --package "$kernel_pkg" \
+  --extra-tree "$repo/overlays/common" --extra-tree "$repo/overlays/$role" --extra-tree "$work/agent" \
+  "${profile_args[@]}"
+raw="$work/out/$name.raw"
+[ -f "$raw" ] || die "mkosi produced no $raw"
+
+# ---- 5. disk artifacts ------------------------------------------------------------
+stage "writing disk artifacts"
+rm -f "$out/$name".* "$out/SHA256SUMS"
+cp --sparse=always "$raw" "$out/$name.raw"
+qemu-img convert -q -c -f raw -O qcow2 "$out/$name.raw" "$out/$name.qcow2" || die "qemu-img convert to qcow2 failed"
+cp "$work/out/$name.efi" "$out/$name.efi"
+objcopy_cmdline=$(python3 - "$out/$name.efi" <<'EOF'
+import struct, sys
+# Read the .cmdline section of a PE (UKI) without binutils.
+d = open(sys.argv[1], "rb").read()
+pe = struct.unpack_from("<I", d, 0x3c)[0]
+nsec = struct.unpack_from("<H", d, pe + 6)[0]
+opt = struct.unpack_from("<H", d, pe + 20)[0]
+sec = pe + 24 + opt
+for i in range(nsec):
+    o = sec + 40 * i
+    nm = d[o:o + 8].rstrip(b"\0").decode()
+    vsize, _, rsize, rptr = struct.unpack_from("<IIII", d, o + 8)
+    if nm == ".cmdline":
+        print(d[rptr:rptr + min(vsize, rsize)].rstrip(b"\0").decode().strip())
+EOF
+) || die "cannot read the UKI command line"
+printf '%s\n' "$objcopy_cmdline" > "$out/$name.cmdline"
+say "UKI command line: $objcopy_cmdline"
+
+# ---- 6. PXE artifacts --------------------------------------------------------------
+stage "writing PXE artifacts (kernel + whole-root initrd, diskless)"
+cp "$work/out/$name.vmlinuz" "$out/$name.pxe.vmlinuz"
+rootpart=$(ls "$work/out/$name".root.raw* 2>/dev/null | head -n1)
+[ -n "$rootpart" ] || die "mkosi produced no split root partition ($work/out/$name.root.raw)"
+pxeroot="$work/pxeroot"
+rm -rf "$pxeroot"
+fsck.erofs --extract="$pxeroot" "$rootpart" >/dev/null || die "fsck.erofs --extract of $rootpart failed"
+# The kernel runs /init from the initramfs: start systemd as the real init
+# (there is no /etc/initrd-release here, so systemd boots the full system).
+ln -sfn usr/lib/systemd/systemd "$pxeroot/init"
+(cd "$pxeroot" && find . -mindepth 1 -print0 | LC_ALL=C sort -z \
+  | cpio --null --create --format=newc --owner=0:0 --quiet) \
+  | zstd -q -T0 -15 > "$out/$name.pxe.initrd" || die "building the PXE initrd failed"
+rm -rf "$pxeroot"
+# Diskless: no root hash, and neither the disk layout (repart) nor /var on a
+# data partition: /var stays in the RAM root.
+pxe_cmdline=$(printf '%s\n' "$objcopy_cmdline" | tr ' ' '\n' | grep -v -E '^(roothash=|ro$|root=|mount\.usr)' | tr '\n' ' ' | sed 's/ $//')
+pxe_cmdline="$pxe_cmdline systemd.mask=systemd-repart.service systemd.mask=var.mount"
+cat > "$out/$name.ipxe" <<EOF
+#!ipxe
+# Kowabunga $role $version ($arch): diskless boot (the root lives in RAM).
+# Serve this script and the two files beside it over HTTP(S); set the node's
+# credentials below (or from your DHCP/iPXE config) before chaining it.
+# The API key travels on the kernel command line: serve this script over
+# HTTPS only, per node (docs/images.md).
+set kowabunga_kahuna https://kahuna.example.org
+set kowabunga_agent_id REPLACE-WITH-AGENT-ID
+set kowabunga_api_key REPLACE-WITH-API-KEY
+kernel $name.pxe.vmlinuz initrd=$name.pxe.initrd $pxe_cmdline kowabunga.kahuna=\${kowabunga_kahuna} kowabunga.agent_id=\${kowabunga_agent_id} kowabunga.api_key=\${kowabunga_api_key}
+initrd $name.pxe.initrd
+boot
+EOF
+printf '%s\n' "$pxe_cmdline" > "$out/$name.pxe.cmdline"
+
+# ---- 7. checksums -------------------------------------------------------------------
+stage "checksums"
+(cd "$out" && sha256sum "$name".* > SHA256SUMS)
+for f in raw qcow2 efi pxe.vmlinuz pxe.initrd; do
+  say "$(printf '%-40s %8s KiB (allocated %s KiB)' "$name.$f" "$(( $(stat -c %s "$out/$name.$f") / 1024 ))" "$(du -k "$out/$name.$f" | cut -f1)")"
+done
+initrd_kib=$(( $(stat -c %s "$work/out/$name.initrd") / 1024 ))
+say "UKI initrd (trimmed): $initrd_kib KiB"
+stage "done in $(( $(date +%s) - t0 ))s: $out"

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Give one node its Kahuna credentials in an already built disk image, without
+# rebuilding it and without mounting anything.
+#
+#   scripts/personalize-image.sh IMAGE.raw --kahuna URL --agent-id ID --api-key-file FILE
+#        [--pubkey BASE64]... [--config-url URL] [--interval S]
+#        [--confirm-window S] [--ca-file PATH] [--insecure] [--cmdline "EXTRA ARGS"]
+#
+# Writes one file to the image's EFI system partition (with mtools, in place):
+#   /loader/addons/kowabunga.addon.efi
+#       a UKI command-line add-on: systemd-stub appends its command line
+#       (kowabunga.kahuna=, kowabunga.agent_id=, kowabunga.api_key= and the
+#       other options given) to the UKI's own. It lives outside the UKI, so it
+#       survives an A/B update of the UKI; running the script again replaces it.
+# On first boot the agent persists the credentials (0600) under /var, so a
+# later boot works even without the add-on.
+#
+# The API key is on the kernel command line: readable in /proc/cmdline by
+# root and in the kernel log of the node. The ESP is not encrypted either, so
+# the image file itself must be handled as a secret once personalized. (A
+# systemd credential on the ESP would keep it out of the command line, but
+# the image's systemd only accepts encrypted ones there, and the build host's
+# systemd-creds 254 cannot make the null-key ones: see docs/images.md.)
+# IMAGE must be the .raw disk (a qcow2 cannot be edited in place: personalize
+# the .raw, then `qemu-img convert -c -O qcow2` it). With Secure Boot enabled
+# the add-on must be signed by a key the firmware trusts (not done here).
+set -euo pipefail
+export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+
+die() { printf 'personalize-image: error: %s\n' "$*" >&2; exit 1; }
+say() { printf 'personalize-image: %s\n' "$*" >&2; }
+
+image="" kahuna="" agent_id="" key_file="" config_url="" interval="" confirm="" ca_file="" insecure=0 extra=""
+pubkeys=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --kahuna|--agent-id|--api-key-file|--pubkey|--config-url|--interval|--confirm-window|--ca-file|--cmdline)
+      [ $# -ge 2 ] || die "$1 needs a value"
+      case "$1" in
+        --kahuna) kahuna=$2 ;; --agent-id) agent_id=$2 ;; --api-key-file) key_file=$2 ;;
+        --pubkey) pubkeys+=("$2") ;; --config-url) config_url=$2 ;;
+        --interval) interval=$2 ;; --confirm-window) confirm=$2 ;; --ca-file) ca_file=$2 ;;
+        --cmdline) extra=$2 ;;
+      esac
+      shift 2 ;;
+    --insecure) insecure=1; shift ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) die "unknown option '$1' (see --help)" ;;
+    *) [ -z "$image" ] || die "only one IMAGE may be given"; image=$1; shift ;;
+  esac
+done
+
+# ---- validate everything before touching the image ----------------------------
+[ -n "$image" ] || die "missing IMAGE (a .raw disk built by scripts/build-image.sh)"
+[ -f "$image" ] || die "image '$image' does not exist"
+[ -w "$image" ] || die "image '$image' is not writable"
+[ -n "$kahuna" ] || die "missing --kahuna URL"
+[ -n "$agent_id" ] || die "missing --agent-id ID"
+[ -n "$key_file" ] || die "missing --api-key-file FILE"
+case "$kahuna" in https://?*|http://?*) ;; *) die "--kahuna '$kahuna' is not an http(s) URL" ;; esac
+case "$kahuna" in http://*) [ "$insecure" = 1 ] || die "--kahuna '$kahuna' is plain http: the agent refuses it unless --insecure is given" ;; esac
+case "$agent_id" in *[!A-Za-z0-9._:-]*) die "--agent-id '$agent_id' has characters other than letters, digits and ._:-" ;; esac
+[ -r "$key_file" ] || die "--api-key-file '$key_file' is not a readable file"
+key=$(tr -d '\r\n' < "$key_file")
+[ -n "$key" ] || die "--api-key-file '$key_file' is empty"
+case "$key" in *[!\!-~]*) die "--api-key-file '$key_file': the key must be printable ASCII without spaces" ;; esac
+for v in "$interval" "$confirm"; do
+  case "$v" in ""|*[!0-9]*) [ -z "$v" ] || die "--interval/--confirm-window take whole seconds (got '$v')" ;; esac
+done
+for k in "${pubkeys[@]}"; do
+  case "$k" in *[!A-Za-z0-9+/=]*|"") die "--pubkey '$k' is not base64 (the second line of a minisign .pub file)" ;; esac
+done
+case "$extra" in *kowabunga.api_key*) die "--cmdline must not carry kowabunga.api_key (use --api-key-file)" ;; esac
+
+for tool in sfdisk mmd mcopy mdir; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/install-deps.sh --for qemu)"
+done
+ukify=/usr/lib/systemd/ukify
+stub=/usr/lib/systemd/boot/efi/addonx64.efi.stub
+[ -e "$ukify" ] || die "$ukify not found (systemd-boot from bookworm-backports: scripts/install-deps.sh --for qemu)"
+[ -e "$stub" ] || die "$stub not found (systemd-boot-efi from bookworm-backports: scripts/install-deps.sh --for qemu)"
+
+# ---- locate the ESP -------------------------------------------------------------
+esp=$(sfdisk --json "$image" 2>/dev/null | /usr/bin/python3 -c '
+import json, sys
+t = json.load(sys.stdin)["partitiontable"]
+if t.get("label") != "gpt":
+    sys.exit("not a GPT disk")
+ss = t.get("sectorsize", 512)
+for p in t["partitions"]:
+    if p["type"].upper() == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B":
+        print(p["start"] * ss)
+        break
+') || die "'$image' is not a GPT disk image (is it a qcow2? personalize the .raw)"
+[ -n "$esp" ] || die "'$image' has no EFI system partition"
+img="$image@@$esp"
+mdir -i "$img" ::/loader >/dev/null 2>&1 || die "the ESP of '$image' has no /loader directory: not a Kowabunga image?"
+
+# ---- build the add-on -------------------------------------------------------------
+cmdline="kowabunga.kahuna=$kahuna kowabunga.agent_id=$agent_id kowabunga.api_key=$key"
+[ -z "$config_url" ] || cmdline+=" kowabunga.config_url=$config_url"
+for k in "${pubkeys[@]}"; do cmdline+=" kowabunga.pubkey=$k"; done
+[ -z "$interval" ] || cmdline+=" kowabunga.interval=$interval"
+[ -z "$confirm" ] || cmdline+=" kowabunga.confirm_window=$confirm"
+[ -z "$ca_file" ] || cmdline+=" kowabunga.ca_file=$ca_file"
+[ "$insecure" = 0 ] || cmdline+=" kowabunga.insecure"
+[ -z "$extra" ] || cmdline+=" $extra"
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+/usr/bin/python3 "$ukify" build --stub "$stub" --cmdline "$cmdline" --output "$tmp/kowabunga.addon.efi" >/dev/null 2>"$tmp/ukify.log" \
+  || { cat "$tmp/ukify.log" >&2; die "ukify could not build the command-line add-on"; }
+
+# ---- write them to the ESP -----------------------------------------------------------
+for d in ::/loader/addons; do
+  mdir -i "$img" "$d" >/dev/null 2>&1 || mmd -i "$img" "$d" || die "cannot create $d on the ESP"
+done
+mcopy -o -i "$img" "$tmp/kowabunga.addon.efi" ::/loader/addons/kowabunga.addon.efi || die "cannot write the add-on to the ESP"
+say "$image: node $agent_id, Kahuna $kahuna"
+say "  add-on /loader/addons/kowabunga.addon.efi: ${cmdline//$key/<api key>}"
