@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark of a built image against a stock mkosi image of the same Debian
 # release and package set (the peer: mkosi defaults, no trimming, ext4 root,
-# mkosi's default initrd), booted under the same QEMU settings.
+# mkosi's default initrd; only systemd.firstboot=no added, or its first boot
+# waits for answers on the console), booted under the same QEMU settings.
 #
 #   scripts/bench-image.sh [ROLE] [--runs N] [--no-peer-build]
 #
@@ -58,9 +59,9 @@ Format=disk
 [Content]
 Bootable=yes
 Bootloader=systemd-boot
-KernelCommandLine=console=tty0 console=ttyS0,115200
+KernelCommandLine=console=tty0 console=ttyS0,115200 systemd.firstboot=no
 Autologin=no
-Packages=$kernel_pkg $pkgs
+Packages=$(printf "%s %s" "$kernel_pkg" "$pkgs" | tr -s " " "\n" | grep . | paste -sd, -)
 EOF
   # The same apt sources as our build (the host's mirror, see build-image.sh).
   pm="$repo/target/image/$role/pkgmngr"

@@ -3,8 +3,9 @@
 //! and checks from outside the guest what the agent did (the requests it made and the
 //! reports it sent, the console, traffic on the guest's test NIC).
 //!
-//! The tests in `tests/` run only when `KOWABUNGA_QEMU_TESTS=1`; then a missing image
-//! is a failure, not a skip. See `docs/images.md`.
+//! The tests in `tests/` are `#[ignore]`d in the fast tier; `scripts/test.sh --qemu` runs
+//! them with `--ignored` and `KOWABUNGA_QEMU_TESTS=1`, and then a missing image is a
+//! failure, not a skip. See `docs/images.md`.
 
 pub mod artifacts;
 pub mod document;
