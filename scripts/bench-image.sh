@@ -77,42 +77,47 @@ alloc_mib() { awk -v k="$(du -k "$1" | cut -f1)" 'BEGIN{printf "%.1f", k/1024}';
 qemu-img convert -q -c -f raw -O qcow2 "$peer_dir/out/peer.raw" "$work/peer.qcow2"
 
 # ---- boot timing ----------------------------------------------------------------
-boot_until() { # DISK NEEDLE LOG -> seconds from qemu start to NEEDLE on the serial console
-  local disk=$1 needle=$2 log=$3 start now
+boot_until() { # DISK NEEDLE NAME -> seconds from qemu start to NEEDLE on the serial console
+  # The console, each line stamped with seconds since QEMU started, goes to
+  # $work/NAME.timeline (scripts/lib/serial-timeline.py) for the phase figures.
+  local disk=$1 needle=$2 name=$3 start pid rc=0
   cp /usr/share/OVMF/OVMF_VARS_4M.fd "$work/vars.fd"
-  rm -f "$log"
+  rm -f "$work/$name.serial.log"
   start=$(date +%s.%N)
   qemu-system-x86_64 -machine q35 -accel tcg -cpu max -m 1024 -smp 2 -nodefaults -display none \
     -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
     -drive if=pflash,format=raw,unit=1,file="$work/vars.fd" \
     -drive if=virtio,format=raw,file="$disk",cache=unsafe \
     -netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0 \
-    -serial file:"$log" &
-  local pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    if grep -aq "$needle" "$log" 2>/dev/null; then
-      now=$(date +%s.%N); kill "$pid"; wait "$pid" 2>/dev/null || true
-      awk -v a="$start" -v b="$now" 'BEGIN{printf "%.1f", b-a}'; return 0
-    fi
-    if [ "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{print int(b-a)}')" -ge 600 ]; then
-      kill "$pid"; wait "$pid" 2>/dev/null || true; echo "timeout"; return 0
-    fi
-    sleep 0.2
-  done
-  echo "qemu-exited"
+    -serial file:"$work/$name.serial.log" &
+  pid=$!
+  QEMU_PID=$pid python3 "$repo/scripts/lib/serial-timeline.py" "$work/$name.serial.log" "$start" "$needle" 600 \
+    > "$work/$name.timeline" || rc=$?
+  kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  case $rc in
+    0) grep -F -- "$needle" "$work/$name.timeline" | head -n1 | awk '{print $1}' ;;
+    1) echo timeout ;;
+    *) echo qemu-exited ;;
+  esac
+}
+phase() { # NAME NEEDLE -> seconds at the first timeline line containing NEEDLE, or -
+  local t; t=$(grep -F -- "$2" "$work/$1.timeline" 2>/dev/null | head -n1 | awk '{print $1}')
+  echo "${t:--}"
 }
 
-ours_times=() peer_times=()
+ours_times=() peer_times=() ours_phases=() peer_phases=()
 for i in $(seq 1 "$runs"); do
   cp --sparse=always "$ours" "$work/ours.raw"; truncate -s 4G "$work/ours.raw"
   printf 'bench-key\n' > "$work/key"
   "$repo/scripts/personalize-image.sh" "$work/ours.raw" --kahuna http://10.0.2.100 --agent-id bench \
     --api-key-file "$work/key" --insecure 2>/dev/null
   say "run $i: booting ours"
-  ours_times+=("$(boot_until "$work/ours.raw" "kowabunga: $role ready" "$work/ours.serial.log")")
+  ours_times+=("$(boot_until "$work/ours.raw" "kowabunga: $role ready" ours)")
+  ours_phases+=("$(phase ours "EFI stub") / $(phase ours "kowabunga: image=")")
   cp --sparse=always "$peer_dir/out/peer.raw" "$work/peer.raw"; truncate -s 4G "$work/peer.raw"
   say "run $i: booting the peer"
-  peer_times+=("$(boot_until "$work/peer.raw" "login:" "$work/peer.serial.log")")
+  peer_times+=("$(boot_until "$work/peer.raw" "login:" peer)")
+  peer_phases+=("$(phase peer "EFI stub") / $(phase peer "Welcome to")")
 done
 
 uki_ours=$(ls "$stem.efi")
@@ -126,5 +131,7 @@ printf '%-34s %14s %14s\n' "qcow2 compressed (MiB)" "$(size_mib "$stem.qcow2")" 
   "$(size_mib "$repo/target/image/$role/out/$(basename "$stem").initrd")" "$(size_mib "$peer_dir/out/peer.initrd")"
 for i in $(seq 0 $((runs - 1))); do
   printf '%-34s %14s %14s\n' "boot run $((i + 1)): ready / login (s)" "${ours_times[$i]}" "${peer_times[$i]}"
+  printf '%-34s %14s %14s\n' "  kernel start / system up (s)" "${ours_phases[$i]}" "${peer_phases[$i]}"
 done
+printf '%-34s %14s\n' "timelines" "$work/{ours,peer}.timeline"
 printf '%-34s %14s\n' "accel" "tcg (-cpu max, 2 vCPU, 1 GiB)"

@@ -101,6 +101,7 @@ need sfdisk fdisk
 need qemu-img qemu-utils
 need zstd zstd
 need cpio cpio
+need readelf binutils
 need bwrap bubblewrap
 /usr/bin/python3 -c "import pefile" 2>/dev/null || missing+=("python3-pefile (for ukify)")
 need veritysetup cryptsetup-bin

@@ -29,11 +29,11 @@ PKGS_image=(
   mkosi/bpo systemd/bpo systemd-boot/bpo systemd-boot-efi/bpo
   bubblewrap apt dpkg debian-archive-keyring
   erofs-utils dosfstools mtools fdisk cryptsetup-bin e2fsprogs
-  qemu-utils/bpo zstd cpio kmod python3 python3-pefile minisign
+  qemu-utils/bpo zstd cpio kmod python3 python3-pefile minisign binutils
 )
 # QEMU tier: system emulator, UEFI firmware, a busybox for the peer VM.
 # qemu comes from backports (10.x) so that qemu-utils and qemu-system agree.
-PKGS_qemu=(qemu-system-x86/bpo ovmf qemu-utils/bpo busybox-static minisign iproute2 cpio zstd socat mtools fdisk systemd/bpo systemd-boot/bpo systemd-boot-efi/bpo python3-pefile)
+PKGS_qemu=(qemu-system-x86/bpo ovmf qemu-utils/bpo busybox-static minisign iproute2 cpio zstd socat mtools fdisk python3 systemd/bpo systemd-boot/bpo systemd-boot-efi/bpo python3-pefile)
 RUSTUP_COMPONENTS=(rustfmt clippy)
 RUSTUP_TARGETS=()
 

@@ -160,3 +160,57 @@ pub fn personalize(disk: &Path, args: &[&str]) -> Result<(), ArtifactError> {
     }
     Ok(())
 }
+
+/// Byte offset and length of the GPT partition labelled `label` in a disk image
+/// (read with `sfdisk --json`).
+pub fn partition(disk: &Path, label: &str) -> Result<(u64, u64), ArtifactError> {
+    let out = Command::new("sfdisk")
+        .arg("--json")
+        .arg(disk)
+        .output()
+        .map_err(|source| ArtifactError::Io {
+            what: "running sfdisk (fdisk)".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(ArtifactError::Tool(format!(
+            "sfdisk --json {} failed: {}",
+            disk.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let table: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| ArtifactError::Tool(format!("sfdisk printed no JSON: {e}")))?;
+    let sector = table["partitiontable"]["sectorsize"]
+        .as_u64()
+        .unwrap_or(512);
+    table["partitiontable"]["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"].as_str() == Some(label))
+        .and_then(|p| Some((p["start"].as_u64()? * sector, p["size"].as_u64()? * sector)))
+        .ok_or_else(|| {
+            ArtifactError::Tool(format!(
+                "no partition labelled {label} in {}",
+                disk.display()
+            ))
+        })
+}
+
+/// Overwrites `bytes` at `offset` in `disk` (the tests' way to tamper with an image).
+pub fn overwrite(disk: &Path, offset: u64, bytes: &[u8]) -> Result<(), ArtifactError> {
+    use std::io::{Seek, SeekFrom, Write};
+    let io = |what: &str| {
+        let what = format!("{what} {}", disk.display());
+        move |source| ArtifactError::Io { what, source }
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .open(disk)
+        .map_err(io("opening"))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(io("seeking in"))?;
+    file.write_all(bytes).map_err(io("writing"))?;
+    file.sync_all().map_err(io("syncing"))
+}

@@ -306,12 +306,53 @@ fn reboot_comes_back_on_the_last_committed_generation_without_kahuna() {
     let _ = Path::new(&disk);
 }
 
+#[test]
+#[ignore = "boots the kiwi image under QEMU: scripts/test.sh --qemu"]
+fn a_tampered_root_is_refused_by_dm_verity() {
+    let Some(h) = harness("tampered_root") else {
+        return;
+    };
+    h.publish(1, "");
+    let disk = h.personalized_disk();
+    // One changed byte in root A, in its first block (the erofs superblock, which
+    // any mount reads): the UKI's roothash= no longer matches that block.
+    let (offset, _) =
+        artifacts::partition(&disk, "kowabunga_root_a").unwrap_or_else(|e| panic!("{e}"));
+    artifacts::overwrite(&disk, offset + 1024 + 40, &[0x5a]).unwrap_or_else(|e| panic!("{e}"));
+    let mut vm = h.boot("tampered", Boot::Uefi { disk });
+    let line = vm
+        .wait_console("is corrupted", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| {
+            h.fail(
+                &vm,
+                &format!("dm-verity never reported the corruption: {e}"),
+            )
+        });
+    assert!(line.contains("verity"), "not a dm-verity message: {line}");
+    eprintln!("tampered root: {}", line.trim());
+    // The system never came up: no banner, and the agent never spoke to Kahuna.
+    std::thread::sleep(Duration::from_secs(10));
+    let console = vm.console();
+    assert!(
+        !console.contains("kowabunga: root "),
+        "the tampered root was mounted:\n{}",
+        qemu_test::kahuna::tail(&console, 30)
+    );
+    assert!(
+        h.kahuna.seen().is_empty(),
+        "the agent ran from a tampered root:\n{}",
+        h.kahuna.transcript()
+    );
+}
+
 /// The peer's view of the node, printed every second on its console.
 const PEER_SCRIPT: &str = r#"
 ip link set eth0 up
 ip link add link eth0 name vlan101 type vlan id 101
 ip addr add 10.101.0.2/24 dev vlan101
 ip link set vlan101 up
+ip link set eth1 up
+ip addr add 10.102.0.2/24 dev eth1
 echo "PEER: up"
 n=0
 while true; do
@@ -320,12 +361,15 @@ while true; do
   b=down; ping -c 1 -W 1 10.101.0.11 >/dev/null 2>&1 && b=up
   t=closed; nc -w 2 10.101.0.1 53 -e /bin/true >/dev/null 2>&1 && t=open
   u=closed; nc -w 2 10.101.0.11 53 -e /bin/true >/dev/null 2>&1 && u=open
-  echo "PEER[$n]: v1addr=$a v2addr=$b tcp53@v1=$t tcp53@v2=$u"
+  c=down; ping -c 1 -W 1 10.102.0.1 >/dev/null 2>&1 && c=up
+  echo "PEER[$n]: v1addr=$a v2addr=$b tcp53@v1=$t tcp53@v2=$u bridge=$c"
   sleep 1
 done
 "#;
 
 const NODE_NIC_MAC: &str = "52:54:00:12:34:02";
+/// The node's third NIC: the only member of `bond0`, itself the only port of `br0`.
+const NODE_BOND_NIC_MAC: &str = "52:54:00:12:34:03";
 
 fn network_v1() -> String {
     format!(
@@ -361,7 +405,9 @@ comment = "dns over tcp from vlan 101"
     )
 }
 
-/// v2: the VLAN address moves to .11 and TCP 53 is no longer allowed.
+/// v2: the VLAN address moves to .11 and TCP 53 is no longer allowed; a bond over the
+/// third NIC, bridged, answers on 10.102.0.1 (the host kernel cannot create either:
+/// this is where they are exercised for real).
 fn network_v2(extra: &str) -> String {
     format!(
         r#"[network]
@@ -375,6 +421,22 @@ kind = "vlan"
 parent = "test0"
 id = 101
 addresses = ["10.101.0.11/24"]
+
+[[network.links]]
+name = "test1"
+mac = "{NODE_BOND_NIC_MAC}"
+
+[[network.links]]
+name = "bond0"
+kind = "bond"
+mode = "active-backup"
+members = ["test1"]
+
+[[network.links]]
+name = "br0"
+kind = "bridge"
+ports = ["bond0"]
+addresses = ["10.102.0.1/24"]
 {extra}
 [firewall]
 input = "drop"
@@ -382,6 +444,12 @@ input = "drop"
 [[firewall.rules]]
 chain = "input"
 iif = "vlan101"
+proto = "icmp"
+action = "accept"
+
+[[firewall.rules]]
+chain = "input"
+iif = "br0"
 proto = "icmp"
 action = "accept"
 "#
@@ -418,7 +486,7 @@ fn peer_sees(peer: &mut Vm, node: &Vm, h: &Harness, want: &[&str]) -> String {
 
 #[test]
 #[ignore = "boots the kiwi image under QEMU: scripts/test.sh --qemu"]
-fn vlan_and_firewall_seen_from_a_peer_vm_and_a_route_cut_is_reverted() {
+fn vlan_bond_bridge_and_firewall_seen_from_a_peer_vm_and_a_route_cut_is_reverted() {
     let Some(h) = harness("network") else { return };
     h.publish(1, &network_v1());
     let disk = h.personalized_disk();
@@ -428,6 +496,11 @@ fn vlan_and_firewall_seen_from_a_peer_vm_and_a_route_cut_is_reverted() {
     config.extra_nics.push(SocketNic {
         mac: NODE_NIC_MAC.into(),
         socket: format!("listen=127.0.0.1:{port}"),
+    });
+    let bond_port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
+    config.extra_nics.push(SocketNic {
+        mac: NODE_BOND_NIC_MAC.into(),
+        socket: format!("listen=127.0.0.1:{bond_port}"),
     });
     let mut node = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
 
@@ -448,11 +521,20 @@ fn vlan_and_firewall_seen_from_a_peer_vm_and_a_route_cut_is_reverted() {
         mac: "52:54:00:12:34:99".into(),
         socket: format!("connect=127.0.0.1:{port}"),
     });
+    peer_config.extra_nics.push(SocketNic {
+        mac: "52:54:00:12:34:98".into(),
+        socket: format!("connect=127.0.0.1:{bond_port}"),
+    });
     let mut peer = Vm::start(&peer_config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
 
     // v1: vlan101 with 10.101.0.1 answers ping on VLAN 101; TCP 53 (allowed) connects.
     h.expect_report(&mut node, 1, "applied");
-    let seen = peer_sees(&mut peer, &node, &h, &["v1addr=up", "tcp53@v1=open"]);
+    let seen = peer_sees(
+        &mut peer,
+        &node,
+        &h,
+        &["v1addr=up", "tcp53@v1=open", "bridge=down"],
+    );
     eprintln!("after v1: {seen}");
 
     // v2: the address moved and TCP 53 is now dropped: seen from the peer.
@@ -462,7 +544,7 @@ fn vlan_and_firewall_seen_from_a_peer_vm_and_a_route_cut_is_reverted() {
         &mut peer,
         &node,
         &h,
-        &["v1addr=down", "v2addr=up", "tcp53@v2=closed"],
+        &["v1addr=down", "v2addr=up", "tcp53@v2=closed", "bridge=up"],
     );
     eprintln!("after v2: {seen}");
 
@@ -481,7 +563,12 @@ fn vlan_and_firewall_seen_from_a_peer_vm_and_a_route_cut_is_reverted() {
         why.as_deref().is_some_and(|e| e.contains("unreachable")),
         "v4 was reverted for another reason than losing Kahuna: {why:?}"
     );
-    let seen = peer_sees(&mut peer, &node, &h, &["v2addr=up", "tcp53@v2=closed"]);
+    let seen = peer_sees(
+        &mut peer,
+        &node,
+        &h,
+        &["v2addr=up", "tcp53@v2=closed", "bridge=up"],
+    );
     eprintln!("after v4 (reverted): {seen}");
     h.assert_all_authenticated();
 }

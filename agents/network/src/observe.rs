@@ -39,7 +39,11 @@ pub struct LinkState {
     pub link: Option<u32>,
     /// `IFLA_LINK_NETNSID` present: `link` is an index in another namespace.
     pub link_elsewhere: bool,
+    /// `IFLA_ADDRESS`: the MAC in use now (a bond sets its members' to its own).
     pub mac: Option<MacAddr>,
+    /// `IFLA_PERM_ADDRESS`: the hardware's own MAC, whatever the link uses now;
+    /// absent for virtual links.
+    pub perm_mac: Option<MacAddr>,
     pub vlan_id: Option<u16>,
     pub bond_mode: Option<BondMode>,
     pub vlan_filtering: Option<bool>,
@@ -101,6 +105,11 @@ pub fn link_state(m: &LinkMessage) -> LinkState {
             LinkAttribute::Address(b) => {
                 if let Ok(b6) = <[u8; 6]>::try_from(b.as_slice()) {
                     s.mac = Some(MacAddr(b6));
+                }
+            }
+            LinkAttribute::PermAddress(b) => {
+                if let Ok(b6) = <[u8; 6]>::try_from(b.as_slice()) {
+                    s.perm_mac = Some(MacAddr(b6)).filter(|m| m.0 != [0; 6]);
                 }
             }
             LinkAttribute::LinkInfo(infos) => {

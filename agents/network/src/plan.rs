@@ -576,10 +576,13 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Links that inherit a MAC (VLANs, bridges, bonds take their parent's or a port's)
-/// do not count when a MAC is looked for.
+/// A link is found by its hardware MAC (`IFLA_PERM_ADDRESS`) when the kernel reports
+/// one, else by the MAC it uses: a bond sets its members' MAC to its own, so after
+/// enslaving a NIC only the permanent address still names it (and several members
+/// then share one current MAC). Links that inherit a MAC (VLANs, bridges, bonds take
+/// their parent's or a port's) do not count.
 fn owns_mac(l: &LinkState, mac: MacAddr) -> bool {
-    l.mac == Some(mac)
+    l.perm_mac.or(l.mac) == Some(mac)
         && !matches!(
             l.kind.as_deref(),
             Some("vlan" | "bridge" | "bond" | "macvlan")
@@ -854,5 +857,45 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e, ["wan: no link has MAC 52:54:00:00:00:09"]);
+    }
+
+    /// Bond members carry the bond's MAC: each is still found by its own (permanent)
+    /// one, and a shared current MAC is not "on several links".
+    #[test]
+    fn finds_bond_members_by_their_permanent_mac() {
+        let a: MacAddr = "52:54:00:00:00:0a".parse().unwrap();
+        let b: MacAddr = "52:54:00:00:00:0b".parse().unwrap();
+        let mut obs = base();
+        obs.links[1].mac = Some(a);
+        obs.links[1].perm_mac = Some(a);
+        let mut eth1 = link(4, "eth1", None, true);
+        eth1.mac = Some(a);
+        eth1.perm_mac = Some(b);
+        eth1.master = Some(5);
+        obs.links[1].master = Some(5);
+        let mut bond = link(5, "bond0", Some("bond"), true);
+        bond.mac = Some(a);
+        obs.links.push(eth1);
+        obs.links.push(bond);
+        let got = plan(
+            "[[links]]\nname = \"uplink2\"\nmac = \"52:54:00:00:00:0b\"\n",
+            "",
+            &obs,
+        )
+        .unwrap();
+        assert!(
+            got.contains(&"rename eth1 to uplink2".to_string()),
+            "{got:?}"
+        );
+        let got = plan(
+            "[[links]]\nname = \"uplink1\"\nmac = \"52:54:00:00:00:0a\"\n",
+            "",
+            &obs,
+        )
+        .unwrap();
+        assert!(
+            got.contains(&"rename eth0 to uplink1".to_string()),
+            "{got:?}"
+        );
     }
 }
