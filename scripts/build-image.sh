@@ -194,7 +194,9 @@ run_mkosi() { # LOG ARGS...: runs mkosi, shows its steps, keeps the full log
   [ "$rc" = 0 ] || { tail -n 30 "$log" | sed 's/^/    | /' >&2; die "mkosi failed (exit $rc); full log: $log"; }
 }
 stage "building the trimmed initrd (image/initrd)"
-run_mkosi "$work/initrd.log" --directory "$repo/image/initrd" --output-dir "$work/initrd"
+# The initrd runs systemd-repart with the real root's partition definitions.
+run_mkosi "$work/initrd.log" --directory "$repo/image/initrd" --output-dir "$work/initrd" \
+  --extra-tree "$repo/overlays/common/usr/lib/repart.d:/usr/lib/repart.d"
 initrd=$(ls "$work/initrd"/initrd.cpio* 2>/dev/null | head -n1)
 [ -n "$initrd" ] || die "mkosi produced no initrd in $work/initrd"
 say "initrd userspace: $(( $(stat -c %s "$initrd") / 1024 )) KiB"
