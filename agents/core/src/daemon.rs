@@ -1,6 +1,7 @@
 //! The agent's main loop: restore the generation in force, tell systemd it is ready,
 //! then poll the config endpoint, hand new documents to the pipeline and report what
-//! became of them, until SIGTERM.
+//! became of them, until SIGTERM. A poll that brings no new document (or fails)
+//! checks the system against the generation in force and corrects drift.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -57,11 +58,17 @@ impl Daemon {
         let mut failures: u32 = 0;
         loop {
             match self.tick().await {
-                Ok(_) => failures = 0,
+                Ok(Some(_)) => failures = 0,
+                Ok(None) => {
+                    failures = 0;
+                    self.correct_drift().await;
+                }
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     self.board.fetch_failed(&error);
                     tracing::warn!("poll failed ({failures} in a row): {error}");
+                    // Kahuna out of reach changes nothing: the generation in force holds.
+                    self.correct_drift().await;
                 }
             }
             let delay = self.schedule.next_delay(failures);
@@ -131,6 +138,21 @@ impl Daemon {
         let outcome = self.pipeline.lock().await.submit(candidate).await;
         self.record(&outcome).await;
         Ok(Some(outcome))
+    }
+
+    /// When no new document came (or Kahuna could not be polled): put back what drifted
+    /// from the generation in force. (A new document is planned against the system as
+    /// it is, so it needs no check.)
+    pub async fn correct_drift(&self) {
+        match self.pipeline.lock().await.correct_drift().await {
+            Ok(corrected) => {
+                for reconciler in corrected {
+                    tracing::info!("drift corrected: {reconciler}");
+                    self.board.drift_corrected(reconciler);
+                }
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
     }
 
     /// Log, show and report an outcome (unchanged ones are not reported).

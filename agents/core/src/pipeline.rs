@@ -210,6 +210,43 @@ impl Pipeline {
         current.document.pushed_tables().get(name).cloned()
     }
 
+    /// Between documents: puts back what changed under the generation in force (a link
+    /// deleted by hand, a table flushed by another tool). Each reconciler plans the
+    /// generation against itself, which is empty when the system matches it; a
+    /// non-empty plan is drift, applied at once. Returns the reconcilers that corrected
+    /// something.
+    pub async fn correct_drift(&mut self) -> Result<Vec<&'static str>, String> {
+        let Some(current) = self.store.current().map_err(|e| e.to_string())? else {
+            return Ok(Vec::new());
+        };
+        let doc = &current.document;
+        let mut corrected = Vec::new();
+        for reconciler in &self.reconcilers {
+            let name = reconciler.name();
+            let plan = reconciler.plan(doc, Some(doc)).await.map_err(|e| {
+                format!(
+                    "drift check of generation {}: {name}: {e}",
+                    current.meta.seq
+                )
+            })?;
+            if plan.actions.is_empty() {
+                continue;
+            }
+            for action in &plan.actions {
+                tracing::warn!(
+                    "drift from generation {}: {name}: {action}",
+                    current.meta.seq
+                );
+            }
+            reconciler
+                .apply(plan.payload)
+                .await
+                .map_err(|e| format!("correcting drift: {name}: {e}"))?;
+            corrected.push(name);
+        }
+        Ok(corrected)
+    }
+
     /// At start: undo an apply a crash interrupted, then re-apply the generation in force
     /// (after a reboot the kernel holds none of it). Returns the outcome to report for
     /// the interrupted generation, if there was one.

@@ -33,6 +33,8 @@ pub struct Status {
     pub fetch_failures: u64,
     pub consecutive_fetch_failures: u32,
     pub last_fetch_error: Option<String>,
+    /// Corrections of drift from the generation in force since start, by reconciler.
+    pub drift_corrections: BTreeMap<String, u64>,
     /// Seconds until the next poll, as last scheduled.
     pub next_poll_in: Option<f64>,
     pub insecure: bool,
@@ -100,6 +102,15 @@ impl StatusBoard {
         status.last_fetch_error = Some(error.to_owned());
     }
 
+    /// Record that `reconciler` put the generation in force back.
+    pub fn drift_corrected(&self, reconciler: &str) {
+        *self
+            .lock()
+            .drift_corrections
+            .entry(reconciler.to_owned())
+            .or_default() += 1;
+    }
+
     pub fn next_poll(&self, seconds: f64) {
         self.lock().next_poll_in = Some(seconds);
     }
@@ -140,6 +151,15 @@ impl StatusBoard {
             s.failures
                 .iter()
                 .map(|(reason, n)| (format!(",reason=\"{}\"", reason.as_str()), n.to_string()))
+                .collect(),
+        );
+        metric(
+            "kowabunga_agent_drift_corrections_total",
+            "counter",
+            "Times a reconciler found the system drifted from the generation in force and put it back.",
+            s.drift_corrections
+                .iter()
+                .map(|(r, n)| (format!(",reconciler=\"{r}\""), n.to_string()))
                 .collect(),
         );
         metric(

@@ -399,3 +399,58 @@ async fn unreachable_endpoint_keeps_the_generation_and_backs_off() {
     assert_eq!(current.meta.version, 1, "last good generation stays");
     assert_eq!(dir_state(&files), before);
 }
+
+#[tokio::test]
+async fn drift_from_the_generation_in_force_is_put_back_even_with_kahuna_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = Key::generate(tmp.path(), "k");
+    let kahuna = FakeKahuna::start().await;
+    let agent = agent(&kahuna, &key, |_| {});
+    let v1 = document(1, &files_body("v1", 3));
+    kahuna.serve(v1.clone(), Some(key.sign(&v1)));
+    expect(agent.daemon.tick().await.unwrap(), State::Applied, None);
+    let good = dir_state(&agent.files);
+
+    // Nothing drifted: nothing to do, nothing counted.
+    agent.daemon.correct_drift().await;
+    assert!(agent.board.snapshot().drift_corrections.is_empty());
+
+    // Someone edits one file and deletes another behind the agent's back.
+    std::fs::write(agent.files.join("f0"), "edited by hand").unwrap();
+    std::fs::remove_file(agent.files.join("f1")).unwrap();
+    agent.daemon.correct_drift().await;
+    assert_eq!(dir_state(&agent.files), good);
+    assert_eq!(agent.board.snapshot().drift_corrections["files"], 1);
+    assert!(agent.board.metrics().contains(
+        "kowabunga_agent_drift_corrections_total{agent=\"kiwi\",reconciler=\"files\"} 1"
+    ));
+
+    // Kahuna gone: the daemon's loop still holds the generation in force (a file
+    // removed while it runs, after its start-up restore, comes back).
+    kahuna.stop();
+    let Agent {
+        daemon,
+        board,
+        files,
+        _tmp,
+        ..
+    } = agent;
+    let daemon = daemon.with_schedule(Schedule {
+        interval: Duration::from_millis(40),
+        backoff_min: Duration::from_millis(40),
+        backoff_max: Duration::from_millis(80),
+        jitter: 0.1,
+    });
+    let victim = files.join("f2");
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::remove_file(victim).unwrap();
+    });
+    daemon
+        .run(tokio::time::sleep(Duration::from_millis(400)))
+        .await;
+    assert_eq!(dir_state(&files), good);
+    let status = board.snapshot();
+    assert!(status.consecutive_fetch_failures >= 1, "{status:?}");
+    assert_eq!(status.drift_corrections["files"], 2, "{status:?}");
+}

@@ -2,6 +2,8 @@
 //! namespace pulls from a Kahuna (python's http.server) in another, reached through a
 //! route its document declares. A new document that drops that route cuts the agent off
 //! Kahuna: within the confirm window the agent reverts by itself and the route is back.
+//! Then the uplink's address is flushed by hand: the agent puts it back (drift
+//! correction), though Kahuna is out of reach meanwhile.
 //! Needs root, iproute2, python3, minisign.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -72,7 +74,7 @@ fn document(version: u64, with_route: bool) -> String {
 }
 
 #[test]
-fn a_document_that_cuts_the_route_to_kahuna_is_reverted() {
+fn a_document_that_cuts_the_route_to_kahuna_is_reverted_and_drift_is_put_back() {
     let pid = std::process::id();
     let mut ns = Namespaces {
         node: format!("kiwi-mgmt-node-{pid}"),
@@ -237,4 +239,39 @@ fn a_document_that_cuts_the_route_to_kahuna_is_reverted() {
         String::from_utf8_lossy(&routes.stdout).contains("via 192.0.2.1"),
         "the route to Kahuna is back"
     );
+
+    // Drift: someone flushes the uplink's address (and with it the route to Kahuna)
+    // behind the agent's back. Kahuna is now out of reach, yet within a poll or two the
+    // agent puts v1 back by itself.
+    ip(&["-n", &ns.node, "addr", "flush", "dev", "uplink"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = in_ns(
+            &ns.node,
+            env!("CARGO_BIN_EXE_kiwi"),
+            &[
+                "status",
+                "--status-addr",
+                "127.0.0.1:19721",
+                "--state-root",
+                &state.display().to_string(),
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let addrs = in_ns(&ns.node, "ip", &["-4", "addr", "show", "dev", "uplink"]);
+        let routes = in_ns(&ns.node, "ip", &["route", "show", "198.51.100.0/24"]);
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
+            && json["drift_corrections"]["network"].as_u64().unwrap_or(0) >= 1
+            && String::from_utf8_lossy(&addrs.stdout).contains("192.0.2.2/24")
+            && String::from_utf8_lossy(&routes.stdout).contains("via 192.0.2.1")
+        {
+            assert_eq!(json["version"], 1, "{json}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "drift not corrected within 60 s; status: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
