@@ -12,7 +12,7 @@ use std::time::Duration;
 use kernel_cmdline::Secret;
 use kowabunga_agent::credentials::Credentials;
 use kowabunga_agent::daemon::Daemon;
-use kowabunga_agent::fetch::{FetchConfig, Fetcher};
+use kowabunga_agent::fetch::{FetchConfig, Fetcher, Poll};
 use kowabunga_agent::generations::GenerationStore;
 use kowabunga_agent::outcome::{Outcome, Reason, State};
 use kowabunga_agent::pipeline::{ConfirmPolicy, Pipeline, Probe};
@@ -453,4 +453,52 @@ async fn drift_from_the_generation_in_force_is_put_back_even_with_kahuna_down() 
     let status = board.snapshot();
     assert!(status.consecutive_fetch_failures >= 1, "{status:?}");
     assert_eq!(status.drift_corrections["files"], 2, "{status:?}");
+}
+
+/// HTTPS with a pinned CA (`kowabunga.ca_file`), as a Kahuna behind a private CA is
+/// reached: trusted when it is that CA, refused before any request when it is another,
+/// and a CA file that is not PEM is an error at start.
+#[tokio::test]
+async fn https_with_a_pinned_ca_and_refusal_of_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = Key::generate(tmp.path(), "k");
+    let pki = kowabunga_testkit::make_pki(tmp.path(), "kahuna");
+    let other = kowabunga_testkit::make_pki(tmp.path(), "other");
+    let kahuna = FakeKahuna::start_tls(&pki).await;
+    assert!(kahuna.base_url().starts_with("https://"));
+    let v1 = document(1, &files_body("v1", 1));
+    kahuna.serve(v1.clone(), Some(key.sign(&v1)));
+
+    let fetcher = |ca: &Path| {
+        let creds = Credentials {
+            ca_file: Some(ca.to_owned()),
+            ..credentials(&kahuna)
+        };
+        // insecure = false: HTTPS only, certificates checked.
+        let config = FetchConfig::new(&creds, "Kiwi", false).unwrap();
+        Fetcher::new(config, &creds)
+    };
+
+    let mut pinned = fetcher(&pki.ca).unwrap();
+    match pinned.poll().await.unwrap() {
+        Poll::Document(fetched) => assert_eq!(fetched.bytes, v1),
+        _ => panic!("no document over HTTPS"),
+    }
+
+    let before = kahuna.served.lock().unwrap().gets;
+    let mut wrong = fetcher(&other.ca).unwrap();
+    let err = wrong.poll().await.unwrap_err().to_string();
+    assert!(err.contains("certificate"), "{err}");
+    assert_eq!(
+        kahuna.served.lock().unwrap().gets,
+        before,
+        "a request reached a server the pinned CA does not vouch for"
+    );
+
+    let bogus = tmp.path().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate").unwrap();
+    let err = fetcher(&bogus)
+        .err()
+        .expect("a CA file without PEM is refused");
+    assert!(err.to_string().contains("bogus.pem"), "{err}");
 }

@@ -298,92 +298,12 @@ fn insecure_urls_need_insecure_mode() {
     assert_eq!(err, "API key is empty");
 }
 
-/// A CA and a leaf for 127.0.0.1 signed by it, made with the `openssl` CLI (Debian's
-/// ca-certificates depends on it). Returns (ca.pem, chain.pem, key.pem).
-fn make_pki(
-    dir: &std::path::Path,
-    tag: &str,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl not found (package openssl)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ca_key = format!("{tag}-ca.key");
-    let ca = format!("{tag}-ca.pem");
-    let key = format!("{tag}-leaf.key");
-    let csr = format!("{tag}-leaf.csr");
-    let leaf = format!("{tag}-leaf.pem");
-    let ext = format!("{tag}-leaf.ext");
-    std::fs::write(
-        dir.join(&ext),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca,
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={tag} test CA"),
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-out",
-        &leaf,
-        "-days",
-        "2",
-        "-extfile",
-        &ext,
-    ]);
-    (dir.join(ca), dir.join(leaf), dir.join(key))
-}
-
 #[tokio::test]
 async fn wss_with_a_pinned_ca_and_refusal_of_an_unknown_one() {
     let dir = std::env::temp_dir().join(format!("kowabunga-rpc-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (ca, chain, key) = make_pki(&dir, "kahuna");
-    let (other_ca, _, _) = make_pki(&dir, "other");
+    let kowabunga_testkit::Pki { ca, chain, key } = kowabunga_testkit::make_pki(&dir, "kahuna");
+    let other_ca = kowabunga_testkit::make_pki(&dir, "other").ca;
     let mut fake = FakeKahuna::start_tls(expect(), &chain, &key).await.unwrap();
     let url = format!("wss://{}", fake.addr());
 
