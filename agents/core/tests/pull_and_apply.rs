@@ -81,6 +81,17 @@ fn agent(kahuna: &FakeKahuna, trusted: &Key, tweak: impl FnOnce(&mut FetchConfig
     }
 }
 
+/// A signing key, a fake Kahuna serving v1 (`files` files), and an agent that applied it.
+async fn agent_on_v1(tmp: &Path, files: usize) -> (Key, FakeKahuna, Agent) {
+    let key = Key::generate(tmp, "k");
+    let kahuna = FakeKahuna::start().await;
+    let agent = agent(&kahuna, &key, |_| {});
+    let v1 = document(1, &files_body("v1", files));
+    kahuna.serve(v1.clone(), Some(key.sign(&v1)));
+    expect(agent.daemon.tick().await.unwrap(), State::Applied, None);
+    (key, kahuna, agent)
+}
+
 impl Agent {
     async fn in_force(&self) -> Option<u64> {
         let pipeline = self.pipeline.lock().await;
@@ -241,12 +252,7 @@ async fn signed_documents_apply_and_every_bad_one_is_refused_without_effect() {
 #[tokio::test]
 async fn failing_reconciler_reverts_to_the_previous_generation() {
     let tmp = tempfile::tempdir().unwrap();
-    let key = Key::generate(tmp.path(), "k");
-    let kahuna = FakeKahuna::start().await;
-    let agent = agent(&kahuna, &key, |_| {});
-    let v1 = document(1, &files_body("v1", 4));
-    kahuna.serve(v1.clone(), Some(key.sign(&v1)));
-    expect(agent.daemon.tick().await.unwrap(), State::Applied, None);
+    let (key, kahuna, agent) = agent_on_v1(tmp.path(), 4).await;
     let before = dir_state(&agent.files);
 
     // Fails in apply after writing half of its files.
@@ -338,12 +344,7 @@ async fn losing_the_management_path_reverts() {
 #[tokio::test]
 async fn unreachable_endpoint_keeps_the_generation_and_backs_off() {
     let tmp = tempfile::tempdir().unwrap();
-    let key = Key::generate(tmp.path(), "k");
-    let kahuna = FakeKahuna::start().await;
-    let agent = agent(&kahuna, &key, |_| {});
-    let v1 = document(1, &files_body("v1", 2));
-    kahuna.serve(v1.clone(), Some(key.sign(&v1)));
-    expect(agent.daemon.tick().await.unwrap(), State::Applied, None);
+    let (_key, kahuna, agent) = agent_on_v1(tmp.path(), 2).await;
     let before = dir_state(&agent.files);
 
     // Kahuna goes away; a listener on its port now drops every connection at once and
@@ -403,12 +404,7 @@ async fn unreachable_endpoint_keeps_the_generation_and_backs_off() {
 #[tokio::test]
 async fn drift_from_the_generation_in_force_is_put_back_even_with_kahuna_down() {
     let tmp = tempfile::tempdir().unwrap();
-    let key = Key::generate(tmp.path(), "k");
-    let kahuna = FakeKahuna::start().await;
-    let agent = agent(&kahuna, &key, |_| {});
-    let v1 = document(1, &files_body("v1", 3));
-    kahuna.serve(v1.clone(), Some(key.sign(&v1)));
-    expect(agent.daemon.tick().await.unwrap(), State::Applied, None);
+    let (_key, kahuna, agent) = agent_on_v1(tmp.path(), 3).await;
     let good = dir_state(&agent.files);
 
     // Nothing drifted: nothing to do, nothing counted.

@@ -30,6 +30,22 @@ fn in_ns(ns: &str, program: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// What `kiwi status` prints inside `ns` (JSON when the agent answers).
+fn kiwi_status(ns: &str, state: &Path) -> String {
+    let out = in_ns(
+        ns,
+        env!("CARGO_BIN_EXE_kiwi"),
+        &[
+            "status",
+            "--status-addr",
+            "127.0.0.1:19721",
+            "--state-root",
+            &state.display().to_string(),
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 struct Namespaces {
     node: String,
     kahuna: String,
@@ -201,18 +217,7 @@ fn a_document_that_cuts_the_route_to_kahuna_is_reverted_and_drift_is_put_back() 
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        let out = in_ns(
-            &ns.node,
-            env!("CARGO_BIN_EXE_kiwi"),
-            &[
-                "status",
-                "--status-addr",
-                "127.0.0.1:19721",
-                "--state-root",
-                &state.display().to_string(),
-            ],
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = kiwi_status(&ns.node, &state);
         if let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
             && json["last_attempt"]["state"] == "reverted"
         {
@@ -246,18 +251,7 @@ fn a_document_that_cuts_the_route_to_kahuna_is_reverted_and_drift_is_put_back() 
     ip(&["-n", &ns.node, "addr", "flush", "dev", "uplink"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = in_ns(
-            &ns.node,
-            env!("CARGO_BIN_EXE_kiwi"),
-            &[
-                "status",
-                "--status-addr",
-                "127.0.0.1:19721",
-                "--state-root",
-                &state.display().to_string(),
-            ],
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = kiwi_status(&ns.node, &state);
         let addrs = in_ns(&ns.node, "ip", &["-4", "addr", "show", "dev", "uplink"]);
         let routes = in_ns(&ns.node, "ip", &["route", "show", "198.51.100.0/24"]);
         if let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
