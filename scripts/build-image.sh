@@ -252,10 +252,11 @@ ln -sfn usr/lib/systemd/systemd "$pxeroot/init"
   | cpio --null --create --format=newc --owner=0:0 --quiet) \
   | zstd -q -T0 -15 > "$out/$name.pxe.initrd" || die "building the PXE initrd failed"
 rm -rf "$pxeroot"
-# Diskless: no root hash, and neither the disk layout (repart) nor /var on a
-# data partition: /var stays in the RAM root.
+# Diskless: no root hash, and no /var on a data partition: /var stays in the RAM
+# root. (The disk layout is the initrd's job, and a diskless boot has no initrd
+# stage; the root's own systemd-repart.service is masked in every image.)
 pxe_cmdline=$(printf '%s\n' "$objcopy_cmdline" | tr ' ' '\n' | grep -v -E '^(roothash=|ro$|root=|mount\.usr)' | tr '\n' ' ' | sed 's/ $//')
-pxe_cmdline="$pxe_cmdline systemd.mask=systemd-repart.service systemd.mask=var.mount"
+pxe_cmdline="$pxe_cmdline systemd.mask=var.mount"
 cat > "$out/$name.ipxe" <<EOF
 #!ipxe
 # Kowabunga $role $version ($arch): diskless boot (the root lives in RAM).

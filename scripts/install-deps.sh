@@ -22,7 +22,7 @@ set -euo pipefail
 # ---- package lists ---------------------------------------------------------
 # Each entry: "package" or "package/suite" (suite pinned for that package).
 PKGS_base=(ca-certificates curl git build-essential pkg-config)
-PKGS_test=(minisign nftables iproute2 bind9-dnsutils dnsperf dnsmasq-base)
+PKGS_test=(minisign nftables iproute2 bind9-dnsutils dnsperf dnsmasq-base openssl python3)
 # Image build: mkosi 24 and systemd-boot, ukify, systemd-repart (systemd 254)
 # come from bookworm-backports on Debian 12; bookworm's own are too old.
 PKGS_image=(

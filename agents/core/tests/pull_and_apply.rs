@@ -92,6 +92,16 @@ async fn agent_on_v1(tmp: &Path, files: usize) -> (Key, FakeKahuna, Agent) {
     (key, kahuna, agent)
 }
 
+/// Polls every 40 ms, backing off from 40 ms up to `backoff_max` (±10 %).
+fn fast_schedule(backoff_max: Duration) -> Schedule {
+    Schedule {
+        interval: Duration::from_millis(40),
+        backoff_min: Duration::from_millis(40),
+        backoff_max,
+        jitter: 0.1,
+    }
+}
+
 impl Agent {
     async fn in_force(&self) -> Option<u64> {
         let pipeline = self.pipeline.lock().await;
@@ -368,12 +378,7 @@ async fn unreachable_endpoint_keeps_the_generation_and_backs_off() {
         files,
         _tmp,
     } = agent;
-    let daemon = daemon.with_schedule(Schedule {
-        interval: Duration::from_millis(40),
-        backoff_min: Duration::from_millis(40),
-        backoff_max: Duration::from_secs(10),
-        jitter: 0.1,
-    });
+    let daemon = daemon.with_schedule(fast_schedule(Duration::from_secs(10)));
     daemon
         .run(tokio::time::sleep(Duration::from_millis(1400)))
         .await;
@@ -431,12 +436,7 @@ async fn drift_from_the_generation_in_force_is_put_back_even_with_kahuna_down() 
         _tmp,
         ..
     } = agent;
-    let daemon = daemon.with_schedule(Schedule {
-        interval: Duration::from_millis(40),
-        backoff_min: Duration::from_millis(40),
-        backoff_max: Duration::from_millis(80),
-        jitter: 0.1,
-    });
+    let daemon = daemon.with_schedule(fast_schedule(Duration::from_millis(80)));
     let victim = files.join("f2");
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
