@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
-# Idle resident memory of the kiwi agent (goal: <= 15 MB).
+# Idle resident memory of an agent (goal: <= 15 MB).
 #
-#   scripts/bench-agent-memory.sh [SECONDS]
+#   scripts/bench-agent-memory.sh [kiwi|kaktus] [SECONDS]     (default: kiwi, 10 s)
 #
-# Builds kiwi in release mode, serves a signed document from a throwaway directory on
-# loopback (python3's http.server), runs `kiwi run` against it with its state in a
+# Builds the agent in release mode, serves a signed document from a throwaway directory on
+# loopback (python3's http.server), runs `<role> run` against it with its state in a
 # temporary directory, waits until the document is applied and the agent is idle, then
 # prints VmRSS/VmHWM from /proc. Server and agent run in a throwaway network namespace
 # (the agent binds DNS on port 53 and owns nftables tables): needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+role=kiwi
+case "${1:-}" in kiwi|kaktus) role=$1; shift ;; esac
 idle=${1:-10}
 say() { printf '[bench-memory] %s\n' "$*" >&2; }
 
 for tool in minisign python3 cargo; do
   command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-deps.sh --for test" >&2; exit 1; }
 done
-say "building kiwi (release)"
-cargo build --release -q -p kiwi
-bin=target/release/kiwi
+say "building $role (release)"
+cargo build --release -q --locked -p "$role"
+bin=target/release/$role
 
 work=$(mktemp -d)
-ns=kiwi-bench-$$
+ns=$role-bench-$$
 cleanup() {
   for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
   ip netns del "$ns" 2>/dev/null || true
@@ -53,10 +55,10 @@ RUST_LOG=warn in_ns "$bin" run --cmdline "$work/cmdline" --state-root "$work/sta
   --trusted-keys "$work/keys" --status-addr "127.0.0.1:$status_port" 2>"$work/agent.log" &
 
 for _ in $(seq 1 50); do
-  [ -L "$work/state/kiwi/current" ] && break
+  [ -L "$work/state/$role/current" ] && break
   sleep 0.2
 done
-[ -L "$work/state/kiwi/current" ] || { cat "$work/agent.log" >&2; echo "the agent did not apply the document" >&2; exit 1; }
+[ -L "$work/state/$role/current" ] || { cat "$work/agent.log" >&2; echo "the agent did not apply the document" >&2; exit 1; }
 say "document applied; idling ${idle}s (polling every 5s)"
 sleep "$idle"
 agent=$(pgrep -f "^$bin run --cmdline $work/cmdline" | head -n 1)
@@ -64,5 +66,5 @@ agent=$(pgrep -f "^$bin run --cmdline $work/cmdline" | head -n 1)
 rss=$(awk '/^VmRSS/ {print $2}' "/proc/$agent/status")
 hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$agent/status")
 size=$(stat -c %s "$bin")
-printf 'kiwi binary size: %.1f MB\n' "$(echo "$size / 1000000" | bc -l)"
-printf 'kiwi idle RSS: %.1f MB (peak %.1f MB) after %ss idle\n' "$(echo "$rss / 1024" | bc -l)" "$(echo "$hwm / 1024" | bc -l)" "$idle"
+printf '%s binary size: %.1f MB\n' "$role" "$(echo "$size / 1000000" | bc -l)"
+printf '%s idle RSS: %.1f MB (peak %.1f MB) after %ss idle\n' "$role" "$(echo "$rss / 1024" | bc -l)" "$(echo "$hwm / 1024" | bc -l)" "$idle"

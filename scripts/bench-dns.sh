@@ -7,6 +7,8 @@
 # Needs dnsperf and dnsmasq (scripts/install-deps.sh --for test). Prints both peak
 # rates and their ratio, and the CPU time each spends per query at a fixed 20k qps
 # (steadier on a busy machine); record the figures in docs/dns.md.
+# KIWI_DNS_SERVE=path runs that already built `serve` example instead of building
+# this tree's (to compare two commits in the same conditions).
 set -euo pipefail
 
 names=1000 seconds=10 clients=8
@@ -15,7 +17,7 @@ while [ $# -gt 0 ]; do
     --names) names="$2"; shift 2 ;;
     --seconds) seconds="$2"; shift 2 ;;
     --clients) clients="$2"; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "bench-dns: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -69,9 +71,13 @@ DOC
 } > "$work/dnsmasq.conf"
 for i in $(seq 1 "$names"); do echo "vm-$i.bench.kowabunga.local A"; done > "$work/queries.txt"
 
-echo "bench-dns: building (release)" >&2
-(cd "$root" && cargo build --release -q -p kowabunga-dns --example serve)
-"$root/target/release/examples/serve" "$work/doc.toml" > "$work/ours.log" 2>&1 &
+serve=${KIWI_DNS_SERVE:-}
+if [ -z "$serve" ]; then
+  echo "bench-dns: building (release)" >&2
+  (cd "$root" && cargo build --release -q -p kowabunga-dns --example serve)
+  serve="${CARGO_TARGET_DIR:-$root/target}/release/examples/serve"
+fi
+"$serve" "$work/doc.toml" > "$work/ours.log" 2>&1 &
 ours_pid=$!; pids+=($ours_pid)
 "$DNSMASQ" --keep-in-foreground --conf-file="$work/dnsmasq.conf" --port="$theirs_port" \
   --listen-address=127.0.0.1 --bind-interfaces --pid-file= --user=root --cache-size=0 \

@@ -29,9 +29,17 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-# mkosi runs "python3 ukify": make sure that is Debian's python3 (with
-# python3-pefile), not a python3 from pyenv or a virtualenv earlier in PATH.
+
+# find_cargo: rustup's cargo, wherever this runs (sudo, a Debian cargo in PATH).
+. "$repo/scripts/lib/find-cargo.sh"
+cargo_help="install a Rust toolchain with rustup (https://rustup.rs), or point CARGO=/path/to/cargo at one; under sudo, which resets PATH, use 'sudo env CARGO=\$(command -v cargo) $0 ...' if your cargo is not in ~/.cargo/bin"
+find_cargo || true
+# The host's own tools first (/usr/sbin is not in a user's PATH; a python3 from
+# pyenv or a virtualenv must not run mkosi's helpers), then the caller's PATH.
+# The Rust toolchain's directory goes before everything, so that a Debian
+# /usr/bin/cargo cannot shadow rustup's.
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+[ -z "$cargo_bin" ] || export PATH="$(dirname "$cargo_bin"):$PATH"
 stage_no=0
 t0=$(date +%s)
 stage() { stage_no=$((stage_no + 1)); printf '\n==> [%d] %s (+%ss)\n' "$stage_no" "$*" "$(( $(date +%s) - t0 ))" >&2; }
@@ -89,29 +97,26 @@ cache="${KOWABUNGA_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kowabunga/mkosi}
 stage "checking host tools"
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || [ -e "$1" ] || missing+=("$2 (for $1)"); }
-need mkosi mkosi
-need systemd-repart systemd
-need /usr/lib/systemd/ukify systemd-boot
-need /usr/lib/systemd/boot/efi/systemd-bootx64.efi systemd-boot-efi
-need mkfs.erofs erofs-utils
-need fsck.erofs erofs-utils
-need mkfs.vfat dosfstools
-need mcopy mtools
-need sfdisk fdisk
+# The image's build tools (systemd-repart, ukify, bootctl, mkfs.erofs,
+# veritysetup, mkfs.vfat...) come from mkosi's tools tree (ToolsTree= in
+# image/mkosi.conf), built from Debian trixie packages: the host needs mkosi,
+# bubblewrap and apt to build that tree, and a few tools for the artifacts.
+# mkosi: the copy scripts/install-deps.sh unpacks on Debian 12 (not an apt
+# package, so that the host keeps its systemd), else the one in PATH.
+mkosi=/opt/kowabunga/mkosi/bin/mkosi
+[ -x "$mkosi" ] || mkosi=$(command -v mkosi 2>/dev/null) || mkosi=""
+[ -n "$mkosi" ] || missing+=("mkosi >= 24 (scripts/install-deps.sh --for image)")
+need bwrap bubblewrap
+need apt-get apt
+need dpkg dpkg
+need /usr/share/keyrings/debian-archive-keyring.gpg debian-archive-keyring
 need qemu-img qemu-utils
 need zstd zstd
 need cpio cpio
-need readelf binutils
-need bwrap bubblewrap
-/usr/bin/python3 -c "import pefile" 2>/dev/null || missing+=("python3-pefile (for ukify)")
-need veritysetup cryptsetup-bin
-if command -v mkosi >/dev/null 2>&1; then
-  mv=$(mkosi --version 2>/dev/null | awk '{print $2}')
-  dpkg --compare-versions "${mv:-0}" ge 24 || missing+=("mkosi >= 24 from bookworm-backports (found ${mv:-none})")
-fi
-if command -v systemd-repart >/dev/null 2>&1; then
-  rv=$(systemd-repart --version | awk 'NR==1{print $2}')
-  [ "${rv:-0}" -ge 254 ] 2>/dev/null || missing+=("systemd-repart >= 254 from bookworm-backports (found ${rv:-none})")
+need python3 python3
+if [ -n "$mkosi" ]; then
+  mv=$("$mkosi" --version 2>/dev/null | awk '{print $2}')
+  dpkg --compare-versions "${mv:-0}" ge 24 || missing+=("mkosi >= 24 (found ${mv:-none} at $mkosi; scripts/install-deps.sh --for image)")
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$install" = 1 ] && [ "$(id -u)" = 0 ]; then
@@ -125,7 +130,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   die "host tools missing; run (as root): scripts/install-deps.sh --for image"
 fi
 [ "$(id -u)" = 0 ] || die "mkosi must run as root here (it builds file systems and partition tables)"
-say "mkosi $(mkosi --version | awk '{print $2}'), systemd-repart $(systemd-repart --version | awk 'NR==1{print $2}')"
+say "mkosi $("$mkosi" --version | awk '{print $2}') ($mkosi); build tools from its tools tree (Debian trixie)"
 
 # ---- 2. Debian mirror -----------------------------------------------------------
 stage "resolving the Debian mirror"
@@ -170,24 +175,35 @@ if [ -n "$agent_bin" ]; then
   [ -x "$agent_bin" ] || die "--agent-bin '$agent_bin' is not an executable file"
   say "using prebuilt $agent_bin"
 else
-  command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) to build the agents"
-  (cd "$repo" && cargo build --release --locked -p "$agent" 2>&1 | sed 's/^/    /') \
-    || (cd "$repo" && cargo build --release -p "$agent" 2>&1 | sed 's/^/    /') \
-    || die "cargo build --release -p $agent failed"
-  agent_bin="$repo/target/release/$agent"
+  [ -n "$cargo_bin" ] || die "cargo not found: $cargo_help"
+  say "cargo: $cargo_bin ($("$cargo_bin" --version 2>/dev/null || echo 'version unknown'))"
+  # Always --locked: the image carries exactly the dependency versions of the
+  # committed Cargo.lock. Never retried without it.
+  (cd "$repo" && "$cargo_bin" build --release --locked -p "$agent" 2>&1 | sed 's/^/    /') \
+    || die "cargo build --release --locked -p $agent failed (output above). If cargo says the lock file needs to be updated, Cargo.lock does not match a Cargo.toml: run 'cargo update -p CRATE' for the crate you changed, commit Cargo.lock, and build again. Images are never built from unlocked dependency versions."
+  target_dir=${CARGO_TARGET_DIR:-target}
+  case "$target_dir" in /*) ;; *) target_dir="$repo/$target_dir" ;; esac
+  agent_bin="$target_dir/release/$agent"
   [ -x "$agent_bin" ] || die "cargo produced no $agent_bin"
 fi
 install -m 0755 "$agent_bin" "$work/agent/usr/bin/$agent"
 say "$agent: $(du -k "$work/agent/usr/bin/$agent" | cut -f1) KiB"
+# A role's helper binaries are named <role>-<job> (kontroller-firstboot).
+for helper in "$(dirname "$agent_bin")/$agent"-*; do
+  [ -f "$helper" ] && [ -x "$helper" ] || continue
+  install -m 0755 "$helper" "$work/agent/usr/bin/"
+  say "$(basename "$helper"): $(du -k "$helper" | cut -f1) KiB"
+done
 
 # ---- 4. mkosi -------------------------------------------------------------------
 mkdir -p "$cache/packages" "$work/out" "$work/initrd"
 run_mkosi() { # LOG ARGS...: runs mkosi, shows its steps, keeps the full log
   local log=$1 rc; shift
   set +e
-  mkosi --architecture "$mkosi_arch" \
+  "$mkosi" --architecture "$mkosi_arch" \
     --cache-dir "$cache" --package-cache-dir "$cache/packages" --incremental yes \
-    --package-manager-tree "$work/pkgmngr" "$@" --force build 2>&1 \
+    --package-manager-tree "$work/pkgmngr" --tools-tree-package-manager-tree "$work/pkgmngr" \
+    "$@" --force build 2>&1 \
     | tee "$log" | grep --line-buffered -E '^‣|^(E|W):|[Ee]rror' | grep --line-buffered -v 'Processing' | sed 's/^/    /'
   rc=${PIPESTATUS[0]}
   set -e
@@ -244,7 +260,16 @@ rootpart=$(ls "$work/out/$name".root.raw* 2>/dev/null | head -n1)
 [ -n "$rootpart" ] || die "mkosi produced no split root partition ($work/out/$name.root.raw)"
 pxeroot="$work/pxeroot"
 rm -rf "$pxeroot"
-fsck.erofs --extract="$pxeroot" "$rootpart" >/dev/null || die "fsck.erofs --extract of $rootpart failed"
+# The root was made by the tools tree's mkfs.erofs: extract it with the same
+# erofs-utils, run from the tools tree (a trixie userspace, in bubblewrap).
+tools="$work/out/debian-tools"
+[ -x "$tools/usr/bin/fsck.erofs" ] || die "no fsck.erofs in mkosi's tools tree ($tools)"
+in_tools() {
+  bwrap --ro-bind "$tools/usr" /usr --symlink usr/bin /bin --symlink usr/sbin /sbin \
+    --symlink usr/lib /lib --symlink usr/lib64 /lib64 --proc /proc --dev /dev --tmpfs /tmp \
+    --bind "$work" "$work" --die-with-parent "$@"
+}
+in_tools fsck.erofs --extract="$pxeroot" "$rootpart" >/dev/null || die "fsck.erofs --extract of $rootpart failed"
 # The kernel runs /init from the initramfs: start systemd as the real init
 # (there is no /etc/initrd-release here, so systemd boots the full system).
 ln -sfn usr/lib/systemd/systemd "$pxeroot/init"

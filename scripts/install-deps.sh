@@ -21,19 +21,33 @@ set -euo pipefail
 
 # ---- package lists ---------------------------------------------------------
 # Each entry: "package" or "package/suite" (suite pinned for that package).
-PKGS_base=(ca-certificates curl git build-essential pkg-config)
-PKGS_test=(minisign nftables iproute2 bind9-dnsutils dnsperf dnsmasq-base openssl python3)
-# Image build: mkosi 24 and systemd-boot, ukify, systemd-repart (systemd 254)
-# come from bookworm-backports on Debian 12; bookworm's own are too old.
+# libvirt-dev: the kaktus agent links libvirt (virt crate); every workspace build needs it.
+PKGS_base=(ca-certificates curl git build-essential pkg-config libvirt-dev)
+# The kaktus tests run a real libvirtd (QEMU driver, TCG guests) and qemu-img; qemu from
+# backports as in the QEMU tier, so that both tiers agree on one version.
+PKGS_test=(minisign nftables iproute2 bind9-dnsutils dnsperf dnsmasq-base openssl python3 nginx-light
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86/bpo qemu-utils/bpo ovmf)
+# Image build: mkosi (>= 24) builds its own tools tree from Debian trixie
+# packages (ToolsTree= in image/mkosi.conf): systemd-repart, ukify, bootctl,
+# mkfs.erofs, veritysetup... are not taken from the host. The host needs
+# bubblewrap, apt and the archive keyring to build that tree, qemu-img, zstd,
+# cpio and python3 for the artifacts. "mkosi" is special: on Debian 12 it is
+# mkosi 24 unpacked from bookworm-backports into $MKOSI_DIR (see
+# install_mkosi), because the mkosi package depends on systemd >= 254 and
+# installing it would upgrade the host's systemd; elsewhere, the distribution's
+# mkosi package.
 PKGS_image=(
-  mkosi/bpo systemd/bpo systemd-boot/bpo systemd-boot-efi/bpo
-  bubblewrap apt dpkg debian-archive-keyring
-  erofs-utils dosfstools mtools fdisk cryptsetup-bin e2fsprogs
-  qemu-utils/bpo zstd cpio kmod python3 python3-pefile minisign binutils
+  mkosi bubblewrap apt dpkg debian-archive-keyring
+  qemu-utils/bpo zstd cpio python3 minisign
 )
-# QEMU tier: system emulator, UEFI firmware, a busybox for the peer VM.
+MKOSI_DIR=/opt/kowabunga/mkosi
+# QEMU tier: system emulator, UEFI firmware, a busybox for the peer VM, xorriso
+# for the kontroller scenario's NoCloud seed ISO, ssh to log in to it.
 # qemu comes from backports (10.x) so that qemu-utils and qemu-system agree.
-PKGS_qemu=(qemu-system-x86/bpo ovmf qemu-utils/bpo busybox-static minisign iproute2 cpio zstd socat mtools fdisk python3 systemd/bpo systemd-boot/bpo systemd-boot-efi/bpo python3-pefile)
+# systemd-boot/systemd-boot-efi 254 from backports (and with them the host's
+# systemd, which they require): scripts/personalize-image.sh runs the host's
+# ukify and its addon stub (254+) to write the credentials add-on.
+PKGS_qemu=(qemu-system-x86/bpo ovmf qemu-utils/bpo busybox-static minisign iproute2 cpio zstd socat mtools xorriso openssh-client fdisk python3 systemd/bpo systemd-boot/bpo systemd-boot-efi/bpo python3-pefile)
 RUSTUP_COMPONENTS=(rustfmt clippy)
 RUSTUP_TARGETS=()
 
@@ -101,10 +115,54 @@ installed_from_bpo() {
   esac
 }
 
-missing=() need_bpo=0
+. /etc/os-release
+codename=${VERSION_CODENAME:-}
+
+# mkosi >= 24 present: our unpacked copy, or (not on Debian 12) a mkosi package.
+mkosi_ok() {
+  local v
+  if [ -x "$MKOSI_DIR/bin/mkosi" ]; then
+    v=$("$MKOSI_DIR/bin/mkosi" --version 2>/dev/null | awk '{print $2}')
+  elif [ "$codename" != bookworm ] && command -v mkosi >/dev/null 2>&1; then
+    v=$(mkosi --version 2>/dev/null | awk '{print $2}')
+  fi
+  dpkg --compare-versions "${v:-0}" ge 24
+}
+
+# Debian 12: mkosi 24 from bookworm-backports, unpacked (dpkg-deb -x) into
+# $MKOSI_DIR and run with the host's python3, not installed with apt: its
+# package depends on systemd >= 254 and would upgrade the host's systemd.
+# mkosi is pure Python; what needed systemd 254 (systemd-repart, ukify) comes
+# from its tools tree. scripts/build-image.sh runs $MKOSI_DIR/bin/mkosi first.
+install_mkosi() {
+  local tmp deb
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root -t bookworm-backports mkosi) \
+    || { rm -rf "$tmp"; die "apt-get download -t bookworm-backports mkosi failed"; }
+  deb=$(ls "$tmp"/mkosi_*.deb)
+  rm -rf "$MKOSI_DIR.new" && mkdir -p "$MKOSI_DIR.new/bin"
+  dpkg-deb -x "$deb" "$MKOSI_DIR.new/root" || { rm -rf "$tmp"; die "dpkg-deb -x $deb failed"; }
+  cat > "$MKOSI_DIR.new/bin/mkosi" <<EOF
+#!/bin/sh
+# mkosi $(dpkg-deb -f "$deb" Version), unpacked by scripts/install-deps.sh (not an apt package).
+PYTHONPATH=$MKOSI_DIR/root/usr/lib/python3/dist-packages exec /usr/bin/python3 -m mkosi "\$@"
+EOF
+  chmod 0755 "$MKOSI_DIR.new/bin/mkosi"
+  rm -rf "$MKOSI_DIR" && mv "$MKOSI_DIR.new" "$MKOSI_DIR"
+  rm -rf "$tmp"
+  # `mkosi` in PATH too (/usr/local/bin comes before /usr/bin), unless taken.
+  [ -e /usr/local/bin/mkosi ] || ln -s "$MKOSI_DIR/bin/mkosi" /usr/local/bin/mkosi
+  say "mkosi $("$MKOSI_DIR/bin/mkosi" --version | awk '{print $2}') unpacked into $MKOSI_DIR (the host's systemd is untouched)"
+}
+
+missing=() need_bpo=0 want_mkosi=0
 for p in "${want[@]}"; do
   name=${p%/*}
   case "$p" in
+    mkosi)
+      want_mkosi=1
+      mkosi_ok && continue
+      if [ "$codename" = bookworm ]; then need_bpo=1; missing+=("mkosi (unpacked from bookworm-backports)"); else missing+=(mkosi); fi ;;
     */bpo) need_bpo=1; installed "$name" && installed_from_bpo "$name" || missing+=("$p") ;;
     *) installed "$name" || missing+=("$p") ;;
   esac
@@ -120,8 +178,6 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || die "must run as root to install: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  . /etc/os-release
-  codename=${VERSION_CODENAME:-}
   if [ "$need_bpo" = 1 ] && [ "$codename" = bookworm ]; then
     [ -n "$mirror" ] || mirror=$(host_mirror)
     [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt/sources.list*; pass --mirror URL"
@@ -142,6 +198,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
   for p in "${missing[@]}"; do
     case "$p" in
       */bpo) if [ "$codename" = bookworm ]; then bpo_pkgs+=("${p%/*}"); else plain+=("${p%/*}"); fi ;;
+      "mkosi (unpacked from bookworm-backports)") ;;
       *) plain+=("$p") ;;
     esac
   done
@@ -155,15 +212,18 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
     apt-get install -y -qq --no-install-recommends "${plain[@]}" >/dev/null \
       || die "apt-get install ${plain[*]} failed"
   fi
+  if [ "$want_mkosi" = 1 ] && [ "$codename" = bookworm ] && ! mkosi_ok; then
+    install_mkosi
+  fi
 else
   say "all Debian packages present for: ${groups[*]}"
 fi
 
+# find_cargo: rustup's cargo, wherever this runs (sudo, a Debian cargo in PATH).
+. "$(dirname "$0")/lib/find-cargo.sh"
 if [ "$want_rust" = 1 ]; then
-  if ! command -v cargo >/dev/null 2>&1; then
-    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-  fi
-  command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"
+  find_cargo || die "cargo not found: install a Rust toolchain with rustup (https://rustup.rs) first; under sudo, which resets PATH, run: sudo env \"PATH=\$PATH\" $0 ..."
+  export PATH="$(dirname "$cargo_bin"):$PATH"
   if command -v rustup >/dev/null 2>&1; then
     for c in "${RUSTUP_COMPONENTS[@]}"; do
       rustup component list --installed 2>/dev/null | grep -q "^$c" || { say "rustup component add $c"; rustup component add "$c"; }

@@ -1,26 +1,51 @@
 #!/usr/bin/env bash
 # Run the test suite: the one command of README's "run the tests", and what CI runs.
 #
-#   scripts/test.sh            both tiers
+#   scripts/test.sh            every tier
 #   scripts/test.sh --fast     lint + unit/integration tests (kernel tests in network
-#                              namespaces, a fake Kahuna on loopback): a few minutes
-#   scripts/test.sh --qemu     build the kiwi image, boot it under QEMU, check from outside
+#                              namespaces, a fake Kahuna on loopback) + the README and
+#                              docs walkthroughs, run as written: a few minutes
+#   scripts/test.sh --fuzz     every fuzz target for 60 s (scripts/fuzz.sh)
+#   scripts/test.sh --qemu     build the images, boot them under QEMU, check from outside
 #
 # Installs what it needs first (scripts/install-deps.sh). Needs root: the kernel tests
 # create network namespaces and nftables tables, the QEMU tier builds images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-fast=1 qemu=1
+fast=1 fuzz=1 qemu=1
 case "${1:-}" in
   "") ;;
-  --fast) qemu=0 ;;
-  --qemu) fast=0 ;;
-  -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-  *) echo "usage: scripts/test.sh [--fast|--qemu]" >&2; exit 2 ;;
+  --fast) fuzz=0 qemu=0 ;;
+  --fuzz) fast=0 qemu=0 ;;
+  --qemu) fast=0 fuzz=0 ;;
+  -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+  *) echo "usage: scripts/test.sh [--fast|--fuzz|--qemu]" >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || { echo "scripts/test.sh: run as root (network namespaces, nftables, image build)" >&2; exit 1; }
 say() { printf '\n[test] %s\n' "$*" >&2; }
+started=$SECONDS
+tier_start=$SECONDS
+# Each tier's duration, printed at the end (docs/benchmarks.md keeps them).
+timings=()
+tier_done() { timings+=("$1: $((SECONDS - tier_start)) s"); tier_start=$SECONDS; }
+
+# find_cargo: rustup's cargo, wherever this runs (sudo, a Debian cargo in PATH).
+. scripts/lib/find-cargo.sh
+if ! find_cargo; then
+  cat >&2 <<EOF
+scripts/test.sh: cargo not found.
+  sudo resets PATH, which drops ~/.cargo/bin. Either
+    sudo env "PATH=\$PATH" scripts/test.sh     (keeps your PATH, rustup's cargo included)
+    sudo env CARGO=\$(command -v cargo) scripts/test.sh
+  or install a toolchain for root: https://rustup.rs (then /root/.cargo/bin/cargo is found).
+EOF
+  exit 1
+fi
+# rustup's directory first: a Debian /usr/bin/cargo must not shadow it, and the
+# scripts and cargo subcommands (clippy, fmt) run below find the same toolchain.
+export PATH="$(dirname "$cargo_bin"):$PATH"
+say "cargo: $cargo_bin ($(cargo --version))"
 
 if [ "$fast" = 1 ]; then
   say "installing test dependencies"
@@ -30,13 +55,26 @@ if [ "$fast" = 1 ]; then
   say "cargo clippy -D warnings"
   cargo clippy --workspace --all-targets --locked -- -D warnings
   say "fast tier: cargo test"
-  cargo test --workspace --locked
+  cargo test --workspace --locked --no-fail-fast
+  say "docs: README and docs/ walkthroughs, as written"
+  scripts/check-docs.sh
+  tier_done "fast tier"
+fi
+
+if [ "$fuzz" = 1 ]; then
+  say "fuzz tier: every target for 60 s"
+  scripts/fuzz.sh --seconds 60
+  tier_done "fuzz tier"
 fi
 
 if [ "$qemu" = 1 ]; then
   say "QEMU tier: image build"
   scripts/install-deps.sh --for image --for qemu
-  scripts/build-image.sh kiwi
+  for role in kiwi kaktus kontroller; do
+    scripts/build-image.sh "$role"
+  done
   say "QEMU tier: boots"
   KOWABUNGA_QEMU_TESTS=1 cargo test -p qemu-test --locked -- --ignored --test-threads=1
+  tier_done "QEMU tier"
 fi
+say "durations: ${timings[*]:-none}; total $((SECONDS - started)) s"

@@ -608,12 +608,27 @@ mod tests {
 
     #[test]
     fn default_config_url_uses_kahuna_and_encoded_id() {
-        let (params, _) =
-            parse("kowabunga.kahuna=https://k.acme.com/base/ kowabunga.agent_id=a/b?c");
+        let (params, _) = parse("kowabunga.kahuna=https://k.acme.com/ kowabunga.agent_id=a/b?c");
         assert_eq!(
             params.config_url().unwrap(),
-            "https://k.acme.com/base/api/v1/agents/a%2Fb%3Fc/config"
+            "https://k.acme.com/api/v1/agents/a%2Fb%3Fc/config"
         );
+    }
+
+    #[test]
+    fn kahuna_is_a_server_without_path() {
+        // Upstream Kahuna serves /ws at the root of its host: a path would be dropped for
+        // the WebSocket and kept for the document, so it is refused.
+        assert_eq!(
+            error("kowabunga.kahuna=https://k.acme.com/base/"),
+            "kowabunga.kahuna: \"https://k.acme.com/base/\" is not a valid URL: a Kahuna URL is \
+             scheme://host[:port] without a path (found \"/base\"): the agent adds /ws and \
+             /api/v1/... to it itself"
+        );
+        let (params, _) = parse("kowabunga.kahuna=https://k.acme.com:8443/");
+        let kahuna = params.kahuna.unwrap();
+        assert_eq!(kahuna.as_str(), "https://k.acme.com:8443");
+        assert_eq!(kahuna.websocket_url(), "wss://k.acme.com:8443/ws");
     }
 
     #[test]

@@ -10,7 +10,6 @@
 pub mod boot_params;
 pub mod tokenize;
 
-mod base64;
 mod http_url;
 mod minisign;
 mod secret;

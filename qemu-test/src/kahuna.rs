@@ -2,10 +2,14 @@
 //! (docs/config-api.md) and records every request the agent makes, so tests can check
 //! from outside what the agent fetched and reported.
 //!
+//! It also serves plain files under `/files/` (an object store or web server holding
+//! VM templates, as Kahuna's template `source` URLs name), without credentials, and
+//! records those downloads apart.
+//!
 //! It listens on loopback only; guests reach it through QEMU user-mode networking
 //! (a `guestfwd` rule, see [`crate::vm`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,6 +41,20 @@ pub struct Seen {
     pub body: Vec<u8>,
 }
 
+/// One download of a file under `/files/`.
+#[derive(Clone, Debug)]
+pub struct Download {
+    pub path: String,
+    pub status: u16,
+    /// The request carried `X-WS-Kowabunga-Api-Key` (it must not: a template URL is
+    /// anybody's server).
+    pub carried_api_key: bool,
+    /// `X-Kowabunga-Instance-Id` and `X-Kowabunga-Source-Ip`, as a service VM sends
+    /// them for its metadata.
+    pub instance_id: Option<String>,
+    pub source_ip: Option<String>,
+}
+
 /// A status report POSTed by the agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
@@ -50,12 +68,15 @@ struct Published {
     document: Option<(Vec<u8>, Option<Vec<u8>>, String)>,
     /// When set, every request is answered 503 (Kahuna "down") but still recorded.
     down: bool,
+    /// Served under `/files/<name>`.
+    files: HashMap<String, Bytes>,
 }
 
 struct Shared {
     creds: Credentials,
     published: Mutex<Published>,
     seen: Mutex<Vec<Seen>>,
+    downloads: Mutex<Vec<Download>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -83,6 +104,7 @@ impl FakeKahuna {
             creds,
             published: Mutex::default(),
             seen: Mutex::default(),
+            downloads: Mutex::default(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
@@ -133,6 +155,19 @@ impl FakeKahuna {
     pub fn publish(&self, document: Vec<u8>, signature: Option<Vec<u8>>) {
         let etag = format!("\"{:016x}\"", fnv1a(&document));
         lock(&self.shared.published).document = Some((document, signature, etag));
+    }
+
+    /// Serves `content` at `/files/<name>` (GET, no credentials asked); returns the path.
+    pub fn serve_file(&self, name: &str, content: Vec<u8>) -> String {
+        lock(&self.shared.published)
+            .files
+            .insert(name.to_owned(), Bytes::from(content));
+        format!("/files/{name}")
+    }
+
+    /// Downloads of served files so far, oldest first.
+    pub fn downloads(&self) -> Vec<Download> {
+        lock(&self.shared.downloads).clone()
     }
 
     /// Kahuna down (503 to everything) or back up.
@@ -240,6 +275,23 @@ async fn handle(
         && header(&req, "X-WS-Kowabunga-Api-Key").as_deref() == Some(creds.api_key.as_str());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    if let Some(name) = path.strip_prefix("/files/") {
+        let file = lock(&shared.published).files.get(name).cloned();
+        let (status, body) = match file {
+            Some(content) if method == Method::GET => (StatusCode::OK, content),
+            _ => (StatusCode::NOT_FOUND, Bytes::new()),
+        };
+        lock(&shared.downloads).push(Download {
+            path: path.clone(),
+            status: status.as_u16(),
+            carried_api_key: req.headers().contains_key("X-WS-Kowabunga-Api-Key"),
+            instance_id: header(&req, "X-Kowabunga-Instance-Id"),
+            source_ip: header(&req, "X-Kowabunga-Source-Ip"),
+        });
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        return Ok(response);
+    }
     let if_none_match = header(&req, "If-None-Match");
     // Bodies are small (reports); a cap keeps a misbehaving client from exhausting memory.
     let body = match req.into_body().collect().await {

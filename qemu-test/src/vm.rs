@@ -7,7 +7,7 @@
 //! ([`KAHUNA_GUEST_ADDR`]) to the fake Kahuna on the host's loopback.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +15,19 @@ use std::time::{Duration, Instant};
 
 /// Where the guest sees the fake Kahuna (port 80, plain HTTP).
 pub const KAHUNA_GUEST_ADDR: &str = "10.0.2.100";
+/// Port of [`KAHUNA_GUEST_ADDR`] forwarded to a Kahuna RPC (WebSocket) server, when
+/// [`VmConfig::rpc_port`] is set: the agent's `kowabunga.kahuna` then names this port
+/// and `kowabunga.config_url` the documents on port 80.
+pub const KAHUNA_RPC_GUEST_PORT: u16 = 81;
+
+/// What every image prints on its console once the real root is mounted
+/// (overlays/common/usr/lib/kowabunga/boot-banner).
+pub const BOOT_BANNER: &str = "kowabunga: image=";
+/// A guest that has not printed [`BOOT_BANNER`] this long after QEMU started is taken as
+/// hung in early boot. A normal boot prints it after 20-60 s under TCG; CI once saw a
+/// guest print nothing more after the initrd's systemd started, for 420 s (no "start job"
+/// line, no kernel warning): an emulator stall, not a slow job.
+pub const EARLY_HANG_AFTER: Duration = Duration::from_secs(240);
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
@@ -70,9 +83,21 @@ pub struct VmConfig {
     pub cpus: u32,
     /// Port of the fake Kahuna on 127.0.0.1, forwarded to [`KAHUNA_GUEST_ADDR`]:80.
     pub kahuna_port: Option<u16>,
+    /// Port of a Kahuna RPC server on 127.0.0.1, forwarded to
+    /// [`KAHUNA_GUEST_ADDR`]:[`KAHUNA_RPC_GUEST_PORT`].
+    pub rpc_port: Option<u16>,
     pub extra_nics: Vec<SocketNic>,
+    /// Port on 127.0.0.1 forwarded to the guest's SSH port (22) on the management NIC.
+    pub ssh_port: Option<u16>,
+    /// Read-only virtio disks after the boot disk (a NoCloud seed ISO).
+    pub readonly_disks: Vec<PathBuf>,
     /// The user-mode management NIC (first NIC); the peer VM goes without.
     pub management_nic: bool,
+    /// The guest is one of our images and must print [`BOOT_BANNER`]: if it has not
+    /// within this time ([`EARLY_HANG_AFTER`] by default), its vCPU state is logged and
+    /// it is reset, once; a second stall fails the test. `None` for the peer VM and for
+    /// boots that must not reach the root.
+    pub early_hang_after: Option<Duration>,
 }
 
 impl VmConfig {
@@ -83,8 +108,12 @@ impl VmConfig {
             memory_mib: 1024,
             cpus: 2,
             kahuna_port: None,
+            rpc_port: None,
             extra_nics: Vec::new(),
+            readonly_disks: Vec::new(),
+            ssh_port: None,
             management_nic: true,
+            early_hang_after: Some(EARLY_HANG_AFTER),
         }
     }
 }
@@ -102,6 +131,17 @@ pub struct Vm {
     serial: PathBuf,
     monitor: PathBuf,
     started: Instant,
+    early_hang: Option<EarlyHangWatch>,
+    early_hang_resets: u32,
+}
+
+/// Watches one boot for [`BOOT_BANNER`] (see [`VmConfig::watch_early_hang`]).
+struct EarlyHangWatch {
+    after: Duration,
+    since: Instant,
+    /// Console bytes written before the current boot (after a reset, the banner must
+    /// come again).
+    console_offset: usize,
 }
 
 pub fn accel() -> String {
@@ -175,12 +215,26 @@ impl Vm {
                     .arg(cmdline);
             }
         }
+        for disk in &config.readonly_disks {
+            cmd.arg("-drive").arg(format!(
+                "if=virtio,format=raw,readonly=on,file={}",
+                disk.display()
+            ));
+        }
         if config.management_nic {
             let mut netdev = String::from("user,id=mgmt,restrict=on");
             if let Some(port) = config.kahuna_port {
                 netdev.push_str(&format!(
                     ",guestfwd=tcp:{KAHUNA_GUEST_ADDR}:80-cmd:socat STDIO TCP:127.0.0.1:{port}"
                 ));
+            }
+            if let Some(port) = config.rpc_port {
+                netdev.push_str(&format!(
+                    ",guestfwd=tcp:{KAHUNA_GUEST_ADDR}:{KAHUNA_RPC_GUEST_PORT}-cmd:socat STDIO TCP:127.0.0.1:{port}"
+                ));
+            }
+            if let Some(port) = config.ssh_port {
+                netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
             }
             cmd.arg("-netdev").arg(netdev);
             cmd.args([
@@ -207,6 +261,12 @@ impl Vm {
             serial,
             monitor,
             started: Instant::now(),
+            early_hang: config.early_hang_after.map(|after| EarlyHangWatch {
+                after,
+                since: Instant::now(),
+                console_offset: 0,
+            }),
+            early_hang_resets: 0,
         })
     }
 
@@ -226,7 +286,8 @@ impl Vm {
             .unwrap_or_default()
     }
 
-    /// Fails if QEMU exited.
+    /// Fails if QEMU exited, or if the guest stalled in early boot twice (see
+    /// [`VmConfig::watch_early_hang`]).
     pub fn check_running(&mut self) -> Result<(), VmError> {
         if let Some(child) = self.child.as_mut()
             && let Ok(Some(status)) = child.try_wait()
@@ -237,7 +298,101 @@ impl Vm {
                 self.name
             )));
         }
+        self.watch_early_hang()
+    }
+
+    /// How many times the guest was reset for stalling in early boot.
+    pub fn early_hang_resets(&self) -> u32 {
+        self.early_hang_resets
+    }
+
+    fn watch_early_hang(&mut self) -> Result<(), VmError> {
+        let Some(watch) = self.early_hang.as_ref() else {
+            return Ok(());
+        };
+        let console = self.console();
+        if console
+            .get(watch.console_offset..)
+            .is_some_and(|boot| boot.contains(BOOT_BANNER))
+        {
+            self.early_hang = None;
+            return Ok(());
+        }
+        if watch.since.elapsed() < watch.after {
+            return Ok(());
+        }
+        let state = self.vcpu_state();
+        let after = watch.after;
+        if self.early_hang_resets > 0 {
+            return Err(VmError::Qemu(format!(
+                "{}: no {BOOT_BANNER:?} on the console within {}s, again after a reset; \
+                 vCPU state:\n{state}",
+                self.name,
+                after.as_secs()
+            )));
+        }
+        eprintln!(
+            "{}: EARLY-BOOT STALL: no {BOOT_BANNER:?} on the console within {}s; \
+             resetting the guest once. vCPU state:\n{state}",
+            self.name,
+            after.as_secs()
+        );
+        self.monitor_command("system_reset")?;
+        self.early_hang = Some(EarlyHangWatch {
+            after,
+            since: Instant::now(),
+            console_offset: console.len(),
+        });
+        self.early_hang_resets += 1;
         Ok(())
+    }
+
+    /// QEMU's view of the guest (run state, each vCPU's instruction pointer), for failure
+    /// messages: tells a guest spinning in the kernel from one waiting in userspace.
+    pub fn vcpu_state(&self) -> String {
+        let status = self
+            .monitor_query("info status")
+            .unwrap_or_else(|e| format!("info status: {e}"));
+        // Each vCPU's header and instruction pointer (the full dump is ~30 lines each).
+        let registers = match self.monitor_query("info registers -a") {
+            Ok(dump) => dump
+                .lines()
+                .filter(|l| l.starts_with("CPU#") || l.contains("RIP="))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => format!("info registers: {e}"),
+        };
+        format!("{status}\n{registers}")
+    }
+
+    /// One HMP command and its answer (the monitor's banner and prompts removed).
+    fn monitor_query(&self, command: &str) -> Result<String, VmError> {
+        let mut stream =
+            UnixStream::connect(&self.monitor).map_err(io("connecting to the qemu monitor"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .map_err(io("setting a monitor read timeout"))?;
+        stream
+            .write_all(format!("{command}\n").as_bytes())
+            .map_err(io("writing to the qemu monitor"))?;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                // Quiet for 500 ms once something came: the answer is complete.
+                Err(_) if !answer.is_empty() => break,
+                Err(_) => {}
+            }
+        }
+        Ok(String::from_utf8_lossy(&answer)
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| !l.starts_with("QEMU ") && !l.starts_with("(qemu)"))
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
 
     /// Waits for a console line containing `needle`; returns that line.

@@ -1,18 +1,22 @@
-//! Boot scenarios of the kiwi image, checked from outside the guest: what the fake
+//! Boot scenarios of the role images, checked from outside the guest: what the fake
 //! Kahuna saw (authenticated fetches, reports) and what the console says.
 //!
 //! Run with `KOWABUNGA_QEMU_TESTS=1 cargo test -p qemu-test -- --ignored --test-threads=1` after
-//! `scripts/build-image.sh kiwi`. Without the variable every test returns at once.
+//! `scripts/build-image.sh kiwi` and `scripts/build-image.sh kaktus`. Without the
+//! variable every test returns at once.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use kowabunga_rpc::fake_kahuna::{Conn as RpcConn, Expect, FakeKahuna as RpcKahuna};
 use qemu_test::artifacts::{self, Artifacts};
 use qemu_test::document::document;
 use qemu_test::kahuna::{Credentials, FakeKahuna, Report};
 use qemu_test::sign::Signer;
-use qemu_test::vm::{Boot, KAHUNA_GUEST_ADDR, SocketNic, Vm, VmConfig};
+use qemu_test::vm::{Boot, KAHUNA_GUEST_ADDR, KAHUNA_RPC_GUEST_PORT, SocketNic, Vm, VmConfig};
+use serde_json::json;
 
 /// Boots under TCG take minutes; give each wait a generous bound.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
@@ -24,6 +28,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 struct Harness {
     _guard: MutexGuard<'static, ()>,
+    /// The node's agent id, as its documents name it.
+    agent_id: &'static str,
     dir: PathBuf,
     artifacts: Artifacts,
     kahuna: FakeKahuna,
@@ -32,6 +38,11 @@ struct Harness {
 }
 
 fn harness(name: &str) -> Option<Harness> {
+    harness_for(name, "kiwi", "Kiwi", AGENT_ID)
+}
+
+/// A harness for the image of `role`, whose agent reports as `kind`.
+fn harness_for(name: &str, role: &str, kind: &str, agent_id: &'static str) -> Option<Harness> {
     // These tests are #[ignore]d in the fast tier; asked for with --ignored, they must
     // really boot, never pass without doing so.
     assert!(
@@ -40,10 +51,10 @@ fn harness(name: &str) -> Option<Harness> {
     );
     let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = qemu_test::scratch_dir(name);
-    let artifacts = Artifacts::find("kiwi").unwrap_or_else(|e| panic!("{e}"));
+    let artifacts = Artifacts::find(role).unwrap_or_else(|e| panic!("{e}"));
     let kahuna = FakeKahuna::start(Credentials {
-        agent_kind: "Kiwi".into(),
-        agent_id: AGENT_ID.into(),
+        agent_kind: kind.into(),
+        agent_id: agent_id.into(),
         api_key: API_KEY.into(),
     })
     .unwrap_or_else(|e| panic!("{e}"));
@@ -51,6 +62,7 @@ fn harness(name: &str) -> Option<Harness> {
     let pubkey = signer.public_key_base64().unwrap_or_else(|e| panic!("{e}"));
     Some(Harness {
         _guard: guard,
+        agent_id,
         dir,
         artifacts,
         kahuna,
@@ -66,7 +78,7 @@ impl Harness {
 
     /// Publishes a signed document of `version` with `body` as its sections.
     fn publish(&self, version: u64, body: &str) {
-        let doc = document(version, AGENT_ID, body);
+        let doc = document(version, self.agent_id, body);
         let sig = self
             .signer
             .sign(&format!("v{version}.toml"), &doc)
@@ -76,6 +88,19 @@ impl Harness {
 
     /// A personalized copy of the disk image: credentials on the ESP (add-on + credential).
     fn personalized_disk(&self) -> PathBuf {
+        self.personalized_disk_for(&self.kahuna_url(), &[])
+    }
+
+    /// A disk whose agent dials Kahuna's RPC on [`KAHUNA_RPC_GUEST_PORT`] and pulls
+    /// its documents from the fake Kahuna on port 80.
+    fn personalized_disk_with_rpc(&self) -> PathBuf {
+        let rpc = format!("http://{KAHUNA_GUEST_ADDR}:{KAHUNA_RPC_GUEST_PORT}");
+        let config = format!("{}/api/v1/agents/{{id}}/config", self.kahuna_url());
+        self.personalized_disk_for(&rpc, &["--config-url", &config])
+    }
+
+    /// A disk copy personalized for this harness's node, Kahuna at `kahuna_url`.
+    fn personalized_disk_for(&self, kahuna_url: &str, extra: &[&str]) -> PathBuf {
         let disk = self
             .artifacts
             .disk_copy(&self.dir, 4)
@@ -83,27 +108,24 @@ impl Harness {
         let key_file = self.dir.join("api-key");
         std::fs::write(&key_file, format!("{API_KEY}\n"))
             .unwrap_or_else(|e| panic!("writing the key: {e}"));
-        let url = self.kahuna_url();
         let key = key_file.display().to_string();
-        artifacts::personalize(
-            &disk,
-            &[
-                "--kahuna",
-                &url,
-                "--agent-id",
-                AGENT_ID,
-                "--api-key-file",
-                &key,
-                "--pubkey",
-                &self.pubkey,
-                "--insecure",
-                "--interval",
-                "5",
-                "--confirm-window",
-                "20",
-            ],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut args = vec![
+            "--kahuna",
+            kahuna_url,
+            "--agent-id",
+            self.agent_id,
+            "--api-key-file",
+            &key,
+            "--pubkey",
+            &self.pubkey,
+            "--insecure",
+            "--interval",
+            "5",
+            "--confirm-window",
+            "20",
+        ];
+        args.extend_from_slice(extra);
+        artifacts::personalize(&disk, &args).unwrap_or_else(|e| panic!("{e}"));
         disk
     }
 
@@ -140,10 +162,11 @@ impl Harness {
 
     fn fail(&self, vm: &Vm, why: &str) -> ! {
         panic!(
-            "{}: {why}\nfake Kahuna saw:\n{}\nconsole (last lines):\n{}",
+            "{}: {why}\nfake Kahuna saw:\n{}\nconsole (last lines):\n{}\nQEMU:\n{}",
             vm.name(),
             self.kahuna.transcript(),
-            qemu_test::kahuna::tail(&vm.console(), 60)
+            qemu_test::kahuna::tail(&vm.console(), 60),
+            vm.vcpu_state()
         );
     }
 
@@ -322,7 +345,11 @@ fn a_tampered_root_is_refused_by_dm_verity() {
     let (offset, _) =
         artifacts::partition(&disk, "kowabunga_root_a").unwrap_or_else(|e| panic!("{e}"));
     artifacts::overwrite(&disk, offset + 1024 + 40, &[0x5a]).unwrap_or_else(|e| panic!("{e}"));
-    let mut vm = h.boot("tampered", Boot::Uefi { disk });
+    // This boot must never reach the root: no boot banner to watch for.
+    let mut config = VmConfig::new("tampered", Boot::Uefi { disk });
+    config.kahuna_port = Some(h.kahuna.port());
+    config.early_hang_after = None;
+    let mut vm = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
     let line = vm
         .wait_console("is corrupted", BOOT_TIMEOUT)
         .unwrap_or_else(|e| {
@@ -520,6 +547,7 @@ fn vlan_bond_bridge_and_firewall_seen_from_a_peer_vm_and_a_route_cut_is_reverted
     peer_config.memory_mib = 256;
     peer_config.cpus = 1;
     peer_config.management_nic = false;
+    peer_config.early_hang_after = None;
     peer_config.extra_nics.push(SocketNic {
         mac: "52:54:00:12:34:99".into(),
         socket: format!("connect=127.0.0.1:{port}"),
@@ -573,5 +601,550 @@ fn vlan_bond_bridge_and_firewall_seen_from_a_peer_vm_and_a_route_cut_is_reverted
         &["v2addr=up", "tcp53@v2=closed", "bridge=up"],
     );
     eprintln!("after v4 (reverted): {seen}");
+
+    // v5: the same links without a [firewall]: the baseline applies. Every link is
+    // internal (no default route leaves by one), so DNS, a service the node runs,
+    // answers the peer on the VLAN.
+    let without_firewall = |extra: &str| {
+        let doc = network_v2(extra);
+        let cut = doc.find("[firewall]").unwrap_or(doc.len());
+        doc[..cut].to_owned()
+    };
+    h.publish(5, &without_firewall(""));
+    h.expect_report(&mut node, 5, "applied");
+    let seen = peer_sees(&mut peer, &node, &h, &["v2addr=up", "tcp53@v2=open"]);
+    eprintln!("after v5 (baseline, internal VLAN): {seen}");
+
+    // v6: a default route now leaves by the VLAN (behind the management one): the VLAN
+    // is an uplink, and the baseline closes DNS on it; ICMP still answers, and the
+    // agent still reaches Kahuna (outbound), which its report shows.
+    let uplink = "\n[[network.routes]]\nto = \"default\"\nvia = \"10.101.0.254\"\ndev = \"vlan101\"\nmetric = 4000\n";
+    h.publish(6, &without_firewall(uplink));
+    h.expect_report(&mut node, 6, "applied");
+    let seen = peer_sees(&mut peer, &node, &h, &["v2addr=up", "tcp53@v2=closed"]);
+    eprintln!("after v6 (baseline, VLAN is an uplink): {seen}");
     h.assert_all_authenticated();
+}
+
+const KAKTUS_ID: &str = "kaktus-qemu-01";
+
+/// The hypervisor image boots from its personalized disk; its agent applies a
+/// document (a bridge for instances) and reports it; a document with a bad pool is
+/// rejected; a document with a local pool is applied (the image's libvirtd defines
+/// it). Then a Kahuna drives the node over the real WebSocket RPC, as upstream's
+/// does: NodeCapabilities describes this VM, and volumes are created, measured and
+/// deleted in the pool, through the image's libvirtd and qemu-img.
+#[test]
+#[ignore = "boots the kaktus image under QEMU: scripts/test.sh --qemu"]
+fn kaktus_image_boots_and_kahuna_drives_its_pools_over_rpc() {
+    let Some(h) = harness_for("kaktus_boot", "kaktus", "Kaktus", KAKTUS_ID) else {
+        return;
+    };
+    let (runtime, mut rpc) = rpc_kahuna("Kaktus", KAKTUS_ID, API_KEY);
+    let bridge = r#"[network]
+[[network.links]]
+name = "br0"
+kind = "bridge"
+addresses = ["10.60.0.1/24"]
+"#;
+    h.publish(1, bridge);
+    let template = serve_template(&h);
+    let disk = h.personalized_disk_with_rpc();
+    let mut config = VmConfig::new("kaktus", Boot::Uefi { disk });
+    config.kahuna_port = Some(h.kahuna.port());
+    config.rpc_port = Some(rpc.addr().port());
+    config.memory_mib = 2048;
+    let mut vm = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
+    let ready = h.expect_report(&mut vm, 1, "applied");
+    eprintln!(
+        "kaktus boot: report of v1 after {:.1}s",
+        ready.as_secs_f32()
+    );
+    h.assert_all_authenticated();
+    let root = console_line(&mut vm, "kowabunga: root ");
+    assert!(
+        root.contains("source=/dev/mapper/root fstype=erofs mode=ro"),
+        "{root}"
+    );
+    h.publish(
+        2,
+        &format!("{bridge}\n[kaktus.pools.local]\nbackend = \"local\"\npath = \"relative/path\"\n"),
+    );
+    h.expect_report(&mut vm, 2, "rejected");
+    h.publish(
+        3,
+        &format!("{bridge}\n[kaktus.pools.local]\nbackend = \"local\"\npath = \"/var/lib/kaktus/pools/local\"\n"),
+    );
+    let applied = h.expect_report(&mut vm, 3, "applied");
+    eprintln!(
+        "kaktus: pool applied through libvirtd at {:.1}s",
+        applied.as_secs_f32()
+    );
+
+    let steps = runtime.block_on(async {
+        let mut conn = rpc.accept(BOOT_TIMEOUT).await;
+        let mut steps = Vec::new();
+        let caps = rpc_ok(&mut conn, "NodeCapabilities", json!({})).await?;
+        // libvirt counts the VM's memory (its NUMA cell: what the guest kernel has,
+        // a little under the VM's size) and its vCPUs.
+        let memory = caps["Memory"].as_u64().unwrap_or(0);
+        let vm_bytes = u64::from(config.memory_mib) << 20;
+        if caps["Arch"] != "x86_64"
+            || caps["Threads"] != json!(config.cpus)
+            || memory > vm_bytes
+            || memory < vm_bytes / 4 * 3
+        {
+            return Err(format!(
+                "NodeCapabilities does not describe this VM: {caps}"
+            ));
+        }
+        steps.push(format!("capabilities {caps}"));
+        let before = rpc_ok(&mut conn, "GetStoragePoolStats", json!({"Pool": "local"})).await?;
+        if before["Capacity"].as_u64().unwrap_or(0) == 0 {
+            return Err(format!("pool without capacity: {before}"));
+        }
+        let gib = 1u64 << 30;
+        let raw = json!({"Pool": "local", "Volume": "base", "Size": gib});
+        rpc_ok(&mut conn, "CreateRawVolume", raw).await?;
+        let os = json!({"Pool": "local", "Volume": "vm1-os", "Size": 2 * gib, "Template": "base"});
+        rpc_ok(&mut conn, "CreateOsVolume", os).await?;
+        for (volume, size) in [("base", gib), ("vm1-os", 2 * gib)] {
+            let info = rpc_ok(
+                &mut conn,
+                "GetVolumeInfos",
+                json!({"Pool": "local", "Volume": volume}),
+            )
+            .await?;
+            if info["Size"] != json!(size) {
+                return Err(format!("volume {volume}: {info}, want Size {size}"));
+            }
+        }
+        let base = json!({"Pool": "local", "Volume": "base"});
+        rpc_refused(
+            &mut conn,
+            "DeleteVolume",
+            base.clone(),
+            "the template of vm1-os was deleted",
+        )
+        .await?;
+        for volume in ["vm1-os", "base"] {
+            rpc_ok(
+                &mut conn,
+                "DeleteVolume",
+                json!({"Pool": "local", "Volume": volume}),
+            )
+            .await?;
+        }
+        rpc_refused(
+            &mut conn,
+            "GetVolumeInfos",
+            base,
+            "volume base still there after DeleteVolume",
+        )
+        .await?;
+        steps.push(format!("pool before {before}"));
+
+        // A template as Kahuna's `source` URL names it: downloaded from a web server
+        // (with a sha256 pin), converted from compressed qcow2 to raw, cloned.
+        let pinned = format!(
+            "http://{KAHUNA_GUEST_ADDR}{}#sha256={}",
+            template.path, template.sha256
+        );
+        let created = rpc_ok(
+            &mut conn,
+            "CreateTemplateVolume",
+            json!({"Pool": "local", "Volume": "tmpl", "SourceURL": pinned}),
+        )
+        .await?;
+        if created["Size"] != json!(TEMPLATE_BYTES) {
+            return Err(format!(
+                "CreateTemplateVolume: {created}, want Size {TEMPLATE_BYTES}"
+            ));
+        }
+        let os = json!({"Pool": "local", "Volume": "vm2-os", "Size": gib, "Template": "tmpl"});
+        rpc_ok(&mut conn, "CreateOsVolume", os).await?;
+        let wrong = format!(
+            "http://{KAHUNA_GUEST_ADDR}{}#sha256={}",
+            template.path,
+            "0".repeat(64)
+        );
+        let bad = json!({"Pool": "local", "Volume": "tmpl-bad", "SourceURL": wrong});
+        let why = "a template with a wrong sha256 was not refused";
+        let e = rpc_refused(&mut conn, "CreateTemplateVolume", bad, why).await?;
+        if !e.contains("sha256") {
+            return Err(format!("{why} for its pin: {e}"));
+        }
+        steps.push(format!("wrong pin refused: {e}"));
+        let left = json!({"Pool": "local", "Volume": "tmpl-bad"});
+        rpc_refused(
+            &mut conn,
+            "GetVolumeInfos",
+            left,
+            "the refused template left a volume behind",
+        )
+        .await?;
+        for volume in ["vm2-os", "tmpl"] {
+            rpc_ok(
+                &mut conn,
+                "DeleteVolume",
+                json!({"Pool": "local", "Volume": volume}),
+            )
+            .await?;
+        }
+        steps.push(format!("template {created}"));
+        Ok::<_, String>(steps)
+    });
+    match steps {
+        Ok(steps) => eprintln!("kaktus over RPC: {}", steps.join("; ")),
+        Err(e) => h.fail(&vm, &format!("Kahuna over RPC: {e}")),
+    }
+    h.assert_all_authenticated();
+    let downloads = h.kahuna.downloads();
+    assert!(
+        downloads.len() >= 2 && downloads.iter().all(|d| d.status == 200),
+        "the template was not downloaded twice (good pin, wrong pin): {downloads:?}"
+    );
+    assert!(
+        downloads.iter().all(|d| !d.carried_api_key),
+        "the Kahuna API key was sent to the template's server: {downloads:?}"
+    );
+}
+
+/// Virtual size of the template the kaktus scenario serves.
+const TEMPLATE_BYTES: u64 = 64 << 20;
+
+/// A template served by the fake Kahuna: its path and sha256.
+struct ServedTemplate {
+    path: String,
+    sha256: String,
+}
+
+/// Makes a compressed qcow2 (64 MiB virtual, the first MiB 0xAB) and serves it.
+fn serve_template(h: &Harness) -> ServedTemplate {
+    let raw = h.dir.join("template.raw");
+    let qcow2 = h.dir.join("template.qcow2");
+    let mut content = vec![0xAB_u8; 1 << 20];
+    content.resize(usize::try_from(TEMPLATE_BYTES).unwrap_or(usize::MAX), 0);
+    std::fs::write(&raw, &content).unwrap_or_else(|e| panic!("writing {}: {e}", raw.display()));
+    run_tool(
+        Command::new("qemu-img")
+            .args(["convert", "-c", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&qcow2),
+    );
+    let bytes =
+        std::fs::read(&qcow2).unwrap_or_else(|e| panic!("reading {}: {e}", qcow2.display()));
+    let sum = run_tool(Command::new("sha256sum").arg(&qcow2));
+    let sha256 = sum.split_whitespace().next().unwrap_or_default().to_owned();
+    ServedTemplate {
+        path: h.kahuna.serve_file("template.qcow2", bytes),
+        sha256,
+    }
+}
+
+/// Runs a host tool; its standard output, or the test fails naming it.
+fn run_tool(command: &mut Command) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A Kahuna RPC double on loopback expecting agents of `kind`, and the runtime it
+/// runs on (the scenario drives it with `block_on`).
+fn rpc_kahuna(kind: &str, agent_id: &str, api_key: &str) -> (tokio::runtime::Runtime, RpcKahuna) {
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let rpc = runtime
+        .block_on(RpcKahuna::start(Expect {
+            kind: kind.into(),
+            agent_id: agent_id.into(),
+            api_key: api_key.into(),
+        }))
+        .unwrap_or_else(|e| panic!("RPC Kahuna: {e}"));
+    (runtime, rpc)
+}
+
+/// `Kaktus.<method>`'s error; `Err(accepted)` when it was not refused.
+async fn rpc_refused(
+    conn: &mut RpcConn,
+    method: &str,
+    params: serde_json::Value,
+    accepted: &str,
+) -> Result<String, String> {
+    let reply = conn.call(&format!("Kaktus.{method}"), params).await;
+    reply
+        .error
+        .ok_or_else(|| format!("{accepted} (Kaktus.{method} answered {})", reply.result))
+}
+
+/// `Kaktus.<method>`'s result, or its error with the method named.
+async fn rpc_ok(
+    conn: &mut RpcConn,
+    method: &str,
+    params: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let reply = conn.call(&format!("Kaktus.{method}"), params).await;
+    match reply.error {
+        None => Ok(reply.result),
+        Some(e) => Err(format!("Kaktus.{method}: {e}")),
+    }
+}
+
+const KONTROLLER_ID: &str = "kawaii-qemu-01";
+const KONTROLLER_TOKEN: &str = "kw-seed-token-7d1e";
+const KONTROLLER_INSTANCE: &str = "i-kawaii-qemu";
+/// The kontroller's private NIC (the management NIC is its public one, `ens3`).
+const KONTROLLER_PRIVATE_MAC: &str = "52:54:00:12:34:02";
+
+/// Kawaii metadata as Kahuna serves it: TCP `port` open on the public side.
+fn kawaii_metadata(port: u16, input_default: &str) -> Vec<u8> {
+    json!({
+        "instance-id": KONTROLLER_INSTANCE,
+        "local-hostname": "kawaii-qemu",
+        "local-ipv4": "10.0.2.15",
+        "subnet_cidr": "10.78.0.0/24",
+        "virtual_ips": [],
+        "kawaii": {
+            "public_interface": "ens3",
+            "private_interface": "ens4",
+            "vrrp_control_interface": "ens4",
+            "public_gw_address": "10.0.2.2",
+            "fw_input_default": input_default,
+            "fw_output_default": "accept",
+            "fw_forward_default": "drop",
+            "fw_input_rules": [
+                {"iifname": "ens3", "protocol": "tcp", "ports": port.to_string(),
+                 "action": "accept", "source_ip": "0.0.0.0/0"},
+                {"iifname": "ens3", "protocol": "tcp", "ports": "22",
+                 "action": "accept", "source_ip": "0.0.0.0/0"}
+            ]
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A NoCloud seed ISO as Kahuna writes it: plain ISO 9660 (no Rock Ridge, no Joliet),
+/// volume `cidata`, Kahuna's meta-data keys and a two-NIC Netplan v2.
+fn seed_iso(h: &Harness, metadata_path: &str, ssh_key: &str) -> PathBuf {
+    let dir = h.dir.join("seed");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let files = [
+        (
+            "meta-data",
+            format!(
+                "instance-id: {KONTROLLER_INSTANCE}\nlocal-hostname: kawaii-qemu\n\
+                 cloud-name: kowabunga\n\
+                 kowabunga_metadata_uri: http://{KAHUNA_GUEST_ADDR}{metadata_path}\n\
+                 kowabunga_local_ip: 10.0.2.15\n\
+                 kowabunga_controller_uri: ws://{KAHUNA_GUEST_ADDR}:{KAHUNA_RPC_GUEST_PORT}\n\
+                 kowabunga_controller_agent_id: {KONTROLLER_ID}\n\
+                 kowabunga_controller_agent_token: {KONTROLLER_TOKEN}\n"
+            ),
+        ),
+        (
+            "network-config",
+            format!(
+                "version: 2\nethernets:\n  ens3:\n    match:\n      macaddress: 52:54:00:12:34:01\n\
+                 \x20   set-name: ens3\n    dhcp4: false\n    addresses:\n      - 10.0.2.15/24\n\
+                 \x20   routes:\n      - to: default\n        via: 10.0.2.2\n        metric: 100\n\
+                 \x20 ens4:\n    match:\n      macaddress: {KONTROLLER_PRIVATE_MAC}\n\
+                 \x20   set-name: ens4\n    dhcp4: false\n    addresses:\n      - 10.78.0.1/24\n"
+            ),
+        ),
+        (
+            "user-data",
+            format!(
+                "#cloud-config\nhostname: kawaii-qemu\npackages: [kawaii-agent]\n\
+                 users:\n  - name: ops\n    ssh_authorized_keys:\n      - {ssh_key}\n\
+                 write_files:\n  - path: /var/lib/kawaii/motd\n    content: seeded\n"
+            ),
+        ),
+    ];
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let iso = h.dir.join("seed.iso");
+    run_tool(
+        Command::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-V", "cidata", "-o"])
+            .arg(&iso)
+            .arg(&dir),
+    );
+    iso
+}
+
+/// The kontroller image as Kahuna runs a Kawaii: booted with a NoCloud seed ISO and
+/// nothing on its command line. From the seed alone it names and addresses its NICs
+/// (found by MAC), reaches Kahuna with the seed's credentials, fetches the instance
+/// metadata with the instance's headers and applies it; Kahuna's `Kontroller.Reload`
+/// applies a change and gets a broken document refused by name. First boot sets the
+/// hostname and the seed's user, who logs in over SSH with the seed's key; a second
+/// boot of the same instance does not redo what lives on /var.
+#[test]
+#[ignore = "boots the kontroller image under QEMU: scripts/test.sh --qemu"]
+fn kontroller_image_configures_itself_from_its_seed_and_kahuna_reloads_it() {
+    let Some(h) = harness_for("kontroller_boot", "kontroller", "Kontroller", KONTROLLER_ID) else {
+        return;
+    };
+    let (runtime, mut rpc) = rpc_kahuna("Kontroller", KONTROLLER_ID, KONTROLLER_TOKEN);
+    let metadata = h
+        .kahuna
+        .serve_file("meta-data", kawaii_metadata(2222, "drop"));
+    let key = h.dir.join("ops_key");
+    run_tool(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@qemu-test", "-f"])
+            .arg(&key),
+    );
+    let public =
+        std::fs::read_to_string(key.with_extension("pub")).unwrap_or_else(|e| panic!("{e}"));
+    let iso = seed_iso(&h, &metadata, public.trim());
+    let disk = h
+        .artifacts
+        .disk_copy(&h.dir, 4)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut config = VmConfig::new("kontroller", Boot::Uefi { disk });
+    config.kahuna_port = Some(h.kahuna.port());
+    config.rpc_port = Some(rpc.addr().port());
+    config.readonly_disks.push(iso);
+    let ssh_port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
+    config.ssh_port = Some(ssh_port);
+    let port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
+    config.extra_nics.push(SocketNic {
+        mac: KONTROLLER_PRIVATE_MAC.into(),
+        socket: format!("listen=127.0.0.1:{port}"),
+    });
+    let mut vm = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
+
+    let steps = runtime.block_on(async {
+        let mut conn = tokio::time::timeout(BOOT_TIMEOUT, rpc.accept(BOOT_TIMEOUT))
+            .await
+            .map_err(|_| "the kontroller never reached Kahuna's RPC".to_owned())?;
+        let mut steps = vec![format!("RPC link after {:.1}s", vm.uptime().as_secs_f32())];
+        let (_, methods) = conn.capabilities("Kontroller").await;
+        if !methods.iter().any(|m| m == "Reload") {
+            return Err(format!("Kontroller.Capabilities: {methods:?}"));
+        }
+        // The first metadata document is fetched at start; Reload brings a change.
+        h.kahuna
+            .serve_file("meta-data", kawaii_metadata(2223, "drop"));
+        let reply = reload(&mut conn).await?;
+        if let Some(e) = reply.error {
+            return Err(format!("Kontroller.Reload of a good document: {e}"));
+        }
+        steps.push("Reload applied".into());
+        h.kahuna
+            .serve_file("meta-data", kawaii_metadata(2224, "maybe"));
+        let reply = reload(&mut conn).await?;
+        match reply.error {
+            Some(e) if e.contains("fw_input_default") => steps.push(format!("refused: {e}")),
+            other => {
+                return Err(format!(
+                    "a broken document was not refused by name: {other:?}"
+                ));
+            }
+        }
+        Ok::<_, String>(steps)
+    });
+    match steps {
+        Ok(steps) => eprintln!("kontroller: {}", steps.join("; ")),
+        Err(e) => h.fail(&vm, &e),
+    }
+    let root = console_line(&mut vm, "kowabunga: root ");
+    assert!(
+        root.contains("source=/dev/mapper/root fstype=erofs mode=ro"),
+        "{root}"
+    );
+    let downloads = h.kahuna.downloads();
+    assert!(
+        downloads.len() >= 3
+            && downloads.iter().all(|d| d.status == 200
+                && d.instance_id.as_deref() == Some(KONTROLLER_INSTANCE)
+                && d.source_ip.as_deref() == Some("10.0.2.15")
+                && !d.carried_api_key),
+        "metadata requests (start, two Reloads) without the instance's headers: {downloads:?}"
+    );
+    let first_boot = console_line(&mut vm, "kowabunga: first boot: instance ");
+    assert!(
+        first_boot.contains("set up") && !first_boot.contains("already"),
+        "{first_boot}"
+    );
+    console_line(&mut vm, "kowabunga: first boot: hostname kawaii-qemu");
+    console_line(
+        &mut vm,
+        "kowabunga: first boot: skipped: user-data key \"packages\"",
+    );
+    // The seed's user logs in with the seed's key (port 22 is open in the metadata's
+    // firewall, every other port of the public side is dropped).
+    let who = ssh(ssh_port, &key, "hostname; id -un; cat /var/lib/kawaii/motd")
+        .unwrap_or_else(|e| h.fail(&vm, &e));
+    assert_eq!(
+        who.split_whitespace().collect::<Vec<_>>(),
+        ["kawaii-qemu", "ops", "seeded"]
+    );
+    assert!(
+        !vm.console().contains(KONTROLLER_TOKEN),
+        "the agent token reached the console"
+    );
+
+    // The same instance boots again: first boot keeps what lives on /var.
+    assert!(vm.powerdown(Duration::from_secs(120)), "no clean power-off");
+    let mut vm = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
+    let again = vm
+        .wait_console("kowabunga: first boot: instance ", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| h.fail(&vm, &e.to_string()));
+    assert!(again.contains("already set up"), "{again}");
+    let who = ssh(ssh_port, &key, "id -un").unwrap_or_else(|e| h.fail(&vm, &e));
+    assert_eq!(who.trim(), "ops");
+}
+
+/// `Kontroller.Reload`: a whole generation (plan, apply, confirm) on a TCG guest.
+async fn reload(conn: &mut RpcConn) -> Result<kowabunga_rpc::fake_kahuna::Reply, String> {
+    conn.call_within("Kontroller.Reload", json!({}), Duration::from_secs(180))
+        .await
+        .ok_or_else(|| "no reply to Kontroller.Reload within 180s".to_owned())
+}
+
+/// Runs `command` as `ops` over SSH on 127.0.0.1:`port`, retrying while the guest's
+/// sshd comes up (or its firewall is not yet in force); its output.
+fn ssh(port: u16, key: &Path, command: &str) -> Result<String, String> {
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let out = Command::new("ssh")
+            .args(["-i"])
+            .arg(key)
+            .args(["-p", &port.to_string()])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=20",
+                "-o",
+                "LogLevel=ERROR",
+                "ops@127.0.0.1",
+                command,
+            ])
+            .output()
+            .map_err(|e| format!("running ssh: {e}"))?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "ssh ops@127.0.0.1:{port} {command:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
 }

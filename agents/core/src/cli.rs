@@ -1,57 +1,32 @@
 //! The command line every agent binary shares: `run`, `apply FILE`, `verify FILE`,
-//! `status`. A role binary (`kiwi`, ...) is `fn main() { cli::main(TheRole::new()) }`.
+//! `check FILE`, `schema`, `status`. A role binary (`kiwi`, ...) is
+//! `fn main() { cli::main(TheRole::new()) }`.
 //!
-//! Exit codes: 0 applied or already in force, 1 error (setup, I/O, bad arguments
-//! after parsing), 2 usage, 3 document rejected (nothing changed), 4 document applied
-//! then reverted.
+//! Exit codes: 0 applied or already in force (`check`: valid), 1 error (setup, I/O, bad
+//! arguments after parsing), 2 usage, 3 document rejected (nothing changed), 4 document
+//! applied then reverted, 5 deferred (not applied now through no fault of the document:
+//! the system could not be read, or the agent was stopping; nothing changed).
+//!
+//! `check` and `schema` work offline, for an operator's CI: no root, no kernel, no
+//! state directory, no kernel command line unless `--cmdline` is given.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 use kernel_cmdline::BootParams;
-use kowabunga_model::{DynReconciler, Format};
-use tokio::sync::Mutex;
+use kowabunga_model::{Format, Progress};
 
-use crate::credentials::{self, Credentials, Sources};
-use crate::daemon::{Daemon, log_outcome, shutdown_signal};
-use crate::fetch::{EndpointProbe, FetchConfig, Fetcher};
+use crate::credentials::{self, Sources};
 use crate::generations::{GenerationStore, Source};
 use crate::outcome::{Outcome, State};
 use crate::pipeline::{Candidate, ConfirmPolicy, Pipeline};
-use crate::schedule::Schedule;
-use crate::status::{self, StatusBoard};
+use crate::record::log_outcome;
+use crate::role::{Role, RoleContext};
+use crate::status;
 use crate::trust::{IMAGE_TRUSTED_KEYS_DIR, TrustPolicy};
-
-/// A background service of a role (DNS server, Kahuna RPC...).
-pub type Service = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// What the `run` command hands a role's services.
-pub struct ServiceContext {
-    pub pipeline: Arc<Mutex<Pipeline>>,
-    pub credentials: Credentials,
-    pub insecure: bool,
-    pub board: StatusBoard,
-}
-
-/// One kind of agent: its names, its reconcilers and its services.
-pub trait Role: 'static {
-    /// Binary and state directory name (`kiwi`).
-    const NAME: &'static str;
-    /// Agent kind in Kahuna's protocol (`Kiwi`): header value and RPC method prefix.
-    const KIND: &'static str;
-    /// Reconcilers, in the order they apply.
-    fn reconcilers(&self) -> Result<Vec<Box<dyn DynReconciler>>, String>;
-    /// Services `run` starts beside the poll loop.
-    fn services(&self, _context: ServiceContext) -> Vec<Service> {
-        Vec::new()
-    }
-}
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Kowabunga agent", propagate_version = true)]
@@ -66,9 +41,9 @@ enum Command {
     Run {
         #[command(flatten)]
         common: Common,
-        /// Loopback address of the status endpoint.
-        #[arg(long, default_value = status::DEFAULT_ADDR)]
-        status_addr: SocketAddr,
+        /// Loopback address of the status endpoint (default 127.0.0.1:<the role's port>).
+        #[arg(long)]
+        status_addr: Option<SocketAddr>,
     },
     /// Apply one document from a file (local mode, for tests and the bench).
     Apply {
@@ -81,6 +56,11 @@ enum Command {
         /// Seconds the health checks have to pass (default: kowabunga.confirm_window or 90).
         #[arg(long)]
         confirm_window: Option<u64>,
+        /// Try again a version an earlier attempt used up (rejected or reverted), as long
+        /// as it is newer than the generation in force. Local files only: pulled
+        /// documents never get a second chance at the same version.
+        #[arg(long)]
+        retry: bool,
     },
     /// Check a document (signature, header, every reconciler's validation and plan) and
     /// print what applying it would change. Changes nothing.
@@ -91,30 +71,57 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Check a document offline (no root, no kernel, no state), as CI would before
+    /// publishing it.
+    ///
+    /// Header, validity against the clock, node (with `--node`), signature (when keys are
+    /// given), and every section this agent reads, with the rules and messages of
+    /// `verify` and the agent. Exit 0 valid, 3 rejected, 1 file or keys unreadable.
+    Check {
+        /// The document (TOML; `.yaml`/`.yml` for YAML).
+        file: PathBuf,
+        /// Directory of trusted minisign public keys (`*.pub`). Without any key (here
+        /// or `kowabunga.pubkey` in `--cmdline`) the signature is not checked, and
+        /// `check` says so.
+        #[arg(long)]
+        trusted_keys: Option<PathBuf>,
+        /// Detached minisign signature (default: FILE.minisig).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// Node the document must be for (default: not checked).
+        #[arg(long)]
+        node: Option<String>,
+        /// Kernel command line to take `kowabunga.pubkey` keys from (default: none).
+        #[arg(long)]
+        cmdline: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of this agent's document (for editors and CI).
+    Schema,
     /// Show the agent's status (from the running agent, else from its state directory).
     Status {
         #[command(flatten)]
         common: Common,
-        #[arg(long, default_value = status::DEFAULT_ADDR)]
-        status_addr: SocketAddr,
+        /// Address of the running agent's status endpoint (default: the role's).
+        #[arg(long)]
+        status_addr: Option<SocketAddr>,
     },
 }
 
 #[derive(Debug, Args)]
-struct Common {
+pub(crate) struct Common {
     /// Root of the agent's state (generations, persisted credentials).
     #[arg(long, default_value = "/var/lib/kowabunga")]
-    state_root: PathBuf,
+    pub(crate) state_root: PathBuf,
     /// Kernel command line to read `kowabunga.*` keys from.
     #[arg(long, default_value = "/proc/cmdline")]
-    cmdline: PathBuf,
+    pub(crate) cmdline: PathBuf,
     /// Directory of trusted minisign public keys (`*.pub`).
     #[arg(long, default_value = IMAGE_TRUSTED_KEYS_DIR)]
-    trusted_keys: PathBuf,
+    pub(crate) trusted_keys: PathBuf,
     /// Upstream configuration file (`global: {id, endpoint, apiKey}`); default
     /// /etc/kowabunga/<agent>.yml.
     #[arg(long)]
-    upstream_config: Option<PathBuf>,
+    pub(crate) upstream_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -132,7 +139,6 @@ struct Local {
 
 /// Parse the arguments, run the command, exit with its code.
 pub fn main<R: Role>(role: R) -> ExitCode {
-    crate::logging::init("info");
     let matches = <Cli as clap::CommandFactory>::command()
         .name(R::NAME)
         .bin_name(R::NAME)
@@ -141,6 +147,9 @@ pub fn main<R: Role>(role: R) -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // The offline commands print their verdict; logs would only add noise to a CI job.
+    let offline = matches!(cli.command, Command::Check { .. } | Command::Schema);
+    crate::logging::init(if offline { "error" } else { "info" });
     // One TLS provider for the process (fetcher, RPC client).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -167,120 +176,113 @@ async fn dispatch<R: Role>(role: R, command: Command) -> Result<ExitCode, String
         Command::Run {
             common,
             status_addr,
-        } => run(role, &common, status_addr)
-            .await
-            .map(|()| ExitCode::SUCCESS),
+        } => crate::run::run(
+            role,
+            &common,
+            status_addr.unwrap_or_else(|| status::default_addr(R::STATUS_PORT)),
+        )
+        .await
+        .map(|()| ExitCode::SUCCESS),
         Command::Apply {
             file,
             local,
             common,
             confirm_window,
-        } => apply(role, &file, &local, &common, confirm_window, false).await,
+            retry,
+        } => {
+            let mode = Mode::Apply {
+                confirm_window,
+                retry,
+            };
+            apply(role, &file, &local, &common, mode).await
+        }
         Command::Verify {
             file,
             local,
             common,
-        } => apply(role, &file, &local, &common, None, true).await,
+        } => apply(role, &file, &local, &common, Mode::DryRun).await,
+        Command::Check {
+            file,
+            trusted_keys,
+            signature,
+            node,
+            cmdline,
+        } => {
+            let keys = Keys {
+                dir: trusted_keys,
+                cmdline,
+            };
+            crate::check::check(&role, &file, signature.as_deref(), &keys, node.as_deref())
+        }
+        Command::Schema => crate::check::print_schema(&role),
         Command::Status {
             common,
             status_addr,
-        } => show_status::<R>(&common, status_addr).await,
-    }
-}
-
-fn boot_params(common: &Common) -> Result<BootParams, String> {
-    let (boot, warnings) = BootParams::from_file(&common.cmdline)
-        .map_err(|e| format!("{}: {e}", common.cmdline.display()))?;
-    for warning in warnings {
-        tracing::warn!("kernel command line: {warning}");
-    }
-    if boot.insecure {
-        tracing::warn!(
-            "INSECURE MODE (kowabunga.insecure): plain HTTP and unsigned documents are accepted"
-        );
-    }
-    Ok(boot)
-}
-
-fn pubkeys(boot: &BootParams) -> Vec<String> {
-    boot.pubkeys
-        .iter()
-        .map(|k| k.as_base64().to_owned())
-        .collect()
-}
-
-fn sources<R: Role>(common: &Common) -> Sources {
-    let mut sources = Sources::for_agent(R::NAME);
-    sources.persisted = common.state_root.join("credentials.toml");
-    if let Some(path) = &common.upstream_config {
-        sources.upstream = path.clone();
-    }
-    sources
-}
-
-fn open_store<R: Role>(common: &Common) -> Result<GenerationStore, String> {
-    GenerationStore::open(common.state_root.join(R::NAME)).map_err(|e| e.to_string())
-}
-
-async fn run<R: Role>(role: R, common: &Common, status_addr: SocketAddr) -> Result<(), String> {
-    let boot = boot_params(common)?;
-    let credentials =
-        credentials::resolve(&boot, &sources::<R>(common)).map_err(|e| e.to_string())?;
-    let trust = TrustPolicy::load(&common.trusted_keys, &pubkeys(&boot), boot.insecure)
-        .map_err(|e| e.to_string())?;
-    if trust.key_count() == 0 && !boot.insecure {
-        return Err(format!(
-            "no trusted key in {} nor kowabunga.pubkey=: every document would be refused",
-            common.trusted_keys.display()
-        ));
-    }
-    let config =
-        FetchConfig::new(&credentials, R::KIND, boot.insecure).map_err(|e| e.to_string())?;
-    let fetcher = Fetcher::new(config, &credentials).map_err(|e| e.to_string())?;
-    tracing::info!(
-        "agent {} pulling {} every {}s",
-        credentials.agent_id,
-        fetcher.url(),
-        boot.interval_or_default().as_secs()
-    );
-    let fetcher = Arc::new(Mutex::new(fetcher));
-    let pipeline = Pipeline::new(
-        credentials.agent_id.clone(),
-        role.reconcilers()?,
-        open_store::<R>(common)?,
-        trust,
-    )
-    .with_confirm(ConfirmPolicy {
-        window: boot.confirm_window_or_default(),
-        ..ConfirmPolicy::default()
-    })
-    .with_probe(Box::new(EndpointProbe(fetcher.clone())));
-    let pipeline = Arc::new(Mutex::new(pipeline));
-    let board = StatusBoard::new(R::NAME, &credentials.agent_id, boot.insecure);
-
-    let status_board = board.clone();
-    tokio::spawn(async move {
-        if let Err(e) = status::serve(status_board, status_addr).await {
-            tracing::error!("{e}");
+        } => {
+            let addr = status_addr.unwrap_or_else(|| status::default_addr(R::STATUS_PORT));
+            show_status::<R>(&common, addr).await
         }
-    });
-    for service in role.services(ServiceContext {
-        pipeline: pipeline.clone(),
-        credentials: credentials.clone(),
-        insecure: boot.insecure,
-        board: board.clone(),
-    }) {
-        tokio::spawn(service);
     }
-    Daemon::new(
-        pipeline,
-        fetcher,
-        board,
-        Schedule::with_interval(boot.interval_or_default()),
-    )
-    .run(shutdown_signal())
-    .await;
-    Ok(())
+}
+
+impl Common {
+    pub(crate) fn boot_params(&self) -> Result<BootParams, String> {
+        let (boot, warnings) = BootParams::from_file(&self.cmdline)
+            .map_err(|e| format!("{}: {e}", self.cmdline.display()))?;
+        for warning in warnings {
+            tracing::warn!("kernel command line: {warning}");
+        }
+        if boot.insecure {
+            tracing::warn!(
+                "INSECURE MODE (kowabunga.insecure): plain HTTP and unsigned documents are accepted"
+            );
+        }
+        Ok(boot)
+    }
+
+    pub(crate) fn pubkeys(&self, boot: &BootParams) -> Vec<String> {
+        boot.pubkeys
+            .iter()
+            .map(|k| k.as_base64().to_owned())
+            .collect()
+    }
+
+    /// The role's own state: `<state root>/<NAME>` (generations, persisted
+    /// credentials, reconcilers' records), so that two roles on one host never collide.
+    pub(crate) fn state_dir<R: Role>(&self) -> PathBuf {
+        self.state_root.join(R::NAME)
+    }
+
+    pub(crate) fn sources<R: Role>(&self) -> Sources {
+        let mut sources = Sources::for_agent(R::NAME);
+        sources.persisted = self.state_dir::<R>().join("credentials.toml");
+        if let Some(path) = &self.upstream_config {
+            sources.upstream = path.clone();
+        }
+        sources
+    }
+
+    pub(crate) fn open_store<R: Role>(&self) -> Result<GenerationStore, String> {
+        GenerationStore::open(self.state_dir::<R>()).map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn role_context<R: Role>(&self) -> RoleContext {
+        RoleContext {
+            state_dir: self.state_dir::<R>(),
+            progress: Progress::new(),
+        }
+    }
+}
+
+/// What `apply` does with the document.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// `verify`: admit and plan, change nothing.
+    DryRun,
+    Apply {
+        confirm_window: Option<u64>,
+        retry: bool,
+    },
 }
 
 async fn apply<R: Role>(
@@ -288,43 +290,36 @@ async fn apply<R: Role>(
     file: &Path,
     local: &Local,
     common: &Common,
-    confirm_window: Option<u64>,
-    dry_run: bool,
+    mode: Mode,
 ) -> Result<ExitCode, String> {
-    let boot = boot_params(common)?;
+    let boot = common.boot_params()?;
     let insecure = local.insecure || boot.insecure;
     let node = match &local.node {
         Some(node) => node.clone(),
-        None => credentials::agent_id(&boot, &sources::<R>(common))
+        None => credentials::agent_id(&boot, &common.sources::<R>())
             .map_err(|e| e.to_string())?
             .ok_or("no agent id: pass --node, or set kowabunga.agent_id")?,
     };
-    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let signature_path = match &local.signature {
-        Some(path) => Some(path.clone()),
-        None => {
-            let default = PathBuf::from(format!("{}.minisig", file.display()));
-            default.exists().then_some(default)
-        }
-    };
-    let signature = signature_path
-        .map(|p| std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display())))
-        .transpose()?;
-    let trust = TrustPolicy::load(&common.trusted_keys, &pubkeys(&boot), insecure)
+    let candidate = local_candidate(file, local.signature.as_deref())?;
+    let trust = TrustPolicy::load(&common.trusted_keys, &common.pubkeys(&boot), insecure)
         .map_err(|e| e.to_string())?;
-    let window = confirm_window.map_or(boot.confirm_window_or_default(), Duration::from_secs);
-    let mut pipeline = Pipeline::new(node, role.reconcilers()?, open_store::<R>(common)?, trust)
-        .with_confirm(ConfirmPolicy {
+    let reconcilers = role.reconcilers(&common.role_context::<R>())?;
+    let mut pipeline = Pipeline::new(node, reconcilers, common.open_store::<R>()?, trust);
+    if let Mode::Apply {
+        confirm_window,
+        retry,
+    } = mode
+    {
+        let window = confirm_window.map_or(boot.confirm_window_or_default(), Duration::from_secs);
+        pipeline = pipeline.with_confirm(ConfirmPolicy {
             window,
             ..ConfirmPolicy::default()
         });
-    let candidate = Candidate {
-        bytes,
-        signature,
-        format: Format::from_file_name(&file.to_string_lossy()),
-        source: Source::Local,
-    };
-    if dry_run {
+        if retry {
+            pipeline = pipeline.allow_local_retry();
+        }
+    }
+    if let Mode::DryRun = mode {
         let report = pipeline.dry_run(candidate).await;
         return Ok(match report {
             Ok(actions) => {
@@ -353,11 +348,42 @@ async fn apply<R: Role>(
     Ok(exit_code(&outcome))
 }
 
-fn exit_code(outcome: &Outcome) -> ExitCode {
+/// A local document and its signature (`signature`, else FILE.minisig when it exists).
+pub(crate) fn local_candidate(file: &Path, signature: Option<&Path>) -> Result<Candidate, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let signature_path = match signature {
+        Some(path) => Some(path.to_owned()),
+        None => {
+            let default = PathBuf::from(format!("{}.minisig", file.display()));
+            default.exists().then_some(default)
+        }
+    };
+    let signature = signature_path
+        .map(|p| std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display())))
+        .transpose()?;
+    Ok(Candidate {
+        bytes,
+        signature,
+        format: Format::from_file_name(&file.to_string_lossy()),
+        source: Source::Local,
+    })
+}
+
+/// Where `check` finds the keys it trusts.
+#[derive(Debug)]
+pub(crate) struct Keys {
+    /// `--trusted-keys DIR`.
+    pub(crate) dir: Option<PathBuf>,
+    /// `--cmdline FILE` (its `kowabunga.pubkey` keys).
+    pub(crate) cmdline: Option<PathBuf>,
+}
+
+pub(crate) fn exit_code(outcome: &Outcome) -> ExitCode {
     match outcome.state {
         State::Applied | State::Unchanged => ExitCode::SUCCESS,
         State::Rejected => ExitCode::from(3),
         State::Reverted => ExitCode::from(4),
+        State::Deferred => ExitCode::from(5),
     }
 }
 
@@ -381,7 +407,7 @@ async fn show_status<R: Role>(common: &Common, addr: SocketAddr) -> Result<ExitC
         }
         Err(e) => println!("{} is not running ({url}: {e})", R::NAME),
     }
-    let store = GenerationStore::open_read_only(common.state_root.join(R::NAME));
+    let store = GenerationStore::open_read_only(common.state_dir::<R>());
     match store.current().map_err(|e| e.to_string())? {
         Some(g) => println!(
             "generation in force: {} (document version {}, {:?}, staged at {})",

@@ -2,9 +2,15 @@
 //! then poll the config endpoint, hand new documents to the pipeline and report what
 //! became of them, until SIGTERM. A poll that brings no new document (or fails)
 //! checks the system against the generation in force and corrects drift.
+//!
+//! The loop also feeds systemd's watchdog (`WatchdogSec=` in the unit): pings go out
+//! only while the loop's own future is being polled, so an agent whose runtime thread
+//! is wedged stops pinging and is restarted. Every step the loop awaits is bounded
+//! (request timeouts, plan and apply deadlines, the confirm window).
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Mutex;
 
@@ -12,13 +18,16 @@ use crate::fetch::{Fetcher, Poll};
 use crate::generations::{Source, sha256_hex};
 use crate::outcome::{Outcome, State};
 use crate::pipeline::{Candidate, Pipeline};
+use crate::record::Recorder;
 use crate::schedule::Schedule;
 use crate::status::StatusBoard;
 
 /// What the loop works with.
 pub struct Daemon {
     pipeline: Arc<Mutex<Pipeline>>,
-    fetcher: Arc<Mutex<Fetcher>>,
+    /// `None` for a role that pulls nothing: the loop then only corrects drift.
+    fetcher: Option<Arc<Mutex<Fetcher>>>,
+    recorder: Recorder,
     board: StatusBoard,
     schedule: Schedule,
     /// Fingerprint of the last document handed to the pipeline: not submitted again
@@ -30,13 +39,31 @@ impl Daemon {
     pub fn new(
         pipeline: Arc<Mutex<Pipeline>>,
         fetcher: Arc<Mutex<Fetcher>>,
-        board: StatusBoard,
+        recorder: Recorder,
         schedule: Schedule,
     ) -> Self {
         Self {
             pipeline,
-            fetcher,
-            board,
+            fetcher: Some(fetcher),
+            board: recorder.board().clone(),
+            recorder,
+            schedule,
+            last_submitted: Mutex::new(None),
+        }
+    }
+
+    /// The loop of a role that pulls no document (its state is pushed): restore, then
+    /// check for drift every `schedule` period, feeding the watchdog.
+    pub fn without_pull(
+        pipeline: Arc<Mutex<Pipeline>>,
+        recorder: Recorder,
+        schedule: Schedule,
+    ) -> Self {
+        Self {
+            pipeline,
+            fetcher: None,
+            board: recorder.board().clone(),
+            recorder,
             schedule,
             last_submitted: Mutex::new(None),
         }
@@ -50,25 +77,41 @@ impl Daemon {
 
     /// Restore, then poll until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        self.restore().await;
+        let watchdog = Watchdog::from_env();
+        watchdog.guard(self.restore()).await;
         notify_ready();
         tracing::info!("{} ready", self.board.snapshot().agent);
 
         tokio::pin!(shutdown);
         let mut failures: u32 = 0;
         loop {
-            match self.tick().await {
+            // A stop request ends a fetch at once, but never a pipeline run: that sees
+            // the same request and ends in a whole generation (`Pipeline::set_shutdown`).
+            let fetched = tokio::select! {
+                fetched = watchdog.guard(self.fetch()) => fetched,
+                () = &mut shutdown => break,
+            };
+            let ticked = match fetched {
+                Ok(Some(candidate)) => Ok(Some(watchdog.guard(self.submit(candidate)).await)),
+                Ok(None) => Ok(None),
+                Err(error) => Err(error),
+            };
+            match ticked {
+                // A deferred document is tried again after a back-off.
+                Ok(Some(outcome)) if outcome.state == State::Deferred => {
+                    failures = failures.saturating_add(1);
+                }
                 Ok(Some(_)) => failures = 0,
                 Ok(None) => {
                     failures = 0;
-                    self.correct_drift().await;
+                    watchdog.guard(self.correct_drift()).await;
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     self.board.fetch_failed(&error);
                     tracing::warn!("poll failed ({failures} in a row): {error}");
                     // Kahuna out of reach changes nothing: the generation in force holds.
-                    self.correct_drift().await;
+                    watchdog.guard(self.correct_drift()).await;
                 }
             }
             let delay = self.schedule.next_delay(failures);
@@ -77,11 +120,19 @@ impl Daemon {
                 tracing::info!("next poll in {:.1}s", delay.as_secs_f64());
             }
             tokio::select! {
-                () = tokio::time::sleep(delay) => {}
+                () = watchdog.guard(tokio::time::sleep(delay)) => {}
                 () = &mut shutdown => break,
             }
         }
         tracing::info!("stopping");
+    }
+
+    /// Make the next poll fetch and submit the document again, even if unchanged.
+    async fn forget_submitted(&self) {
+        *self.last_submitted.lock().await = None;
+        if let Some(fetcher) = &self.fetcher {
+            fetcher.lock().await.forget_etag();
+        }
     }
 
     /// Undo an interrupted apply, re-apply the generation in force, report.
@@ -103,7 +154,18 @@ impl Daemon {
     /// One poll: fetch, and hand a new document to the pipeline. Returns the outcome
     /// when a document was submitted; `Err` when the endpoint could not be polled.
     pub async fn tick(&self) -> Result<Option<Outcome>, String> {
-        let poll = self.fetcher.lock().await.poll().await;
+        match self.fetch().await? {
+            Some(candidate) => Ok(Some(self.submit(candidate).await)),
+            None => Ok(None),
+        }
+    }
+
+    /// Poll the endpoint: a document not yet handed to the pipeline, if any.
+    async fn fetch(&self) -> Result<Option<Candidate>, String> {
+        let Some(fetcher) = &self.fetcher else {
+            return Ok(None);
+        };
+        let poll = fetcher.lock().await.poll().await;
         let fetched = match poll.map_err(|e| e.to_string())? {
             Poll::NotModified => {
                 self.board.fetch_ok();
@@ -129,15 +191,24 @@ impl Daemon {
             }
             *last = Some(fingerprint);
         }
-        let candidate = Candidate {
+        Ok(Some(Candidate {
             bytes: fetched.bytes,
             signature: fetched.signature,
             format: kowabunga_model::Format::Toml,
             source: Source::Pull,
-        };
+        }))
+    }
+
+    /// Hand a pulled document to the pipeline and record the outcome. A deferred one
+    /// is fetched and submitted again at the next poll, even if the server says it did
+    /// not change.
+    async fn submit(&self, candidate: Candidate) -> Outcome {
         let outcome = self.pipeline.lock().await.submit(candidate).await;
         self.record(&outcome).await;
-        Ok(Some(outcome))
+        if outcome.state == State::Deferred {
+            self.forget_submitted().await;
+        }
+        outcome
     }
 
     /// When no new document came (or Kahuna could not be polled): put back what drifted
@@ -155,25 +226,42 @@ impl Daemon {
         }
     }
 
-    /// Log, show and report an outcome (unchanged ones are not reported).
     async fn record(&self, outcome: &Outcome) {
-        log_outcome(outcome);
-        self.board.attempt(outcome);
-        if outcome.state == State::Unchanged {
-            return;
-        }
-        if let Err(e) = self.fetcher.lock().await.report(outcome).await {
-            tracing::warn!("reporting \"{outcome}\": {e}");
-        }
+        self.recorder.record(outcome).await;
     }
 }
 
-/// Log an outcome at the level it deserves.
-pub fn log_outcome(outcome: &Outcome) {
-    match outcome.state {
-        State::Applied => tracing::info!("{outcome}"),
-        State::Unchanged => tracing::debug!("{outcome}"),
-        State::Rejected | State::Reverted => tracing::error!("{outcome}"),
+/// Pings systemd's watchdog while a future is being polled, when the unit set one.
+struct Watchdog {
+    period: Option<Duration>,
+}
+
+impl Watchdog {
+    fn from_env() -> Self {
+        let period = sd_notify::watchdog_enabled().map(|timeout| timeout / 2);
+        if let Some(period) = period {
+            tracing::debug!("watchdog: pinging every {:.1}s", period.as_secs_f64());
+        }
+        Self { period }
+    }
+
+    /// Run `work`, pinging every half watchdog period while it is polled.
+    async fn guard<T>(&self, work: impl Future<Output = T>) -> T {
+        let Some(period) = self.period else {
+            return work.await;
+        };
+        tokio::pin!(work);
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = ticks.tick() => {
+                    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
+                        tracing::warn!("sd_notify WATCHDOG=1: {e}");
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -35,6 +35,48 @@ pub enum FetchError {
     Status { url: String, status: u16 },
     #[error("{url}: body larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
+    #[error("{url}: {refused}")]
+    Redirect {
+        url: String,
+        refused: RefusedRedirect,
+    },
+}
+
+/// How many redirects a request follows (all within the origin it was sent to).
+pub const MAX_REDIRECTS: usize = 3;
+
+/// A redirect the fetcher will not follow: it leaves the origin (scheme, host and
+/// port) the request was sent to. The agent's API key travels as a plain header, so
+/// following it would hand the key to whoever serves the other origin (an object
+/// store, a CDN, a compromised mirror).
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error(
+    "redirect from origin {from} to origin {to} refused: the agent's credentials are only sent to the origin of the configured URL (serve the document there, or configure the final URL)"
+)]
+pub struct RefusedRedirect {
+    pub from: String,
+    pub to: String,
+}
+
+/// Follow up to [`MAX_REDIRECTS`] redirects, all to the origin of the first request.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else {
+            return attempt.follow();
+        };
+        let (from, to) = (first.origin(), attempt.url().origin());
+        if from != to {
+            let refused = RefusedRedirect {
+                from: from.ascii_serialization(),
+                to: to.ascii_serialization(),
+            };
+            attempt.error(refused)
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// Settings of the fetcher.
@@ -121,7 +163,7 @@ impl Fetcher {
             .use_preconfigured_tls(tls_config(config.ca_file.as_deref())?)
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(redirect_policy())
             .https_only(!config.insecure)
             .build()
             .map_err(|e| FetchError::Client(e.to_string()))?;
@@ -148,6 +190,12 @@ impl Fetcher {
 
     pub fn url(&self) -> &str {
         &self.config.url
+    }
+
+    /// Fetch the whole document at the next poll, even if the server says it did not
+    /// change (a deferred document is submitted again).
+    pub fn forget_etag(&mut self) {
+        self.etag = None;
     }
 
     /// Fetch the document (conditionally) and its signature.
@@ -246,6 +294,12 @@ fn transport(url: &str, e: reqwest::Error) -> FetchError {
     let mut detail = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<RefusedRedirect>() {
+            return FetchError::Redirect {
+                url: url.to_owned(),
+                refused: refused.clone(),
+            };
+        }
         detail.push_str(": ");
         detail.push_str(&cause.to_string());
         source = cause.source();

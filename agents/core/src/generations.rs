@@ -91,14 +91,14 @@ pub struct Meta {
 
 /// The content of a generation before it is written.
 #[derive(Debug, Clone)]
-pub struct NewGeneration<'a> {
+pub struct NewGeneration {
     pub version: u64,
-    pub node: &'a str,
+    pub node: String,
     pub source: Source,
     pub format: Format,
-    pub bytes: &'a [u8],
-    pub signature: Option<&'a [u8]>,
-    pub pushed: &'a BTreeMap<String, toml::Table>,
+    pub bytes: Vec<u8>,
+    pub signature: Option<Vec<u8>>,
+    pub pushed: BTreeMap<String, toml::Table>,
     pub actions: Vec<String>,
     /// Rendered artifacts by reconciler name.
     pub artifacts: Vec<(&'static str, Vec<Artifact>)>,
@@ -266,7 +266,7 @@ impl GenerationStore {
     }
 
     /// Write a new generation and point `pending` at it. Returns its sequence number.
-    pub fn stage(&self, new: NewGeneration<'_>) -> Result<u64, StoreError> {
+    pub fn stage(&self, new: NewGeneration) -> Result<u64, StoreError> {
         let seq = self.next_seq()?;
         let generations = self.root.join("generations");
         let tmp = generations.join(format!(".staging-{seq:020}"));
@@ -278,12 +278,12 @@ impl GenerationStore {
             Format::Toml => "document.toml",
             Format::Yaml => "document.yaml",
         };
-        write_synced(&tmp.join(doc_name), new.bytes)?;
-        if let Some(signature) = new.signature {
+        write_synced(&tmp.join(doc_name), &new.bytes)?;
+        if let Some(signature) = &new.signature {
             write_synced(&tmp.join("document.minisig"), signature)?;
         }
         if !new.pushed.is_empty() {
-            let text = toml::to_string(new.pushed).map_err(|e| StoreError::Corrupt {
+            let text = toml::to_string(&new.pushed).map_err(|e| StoreError::Corrupt {
                 path: tmp.join("pushed.toml"),
                 detail: e.to_string(),
             })?;
@@ -309,9 +309,9 @@ impl GenerationStore {
         let meta = Meta {
             seq,
             version: new.version,
-            node: new.node.to_owned(),
+            node: new.node.clone(),
             source: new.source,
-            sha256: sha256_hex(new.bytes),
+            sha256: sha256_hex(&new.bytes),
             state: GenerationState::Pending,
             error: None,
             staged_at: kowabunga_model::Timestamp::now().as_unix_seconds(),
@@ -344,10 +344,28 @@ impl GenerationStore {
         self.prune()
     }
 
-    /// Record that pending generation `seq` was undone, and drop `pending`.
+    /// Record that pending generation `seq` was undone, and drop `pending`. Its
+    /// version stays used: a later document must be newer.
     pub fn abandon(&self, seq: u64, error: &str) -> Result<(), StoreError> {
         self.set_state(seq, GenerationState::Reverted, Some(error.to_owned()))?;
         self.remove_pointer("pending")
+    }
+
+    /// Record that pending generation `seq` was undone through no fault of its document
+    /// (the agent was stopping), drop `pending`, and give its version back: the highest
+    /// version seen returns to `highest_before`, so the same document can be applied
+    /// again.
+    pub fn release(&self, seq: u64, error: &str, highest_before: u64) -> Result<(), StoreError> {
+        self.set_state(seq, GenerationState::Reverted, Some(error.to_owned()))?;
+        self.give_back_version(highest_before)?;
+        self.remove_pointer("pending")
+    }
+
+    /// Set the highest version seen back to `highest_before` (a staging that failed, or
+    /// a generation released by [`Self::release`]).
+    pub fn give_back_version(&self, highest_before: u64) -> Result<(), StoreError> {
+        let path = self.root.join("highest_version");
+        replace_file(&path, format!("{highest_before}\n").as_bytes())
     }
 
     /// Look at what a crash may have left. A finished commit is tidied up here; an
@@ -516,12 +534,12 @@ mod tests {
         store
             .stage(NewGeneration {
                 version,
-                node: "n1",
+                node: "n1".into(),
                 source: Source::Local,
                 format: Format::Toml,
-                bytes: bytes.as_bytes(),
-                signature: Some(b"sig"),
-                pushed: &BTreeMap::new(),
+                bytes: bytes.as_bytes().to_vec(),
+                signature: Some(b"sig".to_vec()),
+                pushed: BTreeMap::new(),
                 actions: vec!["create x".into()],
                 artifacts: vec![(
                     "fw",

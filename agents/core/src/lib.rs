@@ -5,7 +5,13 @@
 //! -> [`trust`] (minisign) -> [`pipeline`] (admit, plan, stage in [`generations`], apply,
 //! confirm, commit or revert) -> [`outcome`] reported by [`fetch`] and shown by
 //! [`status`]. [`daemon`] is the loop around it; [`cli`] the shared command line.
+//!
+//! A role binary provides a [`role::Role`]: names, reconcilers, RPC methods, services.
+//! State Kahuna pushes over RPC enters through [`push::PipelinePusher`]; every outcome,
+//! pulled or pushed, goes through [`record::Recorder`]; role services run under
+//! [`supervise`].
 
+mod check;
 pub mod cli;
 pub mod credentials;
 pub mod daemon;
@@ -15,6 +21,12 @@ pub mod generations;
 pub mod logging;
 pub mod outcome;
 pub mod pipeline;
+pub mod push;
+pub mod record;
+pub mod role;
+mod run;
 pub mod schedule;
+pub mod schema;
 pub mod status;
+pub mod supervise;
 pub mod trust;

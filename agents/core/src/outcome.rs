@@ -16,6 +16,10 @@ pub enum State {
     Rejected,
     /// The document was applied, then undone: the previous generation is in force.
     Reverted,
+    /// The document could not be brought into force now, through no fault of its own
+    /// (the system could not be read, the disk was full, the agent was shutting down):
+    /// the generation in force stays, and the same version is tried again later.
+    Deferred,
 }
 
 /// Why an attempt failed; failures are counted by reason.
@@ -35,9 +39,29 @@ pub enum Reason {
     Unreachable,
     Interrupted,
     Store,
+    /// The agent was asked to stop while the document was being brought into force.
+    Shutdown,
 }
 
 impl Reason {
+    /// Every reason, for metrics that start at zero.
+    pub const ALL: [Reason; 14] = [
+        Reason::Signature,
+        Reason::Parse,
+        Reason::WrongNode,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::Replay,
+        Reason::Invalid,
+        Reason::Observe,
+        Reason::Apply,
+        Reason::Unhealthy,
+        Reason::Unreachable,
+        Reason::Interrupted,
+        Reason::Store,
+        Reason::Shutdown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Signature => "signature",
@@ -53,6 +77,7 @@ impl Reason {
             Reason::Unreachable => "unreachable",
             Reason::Interrupted => "interrupted",
             Reason::Store => "store",
+            Reason::Shutdown => "shutdown",
         }
     }
 }
@@ -124,13 +149,28 @@ impl Outcome {
         }
     }
 
+    /// Not brought into force now; to be tried again (see [`State::Deferred`]).
+    pub fn deferred(version: Option<u64>, reason: Reason, error: impl fmt::Display) -> Self {
+        Self {
+            version,
+            state: State::Deferred,
+            reason: Some(reason),
+            error: Some(error.to_string()),
+            generation: None,
+        }
+    }
+
     pub fn with_generation(mut self, generation: Option<u64>) -> Self {
         self.generation = generation;
         self
     }
 
+    /// Rejected, reverted or deferred: the document is not in force.
     pub fn is_failure(&self) -> bool {
-        matches!(self.state, State::Rejected | State::Reverted)
+        matches!(
+            self.state,
+            State::Rejected | State::Reverted | State::Deferred
+        )
     }
 }
 
@@ -144,6 +184,7 @@ impl fmt::Display for Outcome {
             State::Unchanged => "unchanged",
             State::Rejected => "rejected",
             State::Reverted => "reverted",
+            State::Deferred => "deferred",
         };
         write!(f, "version {version} {state}")?;
         if let Some(error) = &self.error {

@@ -1,7 +1,12 @@
 //! When to poll next: the configured interval with jitter, or an exponential back-off
 //! after failures, so that a fleet does not poll in lockstep nor hammer a sick endpoint.
+//!
+//! The arithmetic is the agents' one back-off (`kowabunga-backoff`):
+//! this module only adds the steady interval.
 
 use std::time::Duration;
+
+use kowabunga_backoff::Backoff;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Schedule {
@@ -27,28 +32,27 @@ impl Schedule {
         }
     }
 
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.backoff_min, self.backoff_max).with_spread(self.jitter)
+    }
+
     /// The delay before the next poll after `failures` consecutive failures, before
     /// jitter.
     pub fn base_delay(&self, failures: u32) -> Duration {
         if failures == 0 {
             return self.interval;
         }
-        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(31));
-        self.backoff_min
-            .saturating_mul(factor)
-            .min(self.backoff_max)
+        self.backoff().base_delay(failures)
     }
 
     /// The delay before the next poll, with jitter drawn from `unit` in [0, 1).
     pub fn delay(&self, failures: u32, unit: f64) -> Duration {
-        let base = self.base_delay(failures).as_secs_f64();
-        let spread = base * self.jitter * (2.0 * unit - 1.0);
-        Duration::from_secs_f64((base + spread).max(0.0))
+        self.backoff().jittered(self.base_delay(failures), unit)
     }
 
     /// [`Self::delay`] with a random jitter.
     pub fn next_delay(&self, failures: u32) -> Duration {
-        self.delay(failures, fastrand::f64())
+        self.delay(failures, Backoff::random_unit())
     }
 }
 
@@ -62,6 +66,9 @@ mod tests {
         let secs: Vec<u64> = (0..9).map(|f| s.base_delay(f).as_secs()).collect();
         assert_eq!(secs, [60, 5, 10, 20, 40, 80, 160, 300, 300]);
         assert_eq!(s.base_delay(u32::MAX), Duration::from_secs(300));
+        // A long interval caps the back-off too.
+        let daily = Schedule::with_interval(Duration::from_secs(86_400));
+        assert_eq!(daily.base_delay(30), Duration::from_secs(86_400));
     }
 
     #[test]
@@ -70,6 +77,13 @@ mod tests {
         assert_eq!(s.delay(0, 0.0), Duration::from_secs(90));
         assert_eq!(s.delay(0, 0.5), Duration::from_secs(100));
         assert!(s.delay(0, 0.999_999) < Duration::from_secs(110));
+        assert_eq!(s.delay(2, 0.0), Duration::from_secs(9));
+        assert_eq!(s.delay(2, 0.75), Duration::from_millis(10_500));
+    }
+
+    #[test]
+    fn random_delays_use_the_same_bounds() {
+        let s = Schedule::with_interval(Duration::from_secs(100));
         for _ in 0..1000 {
             let d = s.next_delay(0).as_secs_f64();
             assert!((90.0..110.0).contains(&d), "{d}");

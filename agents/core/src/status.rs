@@ -15,8 +15,19 @@ use tokio::net::TcpListener;
 
 use crate::outcome::{Outcome, Reason, State};
 
-/// Default address of the status endpoint.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:9721";
+/// The status endpoint of a role listening on `port` (loopback only).
+pub fn default_addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A supervised background service, as last seen.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServiceStatus {
+    pub running: bool,
+    /// Times it was started again after its run ended.
+    pub restarts: u64,
+    pub last_error: Option<String>,
+}
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
@@ -38,6 +49,17 @@ pub struct Status {
     /// Seconds until the next poll, as last scheduled.
     pub next_poll_in: Option<f64>,
     pub insecure: bool,
+    /// The role's background services (DNS server, link to Kahuna...), by name.
+    pub services: BTreeMap<String, ServiceStatus>,
+    /// The link to Kahuna's RPC: `connecting`, `connected`, `down: <why>`, `stopped`.
+    pub kahuna_link: Option<String>,
+    /// Long tasks under way (template downloads...), by task.
+    pub progress: BTreeMap<String, String>,
+    /// Reconcilers of the role, in order: every metric by reconciler starts at zero.
+    #[serde(skip)]
+    pub reconcilers: Vec<String>,
+    #[serde(skip)]
+    progress_source: kowabunga_model::Progress,
 }
 
 /// Shared, updated status.
@@ -62,7 +84,44 @@ impl StatusBoard {
     }
 
     pub fn snapshot(&self) -> Status {
-        self.lock().clone()
+        let mut status = self.lock().clone();
+        status.progress = status.progress_source.snapshot();
+        status
+    }
+
+    /// Show the tasks of `progress` (shared with the role's reconcilers) in `/status`.
+    pub fn with_progress(self, progress: kowabunga_model::Progress) -> Self {
+        self.lock().progress_source = progress;
+        self
+    }
+
+    /// Name the role's reconcilers, so that their counters exist from the first scrape.
+    pub fn with_reconcilers(self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.lock().reconcilers = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// A supervised service (re)started.
+    pub fn service_running(&self, name: &str) {
+        self.lock()
+            .services
+            .entry(name.to_owned())
+            .or_default()
+            .running = true;
+    }
+
+    /// A supervised service's run ended; it will be started again.
+    pub fn service_failed(&self, name: &str, error: &str) {
+        let mut status = self.lock();
+        let service = status.services.entry(name.to_owned()).or_default();
+        service.running = false;
+        service.restarts += 1;
+        service.last_error = Some(error.to_owned());
+    }
+
+    /// The state of the link to Kahuna's RPC changed.
+    pub fn kahuna_link(&self, state: impl Into<String>) {
+        self.lock().kahuna_link = Some(state.into());
     }
 
     /// Record the generation in force (at start, or after an attempt).
@@ -81,7 +140,7 @@ impl StatusBoard {
                 status.generation = outcome.generation.or(status.generation);
                 status.version = outcome.version;
             }
-            State::Rejected | State::Reverted => {
+            State::Rejected | State::Reverted | State::Deferred => {
                 let reason = outcome.reason.unwrap_or(Reason::Apply);
                 *status.failures.entry(reason).or_default() += 1;
             }
@@ -119,13 +178,14 @@ impl StatusBoard {
     pub fn metrics(&self) -> String {
         let s = self.snapshot();
         let mut out = String::new();
-        let agent = &s.agent;
+        let agent = escape_label(&s.agent);
         let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, String)>| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, value) in lines {
                 let _ = writeln!(out, "{name}{{agent=\"{agent}\"{labels}}} {value}");
             }
         };
+        let label = |key: &str, value: &str| format!(",{key}=\"{}\"", escape_label(value));
         metric(
             "kowabunga_agent_generation_version",
             "gauge",
@@ -148,18 +208,21 @@ impl StatusBoard {
             "kowabunga_agent_failures_total",
             "counter",
             "Documents rejected or reverted, by reason.",
-            s.failures
+            // Every reason from zero, so that rate() and alerts work from the first scrape.
+            Reason::ALL
                 .iter()
-                .map(|(reason, n)| (format!(",reason=\"{}\"", reason.as_str()), n.to_string()))
+                .map(|reason| {
+                    let n = s.failures.get(reason).copied().unwrap_or(0);
+                    (label("reason", reason.as_str()), n.to_string())
+                })
                 .collect(),
         );
         metric(
             "kowabunga_agent_drift_corrections_total",
             "counter",
             "Times a reconciler found the system drifted from the generation in force and put it back.",
-            s.drift_corrections
-                .iter()
-                .map(|(r, n)| (format!(",reconciler=\"{r}\""), n.to_string()))
+            zero_based(&s.reconcilers, &s.drift_corrections)
+                .map(|(r, n)| (label("reconciler", r), n.to_string()))
                 .collect(),
         );
         metric(
@@ -168,8 +231,64 @@ impl StatusBoard {
             "Polls of the config endpoint that failed.",
             vec![(String::new(), s.fetch_failures.to_string())],
         );
+        metric(
+            "kowabunga_agent_service_up",
+            "gauge",
+            "Whether a supervised background service is running (1) or waiting to restart (0).",
+            s.services
+                .iter()
+                .map(|(name, svc)| (label("service", name), u8::from(svc.running).to_string()))
+                .collect(),
+        );
+        metric(
+            "kowabunga_agent_service_restarts_total",
+            "counter",
+            "Times a supervised background service was started again after its run ended.",
+            s.services
+                .iter()
+                .map(|(name, svc)| (label("service", name), svc.restarts.to_string()))
+                .collect(),
+        );
+        metric(
+            "kowabunga_agent_kahuna_connected",
+            "gauge",
+            "Whether the RPC link to Kahuna is up.",
+            vec![(
+                String::new(),
+                u8::from(s.kahuna_link.as_deref() == Some("connected")).to_string(),
+            )],
+        );
         out
     }
+}
+
+/// `known` names first (at zero when never counted), then any other counted name.
+fn zero_based<'a>(
+    known: &'a [String],
+    counts: &'a BTreeMap<String, u64>,
+) -> impl Iterator<Item = (&'a str, u64)> + 'a {
+    let known_iter = known
+        .iter()
+        .map(|name| (name.as_str(), counts.get(name).copied().unwrap_or(0)));
+    let others = counts
+        .iter()
+        .filter(|(name, _)| !known.contains(name))
+        .map(|(name, n)| (name.as_str(), *n));
+    known_iter.chain(others)
+}
+
+/// A Prometheus label value: backslash, double quote and line feed escaped.
+fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Serve the board on `addr` (loopback only) until the task is dropped.
@@ -263,5 +382,44 @@ mod tests {
             "{text}"
         );
         assert_eq!(board.snapshot().generation, Some(1));
+    }
+
+    #[test]
+    fn failure_and_drift_families_start_at_zero() {
+        let board = StatusBoard::new("kiwi", "n1", false).with_reconcilers(["network", "dns"]);
+        let text = board.metrics();
+        for reason in Reason::ALL {
+            let line = format!(
+                "kowabunga_agent_failures_total{{agent=\"kiwi\",reason=\"{}\"}} 0",
+                reason.as_str()
+            );
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+        for reconciler in ["network", "dns"] {
+            let line = format!(
+                "kowabunga_agent_drift_corrections_total{{agent=\"kiwi\",reconciler=\"{reconciler}\"}} 0"
+            );
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let board = StatusBoard::new("ki\"wi\\\n", "n1", false);
+        board.service_failed("dns \"udp\"", "bind");
+        let text = board.metrics();
+        assert!(
+            text.contains("kowabunga_agent_generation{agent=\"ki\\\"wi\\\\\\n\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("service=\"dns \\\"udp\\\"\"} 1"), "{text}");
+        // Every sample line has balanced quotes: no label value broke out.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let unescaped_quotes = line
+                .char_indices()
+                .filter(|&(i, c)| c == '"' && (i == 0 || &line[i - 1..i] != "\\"))
+                .count();
+            assert_eq!(unescaped_quotes % 2, 0, "{line}");
+        }
     }
 }

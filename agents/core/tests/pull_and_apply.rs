@@ -16,6 +16,7 @@ use kowabunga_agent::fetch::{FetchConfig, Fetcher, Poll};
 use kowabunga_agent::generations::GenerationStore;
 use kowabunga_agent::outcome::{Outcome, Reason, State};
 use kowabunga_agent::pipeline::{ConfirmPolicy, Pipeline, Probe};
+use kowabunga_agent::record::Recorder;
 use kowabunga_agent::schedule::Schedule;
 use kowabunga_agent::status::StatusBoard;
 use kowabunga_agent::trust::TrustPolicy;
@@ -66,10 +67,11 @@ fn agent(kahuna: &FakeKahuna, trusted: &Key, tweak: impl FnOnce(&mut FetchConfig
     });
     let pipeline = Arc::new(Mutex::new(pipeline));
     let board = StatusBoard::new("kiwi", NODE, false);
+    let recorder = Recorder::new(board.clone(), fetcher.clone());
     let daemon = Daemon::new(
         pipeline.clone(),
         fetcher,
-        board.clone(),
+        recorder,
         Schedule::with_interval(Duration::from_secs(60)),
     );
     Agent {
@@ -351,26 +353,39 @@ async fn losing_the_management_path_reverts() {
     assert!(pipeline.store().current().unwrap().is_none());
 }
 
+/// Resolves once `done` says so; checked every 10 ms of (paused, virtual) time.
+async fn until(done: impl Fn() -> bool) {
+    while !done() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Deterministic on a loaded machine: the clock is paused (sleeps end when the
+/// runtime is idle, in virtual time), the run ends on an event (the n-th poll), and
+/// the assertions are on the delays the daemon chose, not on wall-clock gaps.
 #[tokio::test]
 async fn unreachable_endpoint_keeps_the_generation_and_backs_off() {
     let tmp = tempfile::tempdir().unwrap();
     let (_key, kahuna, agent) = agent_on_v1(tmp.path(), 2).await;
     let before = dir_state(&agent.files);
+    tokio::time::pause();
 
-    // Kahuna goes away; a listener on its port now drops every connection at once and
-    // notes when each poll arrived.
-    let addr = kahuna.addr;
-    kahuna.stop();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    // Kahuna becomes unavailable (503 to every request); each poll notes when it
+    // arrived and which delay the daemon had chosen before it (the status board's
+    // `next_poll_in`, set before each sleep).
     let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = arrivals.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            seen.lock().unwrap().push(tokio::time::Instant::now());
-            drop(stream);
-        }
-    });
+    let observed = agent.board.clone();
+    {
+        let mut served = kahuna.served.lock().unwrap();
+        served.unavailable = true;
+        served.on_request = Some(Arc::new(move || {
+            let chosen = observed.snapshot().next_poll_in;
+            seen.lock()
+                .unwrap()
+                .push((tokio::time::Instant::now(), chosen));
+        }));
+    }
     let Agent {
         daemon,
         pipeline,
@@ -379,27 +394,41 @@ async fn unreachable_endpoint_keeps_the_generation_and_backs_off() {
         _tmp,
     } = agent;
     let daemon = daemon.with_schedule(fast_schedule(Duration::from_secs(10)));
+    let polls = 6;
+    let counted = arrivals.clone();
     daemon
-        .run(tokio::time::sleep(Duration::from_millis(1400)))
+        .run(until(move || counted.lock().unwrap().len() >= polls))
         .await;
 
     let arrivals = arrivals.lock().unwrap().clone();
-    let gaps: Vec<f64> = arrivals
-        .windows(2)
-        .map(|w| (w[1] - w[0]).as_secs_f64())
+    assert!(arrivals.len() >= polls, "{arrivals:?}");
+    assert_eq!(arrivals[0].1, None, "the first poll follows no back-off");
+    // 40 ms, 80, 160, 320, 640 (±10 %): doubled after each failure, where a fixed
+    // interval would have stayed at 40 ms.
+    let chosen: Vec<f64> = arrivals[1..polls]
+        .iter()
+        .map(|(_, delay)| delay.expect("a delay was chosen before each later poll"))
         .collect();
-    // 40 ms, 80, 160, 320, 640 (±10 %): each gap clearly longer than the one before,
-    // where a fixed interval would have polled ~35 times.
-    assert!(
-        (4..=7).contains(&arrivals.len()),
-        "polls: {}, gaps {gaps:?}",
-        arrivals.len()
-    );
-    for pair in gaps.windows(2) {
-        assert!(pair[1] > pair[0] * 1.4, "no back-off: gaps {gaps:?}");
+    for (i, delay) in chosen.iter().enumerate() {
+        let base = 0.040 * f64::from(1u32 << i);
+        assert!(
+            (base * 0.9..=base * 1.1).contains(delay),
+            "delay {i}: {delay} s, expected {base} s ±10 %: {chosen:?}"
+        );
+    }
+    // And the daemon did wait each chosen delay before polling again.
+    for (pair, delay) in arrivals[..polls].windows(2).zip(&chosen) {
+        let gap = (pair[1].0 - pair[0].0).as_secs_f64();
+        assert!(
+            gap >= delay - 0.001,
+            "gap {gap} s shorter than the delay {delay} s"
+        );
     }
     let status = board.snapshot();
-    assert!(status.consecutive_fetch_failures >= 4, "{status:?}");
+    assert!(
+        status.consecutive_fetch_failures >= polls as u32,
+        "{status:?}"
+    );
     assert!(status.last_fetch_error.is_some());
     let current = pipeline.lock().await.store().current().unwrap().unwrap();
     assert_eq!(current.meta.version, 1, "last good generation stays");
@@ -427,7 +456,9 @@ async fn drift_from_the_generation_in_force_is_put_back_even_with_kahuna_down() 
     ));
 
     // Kahuna gone: the daemon's loop still holds the generation in force (a file
-    // removed while it runs, after its start-up restore, comes back).
+    // removed while it runs, after its start-up restore, comes back). Paused clock and
+    // event-driven end: the run stops once the file is back, however slow the machine.
+    tokio::time::pause();
     kahuna.stop();
     let Agent {
         daemon,
@@ -438,12 +469,19 @@ async fn drift_from_the_generation_in_force_is_put_back_even_with_kahuna_down() 
     } = agent;
     let daemon = daemon.with_schedule(fast_schedule(Duration::from_millis(80)));
     let victim = files.join("f2");
+    let removed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (gone, watched) = (removed.clone(), victim.clone());
+    let observed = board.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        std::fs::remove_file(victim).unwrap();
+        // After the daemon's start-up restore (its first poll has failed).
+        until(|| observed.snapshot().consecutive_fetch_failures >= 1).await;
+        std::fs::remove_file(&victim).unwrap();
+        gone.store(true, std::sync::atomic::Ordering::SeqCst);
     });
     daemon
-        .run(tokio::time::sleep(Duration::from_millis(400)))
+        .run(until(move || {
+            removed.load(std::sync::atomic::Ordering::SeqCst) && watched.exists()
+        }))
         .await;
     assert_eq!(dir_state(&files), good);
     let status = board.snapshot();

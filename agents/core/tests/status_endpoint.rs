@@ -4,7 +4,9 @@
 use kowabunga_agent::outcome::{Outcome, Reason};
 use kowabunga_agent::status::{StatusBoard, serve};
 
-#[tokio::test]
+/// The clock is paused: the start-up retries below wait in virtual time, so a slow
+/// machine cannot run out of them before the server task has bound its port.
+#[tokio::test(start_paused = true)]
 async fn serves_json_and_prometheus_on_loopback_only() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let board = StatusBoard::new("kiwi", "n1", false);

@@ -1,11 +1,17 @@
 //! Forwarding to the recursors: each in turn, with a timeout, over the client's
 //! transport. The query gets a fresh random id and source port; only a reply with that
 //! id and the same question is accepted.
+//!
+//! DNS cookies (RFC 7873) are between a client and the server it talks to: the
+//! client's COOKIE option is not passed to the recursor (whose server cookie would be
+//! bound to our address, not the client's), and a COOKIE in the recursor's reply is
+//! not passed back. Other EDNS options and flags (DO, client subnet...) go through.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use hickory_proto::op::Message;
+use hickory_proto::rr::rdata::opt::EdnsCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::timeout;
@@ -26,6 +32,9 @@ pub async fn forward(
     transport: Transport,
 ) -> Option<Message> {
     let mut query = request.clone();
+    if let Some(edns) = query.edns.as_mut() {
+        edns.options_mut().remove(EdnsCode::Cookie);
+    }
     for recursor in recursors {
         query.metadata.id = fastrand::u16(..);
         let Ok(bytes) = query.to_vec() else {
@@ -38,6 +47,9 @@ pub async fn forward(
         match attempt {
             Ok(Ok(mut reply)) => {
                 reply.metadata.id = request.metadata.id;
+                if let Some(edns) = reply.edns.as_mut() {
+                    edns.options_mut().remove(EdnsCode::Cookie);
+                }
                 return Some(reply);
             }
             Ok(Err(err)) => tracing::debug!(%recursor, "dns: forward failed: {err}"),

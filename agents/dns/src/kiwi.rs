@@ -1,14 +1,12 @@
 //! Kahuna's `Kiwi.*` RPC methods, with upstream's parameters (Go field names).
 //!
 //! Each method reads the DNS state in force, computes the new pushed `dns` table and
-//! hands it to the [`Pusher`]: the agent core, which makes a generation of it and runs
-//! it through the apply pipeline (plan, stage, apply, confirm, commit or revert). The
-//! reply is sent once that is done: success means the records are served and
-//! persisted. Calls are serialised so that no update is lost.
+//! hands it to the [`Pusher`] as the pushed table [`SECTION`]: the agent core, which
+//! makes a generation of it and runs it through the apply pipeline (plan, stage, apply,
+//! confirm, commit or revert). The reply is sent once that is done: success means the
+//! records are served and persisted. Calls are serialised so that no update is lost.
 
-use std::future::Future;
-
-use kowabunga_model::dns::{self, DnsConfig, DnsError, PushedDns};
+use kowabunga_model::Pusher;
 use kowabunga_rpc::Service;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -16,22 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::DnsServer;
-
-/// Where a new pushed `dns` table goes: the agent core's push (a new generation
-/// through the pipeline). `Err` carries the reason it was rejected or reverted.
-pub trait Pusher: Send + Sync + 'static {
-    fn push(&self, table: toml::Table) -> impl Future<Output = Result<(), String>> + Send;
-}
-
-impl<F, Fut> Pusher for F
-where
-    F: Fn(toml::Table) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), String>> + Send,
-{
-    fn push(&self, table: toml::Table) -> impl Future<Output = Result<(), String>> + Send {
-        self(table)
-    }
-}
+use crate::model::{self as dns, DnsConfig, DnsError, PushedDns, SECTION};
 
 /// The Kiwi agent's RPC surface.
 pub struct KiwiService<P> {
@@ -50,6 +33,7 @@ const METHODS: &[&str] = &[
 ];
 
 impl<P: Pusher> KiwiService<P> {
+    /// The methods read the state `server` runs and push through `pusher`.
     pub fn new(server: DnsServer, pusher: P) -> Self {
         Self {
             server,
@@ -110,7 +94,7 @@ impl<P: Pusher> KiwiService<P> {
             "kiwi: pushing DNS records"
         );
         self.pusher
-            .push(pushed.to_table())
+            .push(SECTION, pushed.to_table())
             .await
             .map_err(|e| format!("Kiwi.{method}: {e}"))?;
         Ok(json!({}))
@@ -118,17 +102,6 @@ impl<P: Pusher> KiwiService<P> {
 }
 
 impl<P: Pusher> Service for KiwiService<P> {
-    fn kind(&self) -> &'static str {
-        "Kiwi"
-    }
-
-    fn version(&self) -> String {
-        let v = env!("CARGO_PKG_VERSION");
-        v.rsplit_once('.')
-            .map_or(v, |(major_minor, _)| major_minor)
-            .to_owned()
-    }
-
     fn methods(&self) -> &'static [&'static str] {
         METHODS
     }

@@ -1,10 +1,11 @@
-//! The `dns` reconciler: plan = merge and validate, apply = atomic swap, check = probe.
+//! The `dns` reconciler: validate = merge and compile (pure), plan = that plus the diff
+//! against the server, apply = atomic swap, check = probe.
 
 use std::collections::BTreeSet;
 
-use kowabunga_model::dns::{self, DnsConfig};
 use kowabunga_model::{Action, Artifact, Document, Planned, ReconcileError, Reconciler};
 
+use crate::model::{self, DnsConfig};
 use crate::{DnsServer, State};
 
 /// Drives a [`DnsServer`] from documents.
@@ -24,13 +25,22 @@ impl DnsReconciler {
 }
 
 /// What `plan` hands to `apply`: the compiled state.
+#[derive(Debug)]
 pub struct DnsPlan(State);
 
 impl Reconciler for DnsReconciler {
     type Plan = DnsPlan;
 
     fn name(&self) -> &'static str {
-        "dns"
+        model::SECTION
+    }
+
+    fn validate(&self, desired: &Document) -> Result<(), ReconcileError> {
+        compile(desired).map(drop)
+    }
+
+    fn section_schemas(&self) -> Vec<(&'static str, schemars::Schema)> {
+        vec![(model::SECTION, schemars::schema_for!(model::DnsSection))]
     }
 
     async fn plan(
@@ -38,17 +48,14 @@ impl Reconciler for DnsReconciler {
         desired: &Document,
         _in_force: Option<&Document>,
     ) -> Result<Planned<DnsPlan>, ReconcileError> {
-        let signed = dns::signed(desired).map_err(ReconcileError::invalid)?;
-        let pushed = dns::pushed(desired).map_err(ReconcileError::invalid)?;
-        let config = dns::merge(&signed, &pushed).map_err(ReconcileError::invalid)?;
+        let state = compile(desired)?;
         // The server's own state is the observed state: it is what answers queries.
         let current = self.server.current();
-        let actions = diff(&current.config, &config);
+        let actions = diff(&current.config, &state.config);
         let artifacts = vec![Artifact {
             name: "zones.txt".into(),
-            contents: config.to_string().into_bytes(),
+            contents: state.config.to_string().into_bytes(),
         }];
-        let state = State::new(config, signed, pushed).map_err(ReconcileError::invalid)?;
         Ok(Planned {
             actions,
             artifacts,
@@ -64,7 +71,7 @@ impl Reconciler for DnsReconciler {
     }
 
     async fn check(&self, desired: &Document) -> Result<(), ReconcileError> {
-        let want = dns::effective(desired).map_err(ReconcileError::invalid)?;
+        let want = model::effective(desired).map_err(ReconcileError::invalid)?;
         if self.server.current().config != want {
             return Err(ReconcileError::unhealthy(
                 "the server does not run the desired record set",
@@ -72,6 +79,16 @@ impl Reconciler for DnsReconciler {
         }
         self.server.check().await.map_err(ReconcileError::unhealthy)
     }
+}
+
+/// The document part of planning, without I/O: both sources parsed, validated, merged
+/// and compiled into what the server would run. `validate` is exactly this, so it
+/// refuses what `plan` refuses, with the same message.
+fn compile(desired: &Document) -> Result<State, ReconcileError> {
+    let signed = model::signed(desired).map_err(ReconcileError::invalid)?;
+    let pushed = model::pushed(desired).map_err(ReconcileError::invalid)?;
+    let config = model::merge(&signed, &pushed).map_err(ReconcileError::invalid)?;
+    State::new(config, signed, pushed).map_err(ReconcileError::invalid)
 }
 
 /// The changes from `old` to `new`, in words.
@@ -95,6 +112,31 @@ fn diff(old: &DnsConfig, new: &DnsConfig) -> Vec<Action> {
     }
     if old.ttl != new.ttl {
         actions.push(Action(format!("ttl {} -> {}", old.ttl, new.ttl)));
+    }
+    if old.nameserver != new.nameserver || old.nameserver_addresses != new.nameserver_addresses {
+        actions.push(Action(format!(
+            "nameserver {} ({})",
+            new.nameserver.as_deref().unwrap_or("ns.<zone>"),
+            list(&new.nameserver_addresses)
+        )));
+    }
+    if old.reverse_zones != new.reverse_zones {
+        actions.push(Action(if new.reverse_zones {
+            "serve reverse zones of the managed addresses".to_owned()
+        } else {
+            "stop serving reverse zones".to_owned()
+        }));
+    }
+    if old.recursion_clients != new.recursion_clients {
+        let nets: Vec<String> = new
+            .recursion_clients
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        actions.push(Action(format!(
+            "recursion for the node's subnets and [{}]",
+            nets.join(", ")
+        )));
     }
     let zones: BTreeSet<&String> = old.zones.keys().chain(new.zones.keys()).collect();
     for zone in zones {
@@ -132,4 +174,62 @@ fn list(addresses: &[std::net::IpAddr]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use kowabunga_model::Format;
+
+    const HEAD: &str = "version = 1\nnode = \"kiwi-1\"\nissued_at = \"2026-01-01T00:00:00Z\"\nexpires_at = \"2027-01-01T00:00:00Z\"\n";
+
+    fn doc(body: &str) -> Document {
+        Document::parse(format!("{HEAD}{body}").as_bytes(), Format::Toml).unwrap()
+    }
+
+    /// Documents the model's tests refuse, plus refusals only the merge sees.
+    const BAD: &[&str] = &[
+        "[dns]\nlisten = []\n",
+        "[dns]\nrecursors = [\"nine\"]\n",
+        "[dns]\nlisetn = []\n",
+        "[dns]\nforward_timeout_ms = 0\n",
+        "[dns.zones.\"a..b\".records]\nx = [\"10.0.0.1\"]\n",
+        "[dns.zones.\"a.b\".records]\nx = []\n",
+        "[dns.zones.\"a.b\".records]\n\"x y\" = [\"10.0.0.1\"]\n",
+        "[dns.zones.\"a.b\".records]\nx = [\"0.0.0.0\"]\n",
+        "[dns.zones.\"a.b\".records]\nx = [\"10.0.0.300\"]\n",
+        "[dns]\nnameserver = \"bad name\"\n",
+        "[dns]\nnameserver_addresses = [\"224.0.0.1\"]\n",
+        "[dns]\nrecursion_clients = [\"10.0.0.0/33\"]\n",
+        "[dns.zones.\"acme.local\".records]\n\"www.eu\" = [\"10.0.0.1\"]\n[dns.zones.\"eu.acme.local\"]\n",
+    ];
+
+    #[tokio::test]
+    async fn validate_refuses_what_plan_refuses_with_the_same_message() {
+        let reconciler = DnsReconciler::new(DnsServer::new());
+        for body in BAD {
+            let desired = doc(body);
+            let offline = reconciler.validate(&desired).unwrap_err();
+            let planned = reconciler.plan(&desired, None).await.unwrap_err();
+            assert_eq!(offline, planned, "{body}");
+            assert_eq!(offline.kind, kowabunga_model::ErrorKind::Invalid, "{body}");
+        }
+        // A pushed table that does not validate: same too.
+        let mut desired = doc("");
+        desired.set_pushed(
+            model::SECTION,
+            toml::from_str("[zones.\"a.b\".records]\nx = [\"nope\"]\n").unwrap(),
+        );
+        let offline = reconciler.validate(&desired).unwrap_err();
+        assert_eq!(offline, reconciler.plan(&desired, None).await.unwrap_err());
+        // And a good document passes both.
+        let schemas = reconciler.section_schemas();
+        assert_eq!(schemas.len(), 1);
+        assert_eq!(schemas[0].0, "dns");
+        let good = doc("[dns.zones.\"a.b\".records]\nx = [\"10.0.0.1\"]\n");
+        reconciler.validate(&good).unwrap();
+        reconciler.plan(&good, None).await.unwrap();
+    }
 }

@@ -1,24 +1,32 @@
 //! The DNS server: UDP and TCP listeners on the configured addresses, answering from
-//! the record set in force and forwarding the rest. The record set, recursors and
-//! listeners change only through [`DnsServer::apply`], which swaps them atomically.
+//! the record set in force and forwarding the rest for the clients allowed to recurse.
+//! The record set, recursors and listeners change only through [`DnsServer::apply`],
+//! which swaps them atomically. A listener that stops (a fatal socket error, a panic)
+//! ends the run of [`DnsServer::supervised`] with the reason; the next run reopens it.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use hickory_proto::op::{Message, ResponseCode};
-use kowabunga_model::dns::{DnsConfig, DnsSection, PushedDns};
+use hickory_proto::op::{Message, OpCode, ResponseCode};
+use kowabunga_model::Supervised;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::forward::{Transport, forward};
+use crate::model::{DnsConfig, DnsSection, PushedDns};
+use crate::recursion::{self, LocalNets};
 use crate::zones::{Answer, Zones, reply_to, udp_limit};
+
+/// Name of the supervised service (logs, `/status`, `/metrics`).
+pub const SERVICE: &str = "dns";
 
 /// Forwarded queries in flight at once, per server; beyond, SERVFAIL at once.
 const MAX_FORWARDS: usize = 1024;
@@ -59,6 +67,10 @@ impl State {
             recursors: signed.recursors.clone(),
             forward_timeout_ms: signed.forward_timeout_ms,
             ttl: signed.ttl,
+            nameserver: None,
+            nameserver_addresses: Vec::new(),
+            reverse_zones: signed.reverse_zones,
+            recursion_clients: Vec::new(),
             zones: BTreeMap::new(),
         };
         Self {
@@ -74,6 +86,10 @@ struct Shared {
     state: RwLock<Arc<State>>,
     forwards: Arc<Semaphore>,
     tcp_slots: Semaphore,
+    /// The node's subnets: who may recurse without being listed.
+    local_nets: LocalNets,
+    /// Bumped each time a serving loop stops on its own (see [`ExitGuard`]).
+    failures: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -85,7 +101,6 @@ impl Shared {
     }
 }
 
-/// One bound address: its UDP and TCP tasks, stopped on drop.
 /// One bound address: its UDP threads and TCP task, stopped on drop.
 ///
 /// UDP is served by plain threads doing blocking `recv_from`/`send_to` on the shared
@@ -96,6 +111,11 @@ struct Listener {
     tcp: JoinHandle<()>,
     udp: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    /// Why a serving loop of this listener stopped on its own, if one did.
+    exit: Arc<Mutex<Option<String>>>,
+    /// The listening TCP socket (a duplicate descriptor), for tests to break it.
+    #[cfg(test)]
+    tcp_socket: Socket,
 }
 
 impl Listener {
@@ -103,8 +123,22 @@ impl Listener {
         !self.tcp.is_finished() && self.udp.iter().all(|t| !t.is_finished())
     }
 
+    /// Why this listener no longer serves, if it does not.
+    fn failure(&self) -> Option<String> {
+        let exit = self
+            .exit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match exit {
+            Some(reason) => Some(reason),
+            None if !self.is_running() => Some("a serving loop stopped".to_owned()),
+            None => None,
+        }
+    }
+
     /// Stop and wait until the sockets are closed.
-    async fn close(mut self) {
+    async fn close(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         self.tcp.abort();
         let threads = std::mem::take(&mut self.udp);
@@ -115,6 +149,43 @@ impl Listener {
         })
         .await;
         let _ = (&mut self.tcp).await;
+    }
+}
+
+/// Held by a serving loop: when the loop ends without having been asked to stop
+/// (an error it cannot serve past, or a panic unwinding), records why and wakes the
+/// supervised run.
+struct ExitGuard {
+    what: String,
+    stop: Arc<AtomicBool>,
+    exit: Arc<Mutex<Option<String>>>,
+    shared: Arc<Shared>,
+    reason: Option<String>,
+}
+
+impl ExitGuard {
+    /// The loop returned: with `Err`, that is the reason reported.
+    fn ended(&mut self, result: Result<(), String>) {
+        self.reason = result.err();
+    }
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if self.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let reason = self
+            .reason
+            .take()
+            .unwrap_or_else(|| "stopped unexpectedly (panic)".to_owned());
+        tracing::error!("dns: {}: {reason}", self.what);
+        let mut exit = self.exit.lock().unwrap_or_else(PoisonError::into_inner);
+        if exit.is_none() {
+            *exit = Some(format!("{}: {reason}", self.what));
+        }
+        drop(exit);
+        self.shared.failures.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -148,6 +219,8 @@ impl DnsServer {
                 state: RwLock::new(Arc::new(State::empty())),
                 forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
                 tcp_slots: Semaphore::new(MAX_TCP),
+                local_nets: LocalNets::new(),
+                failures: watch::Sender::new(0),
             }),
             listeners: Arc::default(),
             bound: Arc::default(),
@@ -170,6 +243,8 @@ impl DnsServer {
     pub async fn apply(&self, state: State) -> Result<(), String> {
         let mut listeners = self.listeners.lock().await;
         let wanted: Vec<SocketAddr> = state.config.listen.clone();
+        // A listener that stopped is bound again like a new one.
+        self.reopen_failed(&mut listeners).await?;
         let mut fresh = BTreeMap::new();
         for addr in &wanted {
             if !listeners.contains_key(addr) && !fresh.contains_key(addr) {
@@ -191,17 +266,92 @@ impl DnsServer {
             .copied()
             .collect();
         for addr in gone {
-            if let Some(listener) = listeners.remove(&addr) {
+            if let Some(mut listener) = listeners.remove(&addr) {
                 // Wait for the sockets to close, so that a revert can bind them again.
                 listener.close().await;
                 tracing::info!(%addr, "dns: stopped listening");
             }
         }
+        self.set_bound(&listeners);
+        tracing::info!(names = records, listen = ?wanted, "dns: record set in force");
+        Ok(())
+    }
+
+    fn set_bound(&self, listeners: &BTreeMap<SocketAddr, Listener>) {
         if let Ok(mut bound) = self.bound.lock() {
             *bound = listeners.values().map(|l| l.local).collect();
         }
-        tracing::info!(names = records, listen = ?wanted, "dns: record set in force");
+    }
+
+    /// Close every listener that stopped serving and bind its address again (the same
+    /// port when the configuration said port 0). On a bind failure the closed listener
+    /// stays in place, still reported as failed.
+    async fn reopen_failed(
+        &self,
+        listeners: &mut BTreeMap<SocketAddr, Listener>,
+    ) -> Result<(), String> {
+        let failed: Vec<SocketAddr> = listeners
+            .iter()
+            .filter(|(_, l)| l.failure().is_some())
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in failed {
+            let Some(mut old) = listeners.remove(&addr) else {
+                continue;
+            };
+            old.close().await;
+            let target = if addr.port() == 0 { old.local } else { addr };
+            match self.listen(target) {
+                Ok(listener) => {
+                    tracing::info!(%addr, "dns: listener reopened");
+                    listeners.insert(addr, listener);
+                }
+                Err(err) => {
+                    listeners.insert(addr, old);
+                    self.set_bound(listeners);
+                    return Err(format!("listen on {target}: {err}"));
+                }
+            }
+        }
+        self.set_bound(listeners);
         Ok(())
+    }
+
+    /// The listeners as a service the agent core supervises. One run reopens the
+    /// listeners that stopped, then waits until one stops and ends with `Err` naming it
+    /// and why; the core starts another run after its back-off. Which addresses are
+    /// served is still decided by [`apply`](Self::apply).
+    pub fn supervised(&self) -> Supervised {
+        let server = self.clone();
+        Supervised::new(SERVICE, move || {
+            let server = server.clone();
+            async move { server.watch().await }
+        })
+    }
+
+    /// One run of [`supervised`](Self::supervised).
+    async fn watch(&self) -> Result<(), String> {
+        let mut failures = self.shared.failures.subscribe();
+        {
+            let mut listeners = self.listeners.lock().await;
+            self.reopen_failed(&mut listeners).await?;
+        }
+        loop {
+            failures.borrow_and_update();
+            {
+                let listeners = self.listeners.lock().await;
+                if let Some((addr, reason)) = listeners
+                    .iter()
+                    .find_map(|(a, l)| l.failure().map(|r| (*a, r)))
+                {
+                    return Err(format!("listener {addr}: {reason}"));
+                }
+            }
+            // The sender lives as long as the server: this only waits.
+            if failures.changed().await.is_err() {
+                return Err("dns: the server is gone".to_owned());
+            }
+        }
     }
 
     fn listen(&self, addr: SocketAddr) -> std::io::Result<Listener> {
@@ -213,8 +363,18 @@ impl DnsServer {
         // TCP on the same port as UDP, also when the configuration said port 0.
         let tcp_socket = bind(local, Type::STREAM)?;
         tcp_socket.listen(1024)?;
+        #[cfg(test)]
+        let tcp_probe = tcp_socket.try_clone()?;
         let tcp = TcpListener::from_std(tcp_socket.into())?;
         let stop = Arc::new(AtomicBool::new(false));
+        let exit = Arc::new(Mutex::new(None));
+        let guard = |what: String| ExitGuard {
+            what,
+            stop: Arc::clone(&stop),
+            exit: Arc::clone(&exit),
+            shared: Arc::clone(&self.shared),
+            reason: None,
+        };
         let runtime = tokio::runtime::Handle::current();
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
         let mut threads = Vec::with_capacity(workers);
@@ -225,9 +385,12 @@ impl DnsServer {
                 Arc::clone(&stop),
                 runtime.clone(),
             );
+            let mut exit = guard(format!("UDP {local}"));
             let thread = std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || serve_udp(&udp, &shared, &flag, &runtime));
+                .spawn(move || {
+                    exit.ended(serve_udp(&udp, &shared, &flag, &runtime));
+                });
             match thread {
                 Ok(t) => threads.push(t),
                 Err(err) => {
@@ -236,13 +399,20 @@ impl DnsServer {
                 }
             }
         }
-        let tcp = tokio::spawn(serve_tcp(tcp, Arc::clone(&self.shared)));
+        let mut exit_tcp = guard(format!("TCP {local}"));
+        let shared = Arc::clone(&self.shared);
+        let tcp = tokio::spawn(async move {
+            exit_tcp.ended(serve_tcp(tcp, shared).await);
+        });
         tracing::info!(%local, "dns: listening (UDP and TCP)");
         Ok(Listener {
             local,
             tcp,
             udp: threads,
             stop,
+            exit,
+            #[cfg(test)]
+            tcp_socket: tcp_probe,
         })
     }
 
@@ -250,7 +420,7 @@ impl DnsServer {
     /// a later [`apply`](Self::apply) listens again).
     pub async fn shutdown(&self) {
         let mut listeners = self.listeners.lock().await;
-        for (_, listener) in std::mem::take(&mut *listeners) {
+        for (_, mut listener) in std::mem::take(&mut *listeners) {
             listener.close().await;
         }
         if let Ok(mut bound) = self.bound.lock() {
@@ -263,8 +433,8 @@ impl DnsServer {
     pub async fn check(&self) -> Result<(), String> {
         let listeners = self.listeners.lock().await;
         for (addr, listener) in listeners.iter() {
-            if !listener.is_running() {
-                return Err(format!("listener {addr} stopped"));
+            if let Some(reason) = listener.failure() {
+                return Err(format!("listener {addr} stopped: {reason}"));
             }
         }
         let addrs: Vec<(SocketAddr, SocketAddr)> =
@@ -356,33 +526,79 @@ enum Handled {
     Drop,
 }
 
-fn handle(state: &State, bytes: &[u8], transport: Transport) -> Handled {
+/// Answer one request from `client`: authoritative data, an error, or a forward when
+/// `client` may recurse (REFUSED otherwise, see [`recursion`]).
+fn handle(
+    state: &State,
+    local_nets: &LocalNets,
+    bytes: &[u8],
+    transport: Transport,
+    client: IpAddr,
+) -> Handled {
     let request = match Message::from_vec(bytes) {
         Ok(request) => request,
-        Err(_) => return formerr(bytes),
+        Err(_) => return undecodable(bytes),
     };
     match state.zones.answer(&request) {
         Answer::Reply(response) => encode(&request, response, transport),
-        Answer::Forward => Handled::Forward(request),
+        Answer::Forward
+            if recursion::allowed(client, &state.config.recursion_clients, local_nets) =>
+        {
+            Handled::Forward(request)
+        }
+        Answer::Forward => {
+            let mut reply = reply_to(&request);
+            reply.metadata.response_code = ResponseCode::Refused;
+            reply.metadata.recursion_available = false;
+            reply.to_vec().map_or(Handled::Drop, Handled::Reply)
+        }
         Answer::Drop => Handled::Drop,
     }
 }
 
-/// A request that does not decode: FORMERR if at least its header does.
-fn formerr(bytes: &[u8]) -> Handled {
+/// A request that does not decode: NOTIMP for an opcode we do not serve anyway (an
+/// UPDATE's records may not decode as a query's would), FORMERR for a query, nothing
+/// without a query header.
+fn undecodable(bytes: &[u8]) -> Handled {
     use hickory_proto::op::{Header, MessageType};
     use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
     match Header::read(&mut BinDecoder::new(bytes)) {
         Ok(header) if header.metadata.message_type == MessageType::Query => {
-            let reply = Message::error_msg(
-                header.metadata.id,
-                header.metadata.op_code,
-                ResponseCode::FormErr,
-            );
+            let code = if header.metadata.op_code == OpCode::Query {
+                ResponseCode::FormErr
+            } else {
+                ResponseCode::NotImp
+            };
+            let reply = Message::error_msg(header.metadata.id, header.metadata.op_code, code);
             reply.to_vec().map_or(Handled::Drop, Handled::Reply)
         }
         _ => Handled::Drop,
     }
+}
+
+/// Receive errors a serving loop carries on after; any other ends it (the supervised
+/// run then reports it and the listener is reopened).
+fn transient(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::WouldBlock
+            | ErrorKind::TimedOut
+            | ErrorKind::Interrupted
+            | ErrorKind::ConnectionRefused
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::OutOfMemory
+    ) || err.raw_os_error().is_some_and(|code| {
+        [
+            nix::errno::Errno::EMFILE,
+            nix::errno::Errno::ENFILE,
+            nix::errno::Errno::ENOBUFS,
+            nix::errno::Errno::ENOMEM,
+            nix::errno::Errno::EPROTO,
+            nix::errno::Errno::EPERM,
+        ]
+        .contains(&nix::errno::Errno::from_raw(code))
+    })
 }
 
 /// Encode `response`, truncated (TC, no records) if it does not fit the client's UDP
@@ -426,31 +642,28 @@ fn forward_reply(
     .filter(|b| transport == Transport::Tcp || b.len() <= 65_507)
 }
 
+/// Serve UDP until `stop`; `Err` on a receive error it cannot serve past.
 fn serve_udp(
     socket: &Arc<std::net::UdpSocket>,
     shared: &Arc<Shared>,
     stop: &AtomicBool,
     runtime: &tokio::runtime::Handle,
-) {
+) -> Result<(), String> {
     let mut buf = vec![0u8; 4096];
     while !stop.load(Ordering::Relaxed) {
         let (n, peer) = match socket.recv_from(&mut buf) {
             Ok(got) => got,
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(err) => {
-                tracing::debug!("dns: UDP receive: {err}");
-                continue;
-            }
+            Err(err) if transient(&err) => continue,
+            Err(err) => return Err(format!("UDP receive: {err}")),
         };
         let state = shared.current();
-        match handle(&state, &buf[..n], Transport::Udp) {
+        match handle(
+            &state,
+            &shared.local_nets,
+            &buf[..n],
+            Transport::Udp,
+            peer.ip(),
+        ) {
             Handled::Reply(bytes) => {
                 let _ = socket.send_to(&bytes, peer);
             }
@@ -480,31 +693,38 @@ fn serve_udp(
             }
         }
     }
+    Ok(())
 }
 
-async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
+/// Accept TCP clients until aborted; `Err` on an accept error it cannot serve past.
+async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) -> Result<(), String> {
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(got) => got,
-            Err(err) => {
+            Err(err) if transient(&err) => {
                 tracing::debug!("dns: TCP accept: {err}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+            Err(err) => return Err(format!("TCP accept: {err}")),
         };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let Ok(_slot) = shared.tcp_slots.try_acquire() else {
                 return;
             };
-            if let Err(err) = serve_tcp_client(stream, &shared).await {
+            if let Err(err) = serve_tcp_client(stream, peer.ip(), &shared).await {
                 tracing::debug!("dns: TCP client: {err}");
             }
         });
     }
 }
 
-async fn serve_tcp_client(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+async fn serve_tcp_client(
+    mut stream: TcpStream,
+    client: IpAddr,
+    shared: &Shared,
+) -> std::io::Result<()> {
     loop {
         let len = match timeout(TCP_IDLE, stream.read_u16()).await {
             Ok(Ok(len)) => len as usize,
@@ -515,7 +735,7 @@ async fn serve_tcp_client(mut stream: TcpStream, shared: &Shared) -> std::io::Re
             .await
             .map_err(|_| std::io::Error::other("TCP read timed out"))??;
         let state = shared.current();
-        let reply = match handle(&state, &buf, Transport::Tcp) {
+        let reply = match handle(&state, &shared.local_nets, &buf, Transport::Tcp, client) {
             Handled::Reply(bytes) => Some(bytes),
             Handled::Drop => None,
             Handled::Forward(request) => {
@@ -538,5 +758,79 @@ async fn serve_tcp_client(mut stream: TcpStream, shared: &Shared) -> std::io::Re
         framed.extend_from_slice(&len.to_be_bytes());
         framed.extend_from_slice(&bytes);
         stream.write_all(&framed).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::model::{self, DnsSection};
+
+    fn state_on(listen: &str) -> State {
+        let signed = DnsSection {
+            listen: vec![listen.parse().unwrap()],
+            ..DnsSection::default()
+        };
+        let pushed = PushedDns::default();
+        let config = model::merge(&signed, &pushed).unwrap();
+        State::new(config, signed, pushed).unwrap()
+    }
+
+    /// Break the listening TCP socket of the first listener: `accept` then fails with
+    /// EINVAL, an error no serving loop can continue past.
+    async fn break_tcp(server: &DnsServer) {
+        let listeners = server.listeners.lock().await;
+        let listener = listeners.values().next().expect("a listener");
+        listener
+            .tcp_socket
+            .shutdown(std::net::Shutdown::Read)
+            .expect("shutdown");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failing_listener_ends_the_supervised_run_with_err_and_the_next_run_reopens_it() {
+        let server = DnsServer::new();
+        server.apply(state_on("127.0.0.1:0")).await.unwrap();
+        let port = server.bound()[0].port();
+        let service = server.supervised();
+        assert_eq!(service.name(), "dns");
+
+        let run = tokio::spawn(service.start());
+        server.check().await.unwrap();
+        assert!(!run.is_finished(), "a healthy run keeps running");
+
+        break_tcp(&server).await;
+        let ended = tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .expect("the run ends when a listener fails")
+            .unwrap();
+        let err = ended.unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "listener 127.0.0.1:0: TCP 127.0.0.1:{port}: TCP accept"
+            )),
+            "{err}"
+        );
+        let health = server.check().await.unwrap_err();
+        assert!(health.contains("stopped"), "{health}");
+
+        // What the supervisor does next: another run, which reopens the listener on the
+        // same port.
+        let run = tokio::spawn(service.start());
+        let mut healthy = Err(String::new());
+        for _ in 0..100 {
+            healthy = server.check().await;
+            if healthy.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        healthy.unwrap();
+        assert_eq!(server.bound()[0].port(), port);
+        assert!(!run.is_finished());
+        run.abort();
+        server.shutdown().await;
     }
 }

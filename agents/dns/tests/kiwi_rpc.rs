@@ -8,7 +8,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{FakeRecursor, Pipeline, dig, free_port, signed_doc, tempdir};
+use common::{
+    FakeRecursor, Pipeline, PipelinePusher, RejectingPusher, dig, free_port, signed_doc, tempdir,
+};
 use kowabunga_dns::KiwiService;
 use kowabunga_rpc::fake_kahuna::{Conn, Expect, FakeKahuna};
 use kowabunga_rpc::{Agent, Credentials, Link, MISSING_PARAMS, Options};
@@ -65,13 +67,10 @@ struct Kiwi {
 
 impl Kiwi {
     async fn start(kahuna_url: &str, pipeline: Arc<Pipeline>, options: Options) -> Self {
-        let p = Arc::clone(&pipeline);
-        let pusher = move |table: toml::Table| {
-            let p = Arc::clone(&p);
-            async move { p.push(table).await }
-        };
+        let pusher = PipelinePusher(Arc::clone(&pipeline));
         let service = Arc::new(KiwiService::new(pipeline.server().clone(), pusher));
         let creds = Credentials {
+            kind: "Kiwi",
             kahuna_url: kahuna_url.into(),
             agent_id: "kiwi-eu-1".into(),
             api_key: "k1w1-s3cret".into(),
@@ -393,11 +392,10 @@ async fn a_push_the_pipeline_rejects_is_an_error_reply() {
     let pipeline =
         Pipeline::start(&signed_doc(free_port(), recursor.addr), &dir.join("d.toml")).await;
     let server = pipeline.server().clone();
-    let service = KiwiService::new(server, |_table: toml::Table| async {
-        Err::<(), String>(
-            "reverted: dns: the server does not run the desired record set".to_owned(),
-        )
-    });
+    let service = KiwiService::new(
+        server,
+        RejectingPusher("reverted: dns: the server does not run the desired record set"),
+    );
     use kowabunga_rpc::Service;
     let err = service
         .call(
@@ -411,9 +409,10 @@ async fn a_push_the_pipeline_rejects_is_an_error_reply() {
         "Kiwi.CreateDnsRecord: reverted: dns: the server does not run the desired record set"
     );
     // No change at all: no push.
-    let service = KiwiService::new(pipeline.server().clone(), |_t: toml::Table| async {
-        Err::<(), String>("must not be called".to_owned())
-    });
+    let service = KiwiService::new(
+        pipeline.server().clone(),
+        RejectingPusher("must not be called"),
+    );
     service
         .call(
             "DeleteDnsRecord",

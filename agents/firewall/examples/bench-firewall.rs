@@ -2,9 +2,11 @@
 //! fresh network namespace).
 //!
 //! `bench-firewall [N] [--script FILE]` reconciles N filter rules from nothing:
-//! render + `nft -c` (plan) + `nft -f` (apply), and prints the times. With
-//! `--script FILE` it also writes the rendered script there, for timing a bare
-//! `nft -f FILE` on the same ruleset.
+//! render + list + `nft -c` (plan; the check runs alongside the listing) + `nft -f`
+//! (apply), and prints the times. Then it deletes the agent's tables by hand and
+//! reconciles again: a ruleset this process loaded before (drift put back, a revert)
+//! needs no `nft -c`. With `--script FILE` it also writes the rendered script there,
+//! for timing a bare `nft -f FILE` on the same ruleset.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool: panics are fine
 
@@ -60,19 +62,38 @@ fn main() {
         let t3 = Instant::now();
         fw.apply(plan.payload).await.unwrap();
         let t4 = Instant::now();
+        // The confirm window's check: the first observation after the load.
+        fw.check(&doc).await.unwrap();
+        let t_check = Instant::now();
         let again = fw.plan(&doc, Some(&doc)).await.unwrap();
         let t5 = Instant::now();
         assert!(again.actions.is_empty());
+        // Drift: the tables are gone; put them back (known ruleset: no nft -c).
+        let out = std::process::Command::new(fw.nft_bin())
+            .args(["delete", "table", "inet", "kowabunga"])
+            .status()
+            .unwrap();
+        assert!(out.success());
+        let t6 = Instant::now();
+        let plan = fw.plan(&doc, Some(&doc)).await.unwrap();
+        assert!(!plan.actions.is_empty());
+        fw.apply(plan.payload).await.unwrap();
+        let t7 = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
         println!(
-            "ours: render {:.1} ms; plan (parse + validate + render + list + nft -c) {:.1} ms; apply (nft -f + list) {:.1} ms; total {:.1} ms ({} rules); re-plan {:.1} ms, 0 actions",
+            "ours: render {:.1} ms; plan (parse + validate + render + list || nft -c) {:.1} ms; apply (nft -f) {:.1} ms; total {:.1} ms ({} rules); first check (list) {:.1} ms; re-plan {:.1} ms, 0 actions; put back a known ruleset (plan + apply, no nft -c) {:.1} ms; {} checks, {} loads",
             ms(t0, t1),
             ms(t2, t3),
             ms(t3, t4),
             ms(t2, t4),
             rendered.rules,
-            ms(t4, t5)
+            ms(t4, t_check),
+            ms(t_check, t5),
+            ms(t6, t7),
+            fw.checks(),
+            fw.loads()
         );
         println!("ours_total_ms={:.1}", ms(t2, t4));
+        println!("ours_known_ms={:.1}", ms(t6, t7));
     });
 }

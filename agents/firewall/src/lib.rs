@@ -7,12 +7,22 @@
 //! whatever the previous generation loaded lives in those tables and nowhere else, and
 //! other owners' tables (libvirt, docker) are never named.
 //!
-//! A document without `[firewall]` removes the agent's tables (if present).
+//! A document without `[firewall]` removes the agent's tables (if present), or, for a
+//! reconciler built [`with_baseline`](FirewallReconciler::with_baseline), loads the
+//! [`baseline`] ruleset: closed but for loopback, ICMP, DHCP replies, outbound and the
+//! role's services on internal links.
 //!
-//! Plan says "nothing to do" when the loaded tables carry the digest of the rendering
-//! and, if this process loaded them, their listing is still what it was right after
-//! loading (so a rule deleted by hand is put back on the next pass).
+//! Plan says "nothing to do" when the loaded tables carry the digest of the rendering,
+//! have its shape (rules per chain), and, once this process has observed them after
+//! loading, their listing is still what it was then (so a rule deleted or edited by
+//! hand is put back on the next pass).
+//!
+//! Cost ([`memory`] has the reasons): `nft -c` runs at plan only for a ruleset this
+//! process has not loaded before, alongside the listing; apply is one `nft -f` and no
+//! read-back (the confirm window's check reads the tables anyway).
 
+pub mod baseline;
+pub mod memory;
 pub mod nft;
 pub mod render;
 
@@ -20,16 +30,23 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use kowabunga_model::firewall::{self, Firewall};
 use kowabunga_model::network::{self, Network};
-use kowabunga_model::{Action, Artifact, Document, Planned, ReconcileError, Reconciler};
+use kowabunga_model::{Action, Artifact, Document, Origin, Planned, ReconcileError, Reconciler};
 
+pub use baseline::Baseline;
+use memory::{Accepted, Loaded, Shape};
 pub use nft::{Nft, NftError, OwnTables};
 pub use render::{FILTER_TABLE, NAT_TABLE, Rendered, render};
 
 /// Where `nft` is looked for when no path is given.
 const NFT_CANDIDATES: [&str; 3] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"];
+
+/// How long one apply (one `nft -f` transaction, and what follows) may take before the
+/// pipeline counts it failed and reverts.
+pub const APPLY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Why the reconciler cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +59,17 @@ pub enum SetupError {
 #[derive(Debug)]
 pub struct FirewallReconciler {
     nft: Nft,
+    /// What the tables hold when the document has no `[firewall]`; `None`: no tables.
+    baseline: Option<Baseline>,
     /// What this process last loaded, to notice changes made behind its back.
-    loaded: Mutex<Option<OwnTables>>,
+    loaded: Mutex<Option<Loaded>>,
+    /// Rulesets the kernel accepted from this process: no `nft -c` for them.
+    accepted: Mutex<Accepted>,
     loads: AtomicU64,
+    checks: AtomicU64,
+    /// Where `firewall` and `network` are read: the document's sections (default) or
+    /// the pushed tables.
+    origin: Origin,
 }
 
 /// What [`FirewallReconciler::plan`] hands to apply: the script to load, if any.
@@ -61,7 +86,9 @@ impl FirewallPlan {
 }
 
 impl FirewallReconciler {
-    /// A reconciler using the system's `nft`.
+    /// A reconciler using the system's `nft`. Building it needs no `nft`: `<agent>
+    /// check` validates documents on machines without nftables; where `nft` is
+    /// missing, the first plan fails naming the command it could not run.
     pub fn new() -> Result<Self, SetupError> {
         let path_dirs = std::env::var_os("PATH").unwrap_or_default();
         let found = NFT_CANDIDATES
@@ -69,21 +96,66 @@ impl FirewallReconciler {
             .map(PathBuf::from)
             .chain(std::env::split_paths(&path_dirs).map(|d| d.join("nft")))
             .find(|p| p.is_file());
-        match found {
-            Some(p) => Ok(Self::with_nft(p)),
-            None => Err(SetupError::NftMissing(
-                NFT_CANDIDATES.join(", ") + " and $PATH",
-            )),
-        }
+        Ok(Self::with_nft(
+            found.unwrap_or_else(|| PathBuf::from("nft")),
+        ))
     }
 
     /// A reconciler running the given `nft` binary.
     pub fn with_nft(bin: impl AsRef<Path>) -> Self {
         Self {
             nft: Nft::new(bin.as_ref()),
+            baseline: None,
             loaded: Mutex::new(None),
+            accepted: Mutex::new(Accepted::default()),
             loads: AtomicU64::new(0),
+            checks: AtomicU64::new(0),
+            origin: Origin::Section,
         }
+    }
+
+    /// Reads `firewall` and `network` from the tables the role pushes instead of the
+    /// document's sections (see [`Origin`]).
+    pub fn reading_pushed(mut self) -> Self {
+        self.origin = Origin::Pushed;
+        self
+    }
+
+    /// Closed until the document opens it: a document without `[firewall]` gets the
+    /// [`Baseline`] ruleset instead of no tables at all.
+    pub fn with_baseline(mut self, baseline: Baseline) -> Self {
+        self.baseline = Some(baseline);
+        self
+    }
+
+    /// The ruleset `doc` asks for: its `[firewall]`, else the baseline (if any).
+    fn effective(&self, doc: &Document) -> Result<Effective, ReconcileError> {
+        if let Some(fw) = desired_from(doc, self.origin)? {
+            return Ok(Effective {
+                firewall: Some(fw),
+                baseline: false,
+            });
+        }
+        let Some(baseline) = &self.baseline else {
+            return Ok(Effective {
+                firewall: None,
+                baseline: false,
+            });
+        };
+        let net = doc
+            .read::<Network>(self.origin, network::SECTION)?
+            .unwrap_or_default();
+        Ok(Effective {
+            firewall: Some(baseline.firewall(&net)),
+            baseline: true,
+        })
+    }
+
+    /// Each `nft` run is killed, and its step fails, after `deadline`
+    /// ([`nft::DEFAULT_NFT_DEADLINE`] unless set).
+    pub fn with_nft_deadline(mut self, deadline: Duration) -> Self {
+        self.nft = self.nft.with_deadline(deadline);
+        self
     }
 
     /// How many rulesets this reconciler has loaded into the kernel (`nft -f` runs).
@@ -91,11 +163,30 @@ impl FirewallReconciler {
         self.loads.load(Ordering::Relaxed)
     }
 
-    fn remembered(&self) -> Option<OwnTables> {
-        self.loaded.lock().map(|g| g.clone()).unwrap_or(None)
+    /// The `nft` binary this reconciler runs.
+    pub fn nft_bin(&self) -> &Path {
+        self.nft.bin()
     }
 
-    /// Whether the kernel holds exactly `rendered`.
+    /// How many kernel checks (`nft -c`) this reconciler has run.
+    pub fn checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
+    }
+
+    fn was_accepted(&self, digest: &str) -> bool {
+        self.accepted.lock().is_ok_and(|a| a.contains(digest))
+    }
+
+    fn last_loaded_digest(&self) -> Option<String> {
+        self.loaded
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|l| l.digest.clone()))
+    }
+
+    /// Whether the kernel holds exactly `rendered`. The first observation after a load
+    /// (or after a restart: tables loaded by an earlier process) becomes the listing
+    /// later observations are compared with.
     fn in_sync(&self, rendered: &Rendered, current: &OwnTables) -> bool {
         if rendered.tables.is_empty() {
             return current.is_empty();
@@ -103,20 +194,73 @@ impl FirewallReconciler {
         let want = render::marker(&rendered.digest);
         let present = [current.filter.is_some(), current.nat.is_some()];
         let wanted = [true, rendered.tables.contains(&NAT_TABLE)];
-        present == wanted
-            && current.markers().iter().all(|m| *m == Some(want.as_str()))
-            && self.remembered().is_none_or(|mem| &mem == current)
+        if present != wanted || !current.markers().iter().all(|m| *m == Some(want.as_str())) {
+            return false;
+        }
+        let Ok(mut loaded) = self.loaded.lock() else {
+            return false;
+        };
+        match loaded.as_mut() {
+            Some(mem) if mem.digest == rendered.digest => match &mem.listing {
+                Some(listing) => listing == current,
+                None if Shape::of(current) == mem.shape => {
+                    mem.listing = Some(current.clone());
+                    true
+                }
+                None => false,
+            },
+            // This process loaded another ruleset since: someone else put this one.
+            Some(_) => false,
+            None => {
+                let shape = Shape::of_script(&rendered.script);
+                if Shape::of(current) != shape {
+                    return false;
+                }
+                *loaded = Some(Loaded {
+                    digest: rendered.digest.clone(),
+                    shape,
+                    listing: Some(current.clone()),
+                });
+                true
+            }
+        }
     }
+
+    /// `nft -c` of `script`, counted.
+    async fn kernel_check(&self, script: &str) -> Result<(), NftError> {
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        self.nft.check(script).await
+    }
+}
+
+fn refused(e: NftError) -> ReconcileError {
+    match e {
+        NftError::Refused { message } => ReconcileError::invalid(format!(
+            "firewall: the kernel refuses the ruleset: {message}"
+        )),
+        other => ReconcileError::observe(format!("firewall: {other}")),
+    }
+}
+
+/// The ruleset a document asks for, and whether it is the baseline.
+struct Effective {
+    firewall: Option<Firewall>,
+    baseline: bool,
 }
 
 /// Read and validate the `[firewall]` section of `doc` (interfaces are checked
 /// against the document's `[network]` section).
 pub fn desired(doc: &Document) -> Result<Option<Firewall>, ReconcileError> {
-    let Some(fw) = doc.section::<Firewall>(firewall::SECTION)? else {
+    desired_from(doc, Origin::Section)
+}
+
+/// [`desired`], reading `firewall` and `network` from `origin`.
+pub fn desired_from(doc: &Document, origin: Origin) -> Result<Option<Firewall>, ReconcileError> {
+    let Some(fw) = doc.read::<Firewall>(origin, firewall::SECTION)? else {
         return Ok(None);
     };
     let net = doc
-        .section::<Network>(network::SECTION)?
+        .read::<Network>(origin, network::SECTION)?
         .unwrap_or_default();
     let known: BTreeSet<&str> = net.interface_names();
     fw.validate(&known)
@@ -169,32 +313,60 @@ impl Reconciler for FirewallReconciler {
         "firewall"
     }
 
+    /// The document part of plan: `[firewall]` parses strictly and names only
+    /// interfaces `[network]` declares. The kernel's own check (`nft -c`) stays in plan.
+    fn validate(&self, desired_doc: &Document) -> Result<(), ReconcileError> {
+        self.effective(desired_doc).map(drop)
+    }
+
+    fn section_schemas(&self) -> Vec<(&'static str, schemars::Schema)> {
+        vec![(firewall::SECTION, schemars::schema_for!(Firewall))]
+    }
+
+    fn apply_deadline(&self) -> Duration {
+        APPLY_DEADLINE
+    }
+
     async fn plan(
         &self,
         desired_doc: &Document,
         _in_force: Option<&Document>,
     ) -> Result<Planned<FirewallPlan>, ReconcileError> {
-        let fw = desired(desired_doc)?;
+        let Effective {
+            firewall: fw,
+            baseline,
+        } = self.effective(desired_doc)?;
         let rendered = render(fw.as_ref());
-        let current = self
-            .nft
-            .list_own()
-            .await
-            .map_err(|e| ReconcileError::observe(format!("firewall: {e}")))?;
+        let observe = |e: NftError| ReconcileError::observe(format!("firewall: {e}"));
+        // A ruleset the kernel took from this process before needs no check. One that
+        // differs from the last loaded is almost surely a change: check it while the
+        // tables are listed. Otherwise (drift checks on every poll, the removal script)
+        // list first and check only if a load is needed.
+        let known = self.was_accepted(&rendered.digest);
+        let changed = self.last_loaded_digest().as_deref() != Some(rendered.digest.as_str());
+        let (current, checked) = if !known && changed && !rendered.tables.is_empty() {
+            let (listed, checked) =
+                tokio::join!(self.nft.list_own(), self.kernel_check(&rendered.script));
+            (listed.map_err(observe)?, Some(checked))
+        } else {
+            (self.nft.list_own().await.map_err(observe)?, None)
+        };
         if self.in_sync(&rendered, &current) {
             return Ok(Planned::nothing(FirewallPlan { load: None }));
         }
-        self.nft
-            .check(&rendered.script)
-            .await
-            .map_err(|e| match e {
-                NftError::Refused { message } => ReconcileError::invalid(format!(
-                    "firewall: the kernel refuses the ruleset: {message}"
-                )),
-                other => ReconcileError::observe(format!("firewall: {other}")),
-            })?;
+        match checked {
+            Some(checked) => checked.map_err(refused)?,
+            None if known => {}
+            None => self.kernel_check(&rendered.script).await.map_err(refused)?,
+        }
+        let mut actions = describe(&rendered, &current, fw.as_ref());
+        if baseline && let Some(first) = actions.first_mut() {
+            first
+                .0
+                .push_str(" (baseline: the document has no [firewall])");
+        }
         Ok(Planned {
-            actions: describe(&rendered, &current, fw.as_ref()),
+            actions,
             artifacts: vec![Artifact {
                 name: "ruleset.nft".into(),
                 contents: rendered.script.clone().into_bytes(),
@@ -210,24 +382,33 @@ impl Reconciler for FirewallReconciler {
             return Ok(());
         };
         self.loads.fetch_add(1, Ordering::Relaxed);
+        // Whatever happens next, what this process remembered no longer holds.
+        if let Ok(mut g) = self.loaded.lock() {
+            *g = None;
+        }
         self.nft
             .load(&rendered.script)
             .await
             .map_err(|e| ReconcileError::apply(format!("firewall: {e}")))?;
-        let now = self
-            .nft
-            .list_own()
-            .await
-            .map_err(|e| ReconcileError::observe(format!("firewall: {e}")))?;
-        if let Ok(mut g) = self.loaded.lock() {
-            *g = Some(now);
+        // One transaction, accepted: the kernel holds exactly this script. Its listing
+        // is read at the next observation (the confirm window's check).
+        if let Ok(mut a) = self.accepted.lock() {
+            a.insert(&rendered.digest);
+        }
+        if !rendered.tables.is_empty()
+            && let Ok(mut g) = self.loaded.lock()
+        {
+            *g = Some(Loaded {
+                digest: rendered.digest.clone(),
+                shape: Shape::of_script(&rendered.script),
+                listing: None,
+            });
         }
         Ok(())
     }
 
     async fn check(&self, desired_doc: &Document) -> Result<(), ReconcileError> {
-        let fw = desired(desired_doc)?;
-        let rendered = render(fw.as_ref());
+        let rendered = render(self.effective(desired_doc)?.firewall.as_ref());
         let current = self
             .nft
             .list_own()
@@ -253,6 +434,84 @@ mod tests {
         assert_eq!(boxed.name(), "firewall");
     }
 
+    fn doc(body: &str) -> Document {
+        let text = format!(
+            "version = 1\nnode = \"n\"\nissued_at = \"2026-01-01T00:00:00Z\"\nexpires_at = \"2036-01-01T00:00:00Z\"\n[network]\n[[network.links]]\nname = \"eth0\"\n{body}"
+        );
+        Document::parse(text.as_bytes(), kowabunga_model::Format::Toml).unwrap()
+    }
+
+    /// `<agent> check` runs only validate: it must refuse every document plan refuses
+    /// for document reasons, with the same error.
+    #[tokio::test]
+    async fn validate_refuses_what_plan_refuses_with_the_same_error() {
+        // No nft at all: plan can only get past the document if it is valid.
+        let fw = FirewallReconciler::with_nft("/nonexistent/nft");
+        let bad = [
+            ("[firewall]\npolcy = \"drop\"\n", "unknown field `polcy`"),
+            (
+                "[firewall]\ninput = \"reject\"\n",
+                "unknown variant `reject`",
+            ),
+            (
+                "[[firewall.rules]]\nchain = \"input\"\niif = \"eth9\"\naction = \"accept\"\n",
+                "unknown interface eth9",
+            ),
+            (
+                "[[firewall.rules]]\nchain = \"input\"\ndport = 22\naction = \"accept\"\n",
+                "ports need proto",
+            ),
+            (
+                "[[firewall.rules]]\nchain = \"input\"\nproto = \"tcp\"\ndport = \"9-1\"\naction = \"accept\"\n",
+                "reversed",
+            ),
+            (
+                "[[firewall.rules]]\nchain = \"input\"\naction = \"accept\"\ncomment = \"a\\\"; flush ruleset\"\n",
+                "comment contains",
+            ),
+            (
+                "[[firewall.nat.masquerade]]\noif = \"wan\"\n",
+                "unknown interface wan",
+            ),
+            (
+                "[[firewall.nat.dnat]]\nproto = \"tcp\"\ndport = 1\nto = \"10.0.0.1:x\"\n",
+                "not an IPv4 address",
+            ),
+        ];
+        for (body, want) in bad {
+            let desired = doc(body);
+            let by_validate = fw.validate(&desired).unwrap_err();
+            let by_plan = fw.plan(&desired, None).await.map(drop).unwrap_err();
+            assert_eq!(by_validate, by_plan, "{body}");
+            assert_eq!(
+                by_validate.kind,
+                kowabunga_model::ErrorKind::Invalid,
+                "{body}"
+            );
+            assert!(by_validate.message.contains(want), "{body}: {by_validate}");
+        }
+        // A valid document passes validate; plan then goes on to the system (and
+        // fails here only because there is no nft).
+        let good = doc(
+            "[firewall]\ninput = \"drop\"\n[[firewall.rules]]\nchain = \"input\"\niif = \"eth0\"\nproto = \"tcp\"\ndport = 22\naction = \"accept\"\n",
+        );
+        fw.validate(&good).unwrap();
+        fw.validate(&doc("")).unwrap();
+        let err = fw.plan(&good, None).await.map(drop).unwrap_err();
+        assert_eq!(err.kind, kowabunga_model::ErrorKind::Observe, "{err}");
+    }
+
+    #[test]
+    fn publishes_the_firewall_section_schema() {
+        let fw = FirewallReconciler::with_nft("/nonexistent/nft");
+        let schemas = fw.section_schemas();
+        assert_eq!(schemas.len(), 1);
+        let (name, schema) = &schemas[0];
+        assert_eq!(*name, "firewall");
+        assert_eq!(schema.as_value()["additionalProperties"], false);
+        assert!(schema.as_value()["properties"]["rules"].is_object());
+    }
+
     #[tokio::test]
     async fn a_missing_nft_is_an_observe_error_naming_it() {
         let fw = FirewallReconciler::with_nft("/nonexistent/nft");
@@ -263,6 +522,10 @@ mod tests {
         .unwrap();
         let err = fw.plan(&doc, None).await.map(drop).unwrap_err();
         assert_eq!(err.kind, kowabunga_model::ErrorKind::Observe);
-        assert!(err.message.contains("cannot run /nonexistent/nft"), "{err}");
+        assert!(
+            err.message
+                .contains("cannot run `/nonexistent/nft list ruleset`"),
+            "{err}"
+        );
     }
 }

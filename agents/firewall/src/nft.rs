@@ -1,39 +1,64 @@
 //! Running the `nft` command: check a script, load it, list the agent's tables.
 //!
-//! The child inherits the calling thread's network namespace (tests rely on it), so
-//! it is spawned from the calling task, never from a blocking-pool thread.
+//! Every run goes through [`kowabunga_process`]: it has a deadline (killed and failed
+//! past it, never a hang while the pipeline lock is held). The child inherits the
+//! calling thread's network namespace (tests rely on it), so it is spawned from the
+//! calling task, never from a blocking-pool thread.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use kowabunga_process::{Invocation, ProcessError};
 
 use crate::render::{FILTER_TABLE, NAT_TABLE};
+
+/// How long one `nft` run may take by default. Loading 500 rules takes well under a
+/// second; a run past this is stuck (a kernel lock, a wedged netlink socket), and the
+/// agent must not wait for it with the pipeline lock held.
+pub const DEFAULT_NFT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What `nft list` may print before the agent stops keeping it (its own tables are
+/// a few hundred kilobytes at most; other owners' tables are skipped anyway).
+const LISTING_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Why `nft` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
-    #[error("cannot run {nft}: {source}")]
-    Spawn { nft: String, source: std::io::Error },
+    /// It could not be run, or did not finish in time (killed).
+    #[error(transparent)]
+    Run(#[from] ProcessError),
     /// `nft` refused the script; `message` quotes the offending line.
     #[error("nft refused the ruleset: {message}")]
     Refused { message: String },
 }
 
-/// The `nft` binary to run.
+/// The `nft` binary to run, and how long each run may take.
 #[derive(Debug, Clone)]
 pub struct Nft {
     bin: PathBuf,
+    deadline: Duration,
 }
 
 impl Nft {
     pub fn new(bin: impl Into<PathBuf>) -> Self {
-        Self { bin: bin.into() }
+        Self {
+            bin: bin.into(),
+            deadline: DEFAULT_NFT_DEADLINE,
+        }
+    }
+
+    /// Each run is killed (and fails) after `deadline`.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     pub fn bin(&self) -> &Path {
         &self.bin
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
     }
 
     /// `nft -c -f -`: the kernel checks the whole transaction without committing it.
@@ -54,33 +79,18 @@ impl Nft {
     }
 
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
-        let spawn_err = |source| NftError::Spawn {
-            nft: self.bin.display().to_string(),
-            source,
-        };
-        let mut child = Command::new(&self.bin)
+        let mut invocation = Invocation::new(&self.bin, self.deadline)
             .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(spawn_err)?;
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes()).await.map_err(spawn_err)?;
-            drop(pipe);
+            .capture_limit(LISTING_LIMIT);
+        if let Some(text) = stdin {
+            invocation = invocation.stdin(text);
         }
-        let out = child.wait_with_output().await.map_err(spawn_err)?;
-        if out.status.success() {
-            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        let out = invocation.run().await?;
+        if out.success() {
+            return Ok(out.stdout_lossy());
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
         Err(NftError::Refused {
-            message: explain(&stderr, stdin),
+            message: explain(&out.stderr_lossy(), stdin),
         })
     }
 }

@@ -283,3 +283,80 @@ fn golden_scripts_pass_nft_check() {
         }
     }
 }
+
+/// Closed until the document opens it: with no `[firewall]`, the baseline drops what
+/// no service needs, opens DNS on the internal link only, and lets outbound through;
+/// a document with its own `[firewall]` takes over.
+#[test]
+fn the_baseline_closes_the_node_but_its_services_and_outbound() {
+    use kowabunga_firewall::Baseline;
+
+    let router = Netns::new("bl-r");
+    let inside = Netns::new("bl-i");
+    let outside = Netns::new("bl-u");
+    veth(&router, "r1", &inside, "i0");
+    veth(&router, "r0", &outside, "u0");
+    router.sh("ip addr add 10.8.1.1/24 dev r1 && ip addr add 10.8.0.1/24 dev r0");
+    inside.sh("ip addr add 10.8.1.2/24 dev i0");
+    outside.sh("ip addr add 10.8.0.2/24 dev u0");
+    let _l: Vec<TcpListener> = [53, 8080].into_iter().map(|p| listen(&router, p)).collect();
+    let _kahuna = listen(&outside, 9000);
+    let router_at = |last: u8, p: u16| SocketAddr::from(([10, 8, last, 1], p));
+
+    let fw = FirewallReconciler::new()
+        .expect("nft installed")
+        .with_baseline(Baseline::kiwi());
+    // r0 is the uplink (the default route's gateway is in its subnet); r1 is internal.
+    let net = "[network]\n[[network.links]]\nname = \"r0\"\naddresses = [\"10.8.0.1/24\"]\n[[network.links]]\nname = \"r1\"\naddresses = [\"10.8.1.1/24\"]\n[[network.routes]]\nto = \"default\"\nvia = \"10.8.0.2\"\n";
+    let closed = document(1, net);
+    let actions = converge(&router, &fw, &closed, None);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert!(
+        actions[0].ends_with("(baseline: the document has no [firewall])"),
+        "{actions:?}"
+    );
+    assert_eq!(
+        connect(&inside, router_at(1, 53)),
+        Outcome::Connected,
+        "DNS on the internal link"
+    );
+    assert_eq!(
+        connect(&inside, router_at(1, 8080)),
+        Outcome::TimedOut,
+        "a port no service declares"
+    );
+    assert_eq!(
+        connect(&outside, router_at(0, 53)),
+        Outcome::TimedOut,
+        "DNS on the uplink"
+    );
+    assert_eq!(
+        connect(&router, SocketAddr::from(([10, 8, 0, 2], 9000))),
+        Outcome::Connected,
+        "outbound (the management path) and its replies"
+    );
+    // Forwarding between two links is not open either.
+    router.sh("echo 1 > /proc/sys/net/ipv4/ip_forward");
+    inside.sh("ip route add default via 10.8.1.1");
+    outside.sh("ip route add 10.8.1.0/24 via 10.8.0.1");
+    let through_router = SocketAddr::from(([10, 8, 0, 2], 9000));
+    assert_eq!(
+        connect(&inside, through_router),
+        Outcome::TimedOut,
+        "forwarding from the internal link to the uplink"
+    );
+    assert!(plan_actions(&router, &fw, &closed).is_empty(), "idempotent");
+
+    // The document's own [firewall] takes over: 8080 opens, DNS is no longer special.
+    let open = document(
+        2,
+        &format!(
+            "{net}[firewall]\ninput = \"drop\"\n[[firewall.rules]]\nchain = \"input\"\nproto = \"tcp\"\ndport = 8080\naction = \"accept\"\n"
+        ),
+    );
+    converge(&router, &fw, &open, Some(&closed));
+    assert_eq!(connect(&outside, router_at(0, 8080)), Outcome::Connected);
+    assert_eq!(connect(&inside, router_at(1, 53)), Outcome::TimedOut);
+    // Its forward policy (accept by default) is the document's to choose.
+    assert_eq!(connect(&inside, through_router), Outcome::Connected);
+}

@@ -79,3 +79,57 @@ fn bad_input_is_refused_before_rendering() {
         assert!(err.message.contains(want), "{body}: {err}");
     }
 }
+
+/// A Kiwi with an uplink (eth0: the default route's gateway is in its subnet), a
+/// second uplink by `dev` (eth2), and two internal links (br0 and its port eth1).
+const BASELINE_NETWORK: &str = r#"
+[network]
+[[network.links]]
+name = "eth0"
+addresses = ["192.0.2.10/24"]
+[[network.links]]
+name = "eth1"
+[[network.links]]
+name = "eth2"
+[[network.links]]
+name = "br0"
+kind = "bridge"
+ports = ["eth1"]
+addresses = ["10.0.1.1/24"]
+[[network.routes]]
+to = "default"
+via = "192.0.2.1"
+[[network.routes]]
+to = "default"
+dev = "eth2"
+metric = 100
+"#;
+
+/// The baseline (no `[firewall]` in the document) renders to `golden/baseline.nft`
+/// (which the kernel test also feeds to `nft -c`).
+#[test]
+fn baseline_golden_file() {
+    use kowabunga_firewall::baseline::{Baseline, internal_links, uplinks};
+    use kowabunga_model::network::Network;
+
+    let doc = document(BASELINE_NETWORK);
+    let net: Network = doc.section("network").unwrap().unwrap();
+    assert_eq!(
+        uplinks(&net).into_iter().collect::<Vec<_>>(),
+        ["eth0", "eth2"]
+    );
+    assert_eq!(internal_links(&net), ["eth1", "br0"]);
+    let got = render(Some(&Baseline::kiwi().firewall(&net))).script;
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/baseline.nft");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", golden.display()));
+    assert_eq!(got, want, "the baseline differs from its golden file");
+
+    // Without a default route every declared link is internal.
+    let flat = document("[network]\n[[network.links]]\nname = \"eth0\"\n");
+    let net: Network = flat.section("network").unwrap().unwrap();
+    assert_eq!(internal_links(&net), ["eth0"]);
+}

@@ -1,6 +1,7 @@
 //! The `kiwi` binary in local mode, driving a real kernel inside a throwaway network
 //! namespace (`ip netns`): apply, idempotent re-apply, dry run, rejection with nothing
-//! changed, exit codes, status. Needs root, iproute2, nftables and minisign.
+//! changed, exit codes, status, a reverted version retried on request (`--retry`).
+//! Needs root, iproute2, nftables and minisign.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,10 @@ struct Netns(String);
 
 impl Netns {
     fn new() -> Self {
-        let name = format!("kiwi-cli-{}", std::process::id());
+        // One per test: tests of this file run in parallel in one process.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("kiwi-cli-{}-{n}", std::process::id());
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
@@ -90,6 +94,21 @@ impl Setup {
     }
 
     fn kiwi(&self, netns: &Netns, command: &str, file: Option<&Path>) -> Output {
+        self.kiwi_args(netns, command, file, &[])
+    }
+
+    /// `kiwi COMMAND FILE ... EXTRA...`.
+    fn kiwi_with(&self, netns: &Netns, command: &str, file: &Path, extra: &[&str]) -> Output {
+        self.kiwi_args(netns, command, Some(file), extra)
+    }
+
+    fn kiwi_args(
+        &self,
+        netns: &Netns,
+        command: &str,
+        file: Option<&Path>,
+        extra: &[&str],
+    ) -> Output {
         let state = self.path("state");
         let keys = self.path("keys");
         let cmdline = self.path("cmdline");
@@ -112,6 +131,7 @@ impl Setup {
         if command == "status" {
             args.extend(["--status-addr".into(), "127.0.0.1:1".into()]);
         }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         netns.run(env!("CARGO_BIN_EXE_kiwi"), &args)
     }
@@ -228,4 +248,45 @@ fn bad_arguments_exit_with_usage_code() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("/nonexistent.toml"), "{}", text(&out));
+}
+
+#[test]
+fn a_used_up_local_version_is_retried_only_on_request() {
+    let netns = Netns::new();
+    let setup = Setup::new();
+    let v1 = setup.document(1, V1);
+    let out = setup.kiwi(&netns, "apply", Some(&v1));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // Loopback down: version 2's DNS self-check cannot answer, so it is reverted (4).
+    let v2 = setup.document(2, V1);
+    assert!(
+        netns
+            .run("ip", &["link", "set", "lo", "down"])
+            .status
+            .success()
+    );
+    let out = setup.kiwi(&netns, "apply", Some(&v2));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("version 2 reverted"), "{}", text(&out));
+
+    // The cause fixed, the same version is a replay (3) unless retried on request.
+    assert!(
+        netns
+            .run("ip", &["link", "set", "lo", "up"])
+            .status
+            .success()
+    );
+    let out = setup.kiwi(&netns, "apply", Some(&v2));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("not newer"), "{}", text(&out));
+    let out = setup.kiwi_with(&netns, "apply", &v2, &["--retry"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("version 2 applied"), "{}", text(&out));
+
+    // --retry never goes back below the generation in force.
+    let out = setup.kiwi_with(&netns, "apply", &v1, &["--retry"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let out = setup.kiwi(&netns, "status", None);
+    assert!(text(&out).contains("document version 2"), "{}", text(&out));
 }

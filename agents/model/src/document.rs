@@ -59,13 +59,25 @@ pub enum DocumentError {
 }
 
 /// What the document is, for whom, and when it is valid.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Parsed by hand (`take_header`); the JSON Schema derived here says the same for
+/// editors and CI (`<agent> schema`). A TOML datetime (`2026-11-22T10:00:00Z`, unquoted)
+/// is a string in the JSON view editors validate.
+#[derive(Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Header {
     /// Strictly increasing across the documents a node accepts.
+    #[schemars(range(min = 1, max = i64::MAX))]
     pub version: u64,
     /// The agent id the document is for.
+    #[schemars(regex(pattern = r"\S"))]
     pub node: String,
+    /// When the document was issued (RFC 3339 with a UTC offset); at most 5 minutes in
+    /// the future of the agent's clock.
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub issued_at: Timestamp,
+    /// When the document stops being valid (RFC 3339 with a UTC offset); after
+    /// `issued_at`.
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub expires_at: Timestamp,
 }
 
@@ -80,6 +92,16 @@ impl Header {
         }
         Ok(())
     }
+}
+
+/// Where a reconciler reads the state it owns: the document's `[section]` (pulled,
+/// signed documents) or the table of that name pushed by the role (the kontroller,
+/// whose state comes from its seed and Kahuna's instance metadata, not a document).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    #[default]
+    Section,
+    Pushed,
 }
 
 /// A parsed desired-state document.
@@ -150,6 +172,18 @@ impl Document {
             .get(name)
             .map(|table| typed(name, table))
             .transpose()
+    }
+
+    /// Read `name` from where `origin` says: the document's section or the pushed table.
+    pub fn read<T: DeserializeOwned>(
+        &self,
+        origin: Origin,
+        name: &str,
+    ) -> Result<Option<T>, DocumentError> {
+        match origin {
+            Origin::Section => self.section(name),
+            Origin::Pushed => self.pushed(name),
+        }
     }
 
     /// Read the pushed table `name` (state sent by Kahuna over RPC), or `None`.

@@ -35,11 +35,13 @@
 //! to = "192.0.2.10"
 //! ```
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
-use serde::{Deserialize, Deserializer, de};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use crate::network::{Invalid, Prefix, check_ifname};
 
@@ -49,8 +51,24 @@ pub const SECTION: &str = "firewall";
 /// Longest rule comment accepted (nftables' own limit is 128 bytes).
 pub const MAX_COMMENT_LEN: usize = 128;
 
+/// An interface name, or a prefix pattern ending in `*` (`vnet*`), for the JSON Schema
+/// (whether a name is declared in `[network]` is checked by [`Firewall::validate`]).
+pub const IFACE_PATTERN: &str = r"^[A-Za-z0-9._-]{1,15}\*?$";
+
+/// A comment: no quote, backslash or control character, for the JSON Schema (the
+/// length limit, [`MAX_COMMENT_LEN`], is in bytes; the schema's `maxLength` counts
+/// characters, so it is only a first filter).
+pub const COMMENT_PATTERN: &str = r#"^[^"\\\u0000-\u001f\u007f-\u009f]*$"#;
+
+/// An IPv4 address in dotted quad without leading zeros (what `Ipv4Addr` parses).
+const IPV4: &str = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}";
+
+/// A port, 1 to 65535, as text.
+const PORT: &str =
+    r"\+?0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
+
 /// The `[firewall]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Firewall {
     #[serde(default)]
@@ -77,7 +95,7 @@ fn yes() -> bool {
 }
 
 /// A chain's policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     #[default]
@@ -95,7 +113,9 @@ impl Policy {
 }
 
 /// A filter chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Chain {
     Input,
@@ -115,7 +135,7 @@ impl Chain {
 }
 
 /// What a rule does with a matching packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Accept,
@@ -135,7 +155,7 @@ impl Verdict {
 }
 
 /// A protocol match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,
@@ -159,29 +179,40 @@ impl Proto {
 }
 
 /// One filter rule. Absent matches match everything.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub chain: Chain,
     /// Input interface (not in `output`). A name ending in `*` matches a prefix
     /// (`vnet*`) and need not be declared.
     #[serde(default)]
+    #[schemars(pattern(IFACE_PATTERN))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iif: Option<String>,
     /// Output interface (not in `input`).
     #[serde(default)]
+    #[schemars(pattern(IFACE_PATTERN))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub oif: Option<String>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub saddr: Option<Prefix>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub daddr: Option<Prefix>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub proto: Option<Proto>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sport: Option<Ports>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dport: Option<Ports>,
     pub action: Verdict,
     #[serde(default)]
+    #[schemars(pattern(COMMENT_PATTERN), length(max = MAX_COMMENT_LEN))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
 }
 
@@ -245,8 +276,35 @@ impl<'de> Deserialize<'de> for Ports {
     }
 }
 
+/// A single port as an integer (`22`), a range as text (`"8000-8100"`): the two forms
+/// `Deserialize` reads.
+impl Serialize for Ports {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.first == self.last {
+            s.serialize_u16(self.first)
+        } else {
+            s.collect_str(self)
+        }
+    }
+}
+
+impl JsonSchema for Ports {
+    fn schema_name() -> Cow<'static, str> {
+        "Ports".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "a port (22), or an inclusive range of ports as text (\"8000-8100\", first port not above the last)",
+            "oneOf": [
+                { "type": "integer", "minimum": 1, "maximum": 65535 },
+                { "type": "string", "pattern": format!(r"^\s*{PORT}\s*(-\s*{PORT}\s*)?$") },
+            ],
+        })
+    }
+}
+
 /// NAT, in the IPv4 nat table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Nat {
     #[serde(default)]
@@ -258,23 +316,28 @@ pub struct Nat {
 }
 
 /// Rewrite the source of packets leaving `oif` to that link's address.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Masquerade {
+    #[schemars(pattern(IFACE_PATTERN))]
     pub oif: String,
     /// Only packets from this IPv4 prefix.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub saddr: Option<Prefix>,
 }
 
 /// Port forward: packets arriving for `dport` go to `to`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dnat {
     #[serde(default)]
+    #[schemars(pattern(IFACE_PATTERN))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iif: Option<String>,
     /// Only packets to this IPv4 prefix.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub daddr: Option<Prefix>,
     pub proto: Proto,
     pub dport: Ports,
@@ -283,11 +346,13 @@ pub struct Dnat {
 }
 
 /// Rewrite the source of packets leaving `oif` to a fixed address.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Snat {
+    #[schemars(pattern(IFACE_PATTERN))]
     pub oif: String,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub saddr: Option<Prefix>,
     pub to: Ipv4Addr,
 }
@@ -305,6 +370,26 @@ impl fmt::Display for NatTarget {
             Some(p) => write!(f, "{}:{p}", self.addr),
             None => write!(f, "{}", self.addr),
         }
+    }
+}
+
+impl JsonSchema for NatTarget {
+    fn schema_name() -> Cow<'static, str> {
+        "NatTarget".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "an IPv4 address, or address:port (`10.0.101.5`, `10.0.101.5:80`)",
+            "type": "string",
+            "pattern": format!("^{IPV4}(:{PORT})?$"),
+        })
+    }
+}
+
+/// `address` or `address:port`, the text `Deserialize` reads back.
+impl Serialize for NatTarget {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -439,6 +524,7 @@ impl Firewall {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn parse(text: &str) -> Result<Firewall, String> {
         toml::from_str::<Firewall>(text).map_err(|e| e.to_string())
@@ -527,6 +613,78 @@ to = "192.0.2.10"
         assert!(e.contains("not an IPv4 address or address:port"), "{e}");
     }
 
+    /// The schema says what serde accepts: the same keys, no unknown keys, the enum
+    /// spellings, defaults, and the shapes of the values parsed by hand.
+    #[test]
+    fn json_schema_follows_serde() {
+        let generated = schemars::schema_for!(Firewall);
+        let schema = generated.as_value();
+        let defs = &schema["$defs"];
+        macro_rules! keys {
+            ($v:expr) => {{
+                let mut keys: Vec<String> = $v["properties"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect();
+                keys.sort();
+                keys
+            }};
+        }
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(
+            keys!(schema),
+            [
+                "accept_established",
+                "accept_loopback",
+                "forward",
+                "input",
+                "nat",
+                "output",
+                "rules"
+            ]
+        );
+        assert_eq!(schema["properties"]["accept_established"]["default"], true);
+        assert_eq!(schema["properties"]["accept_loopback"]["default"], true);
+        assert!(schema.get("required").is_none(), "every key has a default");
+        let rule = &defs["Rule"];
+        assert_eq!(rule["additionalProperties"], false);
+        assert_eq!(rule["required"].to_string(), r#"["chain","action"]"#);
+        assert_eq!(
+            keys!(rule),
+            [
+                "action", "chain", "comment", "daddr", "dport", "iif", "oif", "proto", "saddr",
+                "sport"
+            ]
+        );
+        assert_eq!(rule["properties"]["iif"]["pattern"], IFACE_PATTERN);
+        assert_eq!(rule["properties"]["comment"]["pattern"], COMMENT_PATTERN);
+        assert_eq!(rule["properties"]["comment"]["maxLength"], MAX_COMMENT_LEN);
+        let text = schema.to_string();
+        for needle in [
+            r#""maximum":65535"#,
+            r#""icmpv6""#,
+            r#""reject""#,
+            r#""forward""#,
+        ] {
+            assert!(text.contains(needle), "{needle} not in {text}");
+        }
+        for def in ["Nat", "Masquerade", "Dnat", "Snat"] {
+            assert_eq!(defs[def]["additionalProperties"], false, "{def}");
+        }
+        assert_eq!(keys!(defs["Nat"]), ["dnat", "masquerade", "snat"]);
+        assert_eq!(defs["Snat"]["required"].to_string(), r#"["oif","to"]"#);
+        assert_eq!(
+            defs["Dnat"]["required"].to_string(),
+            r#"["proto","dport","to"]"#
+        );
+        assert_eq!(defs["NatTarget"]["type"], "string");
+        assert_eq!(defs["Ports"]["oneOf"][0]["type"], "integer");
+        assert_eq!(defs["Ports"]["oneOf"][1]["type"], "string");
+        assert_eq!(defs["Prefix"]["type"], "string");
+    }
+
     #[test]
     fn validation_errors() {
         let cases = [
@@ -583,6 +741,302 @@ to = "192.0.2.10"
             let f = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
             let e = f.validate(&known()).unwrap_err().to_string();
             assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    fn round_trip(f: &Firewall) {
+        crate::round_trip::assert_round_trips(SECTION, f);
+    }
+
+    fn rule(chain: Chain, action: Verdict) -> Rule {
+        Rule {
+            chain,
+            iif: None,
+            oif: None,
+            saddr: None,
+            daddr: None,
+            proto: None,
+            sport: None,
+            dport: None,
+            action,
+            comment: None,
+        }
+    }
+
+    #[test]
+    fn serialize_round_trips_the_full_example() {
+        let f = parse(FULL).unwrap();
+        round_trip(&f);
+        round_trip(&parse("").unwrap());
+    }
+
+    /// A firewall built in code, the way another component would: every chain, policy,
+    /// verdict and protocol, single ports and ranges, masquerade, DNAT and SNAT.
+    #[test]
+    fn serialize_round_trips_a_firewall_built_in_code() {
+        let p = |s: &str| -> Prefix { s.parse().unwrap() };
+        let ports = |first, last| Some(Ports { first, last });
+        let f = Firewall {
+            input: Policy::Drop,
+            forward: Policy::Drop,
+            output: Policy::Accept,
+            accept_established: false,
+            accept_loopback: true,
+            rules: vec![
+                Rule {
+                    iif: Some("eth0".into()),
+                    saddr: Some(p("10.0.0.0/8")),
+                    proto: Some(Proto::Tcp),
+                    dport: ports(22, 22),
+                    comment: Some("ssh from the LAN".into()),
+                    ..rule(Chain::Input, Verdict::Accept)
+                },
+                Rule {
+                    iif: Some("vnet*".into()),
+                    oif: Some("eth1".into()),
+                    daddr: Some(p("fd00::/8")),
+                    proto: Some(Proto::Udp),
+                    sport: ports(1, 65535),
+                    dport: ports(5000, 5100),
+                    ..rule(Chain::Forward, Verdict::Reject)
+                },
+                Rule {
+                    oif: Some("br0".into()),
+                    daddr: Some(p("192.0.2.1/32")),
+                    proto: Some(Proto::Icmp),
+                    ..rule(Chain::Output, Verdict::Drop)
+                },
+                Rule {
+                    saddr: Some(p("fe80::/10")),
+                    proto: Some(Proto::Icmpv6),
+                    ..rule(Chain::Input, Verdict::Accept)
+                },
+                rule(Chain::Input, Verdict::Drop),
+            ],
+            nat: Nat {
+                masquerade: vec![
+                    Masquerade {
+                        oif: "eth0".into(),
+                        saddr: Some(p("10.0.101.0/24")),
+                    },
+                    Masquerade {
+                        oif: "vnet*".into(),
+                        saddr: None,
+                    },
+                ],
+                dnat: vec![
+                    Dnat {
+                        iif: Some("eth0".into()),
+                        daddr: Some(p("192.0.2.10/32")),
+                        proto: Proto::Tcp,
+                        dport: Ports {
+                            first: 8080,
+                            last: 8080,
+                        },
+                        to: NatTarget {
+                            addr: Ipv4Addr::new(10, 0, 101, 5),
+                            port: Some(80),
+                        },
+                    },
+                    Dnat {
+                        iif: None,
+                        daddr: None,
+                        proto: Proto::Udp,
+                        dport: Ports {
+                            first: 6000,
+                            last: 6010,
+                        },
+                        to: NatTarget {
+                            addr: Ipv4Addr::new(10, 0, 101, 6),
+                            port: None,
+                        },
+                    },
+                ],
+                snat: vec![
+                    Snat {
+                        oif: "eth1".into(),
+                        saddr: Some(p("10.0.102.0/24")),
+                        to: Ipv4Addr::new(192, 0, 2, 10),
+                    },
+                    Snat {
+                        oif: "br0".into(),
+                        saddr: None,
+                        to: Ipv4Addr::new(192, 0, 2, 11),
+                    },
+                ],
+            },
+        };
+        f.validate(&known()).unwrap();
+        round_trip(&f);
+        // The values parsed by hand are written in the form their `Deserialize` reads.
+        let t = toml::Table::try_from(&f).unwrap();
+        assert_eq!(t["input"].as_str(), Some("drop"));
+        assert_eq!(t["rules"][0]["dport"].as_integer(), Some(22));
+        assert_eq!(t["rules"][1]["dport"].as_str(), Some("5000-5100"));
+        assert_eq!(t["rules"][1]["sport"].as_str(), Some("1-65535"));
+        assert_eq!(t["rules"][3]["proto"].as_str(), Some("icmpv6"));
+        assert_eq!(t["nat"]["dnat"][0]["to"].as_str(), Some("10.0.101.5:80"));
+        assert_eq!(t["nat"]["dnat"][1]["to"].as_str(), Some("10.0.101.6"));
+        assert_eq!(t["nat"]["snat"][0]["to"].as_str(), Some("192.0.2.10"));
+        // Absent options are left out, not written as some placeholder.
+        assert!(!t["rules"][4].as_table().unwrap().contains_key("proto"));
+        assert!(
+            !t["nat"]["masquerade"][1]
+                .as_table()
+                .unwrap()
+                .contains_key("saddr")
+        );
+    }
+
+    fn arb_prefix() -> impl Strategy<Value = Prefix> {
+        prop_oneof![
+            (any::<Ipv4Addr>(), 0..=32u8).prop_map(|(a, len)| Prefix {
+                addr: IpAddr::V4(a),
+                len
+            }),
+            (any::<std::net::Ipv6Addr>(), 0..=128u8).prop_map(|(a, len)| Prefix {
+                addr: IpAddr::V6(a),
+                len
+            }),
+        ]
+    }
+
+    fn arb_text() -> impl Strategy<Value = String> {
+        prop_oneof!["[A-Za-z0-9._-]{1,15}\\*?", any::<String>()]
+    }
+
+    fn arb_proto() -> impl Strategy<Value = Proto> {
+        prop_oneof![
+            Just(Proto::Tcp),
+            Just(Proto::Udp),
+            Just(Proto::Icmp),
+            Just(Proto::Icmpv6)
+        ]
+    }
+
+    /// Ports are 1 to 65535, the first not above the last; single ports often.
+    fn arb_ports() -> impl Strategy<Value = Ports> {
+        prop_oneof![
+            (1..=u16::MAX).prop_map(|p| Ports { first: p, last: p }),
+            (1..=u16::MAX, 1..=u16::MAX).prop_map(|(a, b)| Ports {
+                first: a.min(b),
+                last: a.max(b)
+            }),
+        ]
+    }
+
+    fn arb_policy() -> impl Strategy<Value = Policy> {
+        prop_oneof![Just(Policy::Accept), Just(Policy::Drop)]
+    }
+
+    fn arb_rule() -> impl Strategy<Value = Rule> {
+        let chain = prop_oneof![
+            Just(Chain::Input),
+            Just(Chain::Forward),
+            Just(Chain::Output)
+        ];
+        let verdict = prop_oneof![
+            Just(Verdict::Accept),
+            Just(Verdict::Drop),
+            Just(Verdict::Reject)
+        ];
+        (
+            chain,
+            proptest::option::of(arb_text()),
+            proptest::option::of(arb_text()),
+            proptest::option::of(arb_prefix()),
+            proptest::option::of(arb_prefix()),
+            proptest::option::of(arb_proto()),
+            proptest::option::of(arb_ports()),
+            proptest::option::of(arb_ports()),
+            verdict,
+            proptest::option::of(arb_text()),
+        )
+            .prop_map(
+                |(chain, iif, oif, saddr, daddr, proto, sport, dport, action, comment)| Rule {
+                    chain,
+                    iif,
+                    oif,
+                    saddr,
+                    daddr,
+                    proto,
+                    sport,
+                    dport,
+                    action,
+                    comment,
+                },
+            )
+    }
+
+    fn arb_nat() -> impl Strategy<Value = Nat> {
+        let masquerade = (arb_text(), proptest::option::of(arb_prefix()))
+            .prop_map(|(oif, saddr)| Masquerade { oif, saddr });
+        // A target's port, when given, is not 0 (else it is refused).
+        let target = (any::<Ipv4Addr>(), proptest::option::of(1..=u16::MAX))
+            .prop_map(|(addr, port)| NatTarget { addr, port });
+        let dnat = (
+            proptest::option::of(arb_text()),
+            proptest::option::of(arb_prefix()),
+            arb_proto(),
+            arb_ports(),
+            target,
+        )
+            .prop_map(|(iif, daddr, proto, dport, to)| Dnat {
+                iif,
+                daddr,
+                proto,
+                dport,
+                to,
+            });
+        let snat = (
+            arb_text(),
+            proptest::option::of(arb_prefix()),
+            any::<Ipv4Addr>(),
+        )
+            .prop_map(|(oif, saddr, to)| Snat { oif, saddr, to });
+        (
+            proptest::collection::vec(masquerade, 0..3),
+            proptest::collection::vec(dnat, 0..3),
+            proptest::collection::vec(snat, 0..3),
+        )
+            .prop_map(|(masquerade, dnat, snat)| Nat {
+                masquerade,
+                dnat,
+                snat,
+            })
+    }
+
+    fn arb_firewall() -> impl Strategy<Value = Firewall> {
+        (
+            arb_policy(),
+            arb_policy(),
+            arb_policy(),
+            any::<bool>(),
+            any::<bool>(),
+            proptest::collection::vec(arb_rule(), 0..4),
+            arb_nat(),
+        )
+            .prop_map(
+                |(input, forward, output, accept_established, accept_loopback, rules, nat)| {
+                    Firewall {
+                        input,
+                        forward,
+                        output,
+                        accept_established,
+                        accept_loopback,
+                        rules,
+                        nat,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        /// Every firewall the types can hold (that the parsers accept: ports 1 to 65535
+        /// in order, prefix lengths within the family, DNAT ports not 0) survives the trip.
+        #[test]
+        fn serialize_round_trips_any_firewall(f in arb_firewall()) {
+            round_trip(&f);
         }
     }
 }

@@ -33,7 +33,10 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, de};
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 /// The name of the section this module models.
 pub const SECTION: &str = "network";
@@ -44,12 +47,31 @@ pub const MAX_IFNAME_LEN: usize = 15;
 /// The main routing table (`ip route` without `table`).
 pub const MAIN_TABLE: u32 = 254;
 
+/// What [`check_ifname`] accepts, for the JSON Schema (`.` and `..` aside).
+pub const IFNAME_PATTERN: &str = r"^[A-Za-z0-9._-]{1,15}$";
+
+/// An IPv4 address in dotted quad without leading zeros (what `Ipv4Addr` parses).
+const IPV4: &str = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}";
+/// The characters of an IPv6 address with at least one colon: looser than `Ipv6Addr`,
+/// which the model applies anyway.
+const IPV6: &str = r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*";
+/// Prefix lengths 0-32 and 0-128.
+const LEN4: &str = r"(3[0-2]|[12]?[0-9])";
+const LEN6: &str = r"(12[0-8]|1[01][0-9]|[1-9]?[0-9])";
+
+/// `address/len`, for the JSON Schema of [`Prefix`].
+pub fn prefix_pattern() -> String {
+    format!("^({IPV4}/{LEN4}|{IPV6}/{LEN6})$")
+}
+
 /// The `[network]` section.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// Its JSON Schema is `schemars::schema_for!(Network)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     /// `net.ipv4.ip_forward` and `net.ipv6.conf.all.forwarding`; absent = not managed.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_forward: Option<bool>,
     #[serde(default)]
     pub links: Vec<Link>,
@@ -58,7 +80,20 @@ pub struct Network {
 }
 
 /// What kind of link, and so whether the agent creates it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
+    JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkKind {
     /// A link that exists without the agent (a NIC, or anything created by someone
@@ -100,7 +135,7 @@ impl fmt::Display for LinkKind {
 }
 
 /// Bonding modes, spelled as in `ip link add ... type bond mode MODE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 pub enum BondMode {
     #[serde(rename = "balance-rr")]
     BalanceRr,
@@ -133,7 +168,7 @@ impl BondMode {
 }
 
 /// Reverse-path filtering (`net.ipv4.conf.<link>.rp_filter`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RpFilter {
     Off,
@@ -153,17 +188,23 @@ impl RpFilter {
 }
 
 /// One link. Which keys are allowed depends on `kind`; [`Network::validate`] says.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
+    #[schemars(pattern(IFNAME_PATTERN))]
     pub name: String,
     #[serde(default)]
     pub kind: LinkKind,
-    /// Physical links only: the link is found by this MAC and renamed to `name`.
+    /// Physical link: the link is found by this MAC and renamed to `name`. Bridge: the
+    /// MAC it is created with and kept at (else the kernel picks one, and the agent
+    /// re-creates the bridge with the MAC it last had; see docs/network.md).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
     /// Absent = not managed.
     #[serde(default)]
+    #[schemars(range(min = 68, max = 65535))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
     /// Administrative state; declared links are up unless told otherwise.
     #[serde(default = "yes")]
@@ -173,30 +214,42 @@ pub struct Link {
     pub addresses: Vec<IfAddr>,
     /// Absent = not managed.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rp_filter: Option<RpFilter>,
     /// `net.ipv6.conf.<link>.accept_ra`; absent = not managed.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_ra: Option<bool>,
     /// VLAN: the link it is stacked on.
     #[serde(default)]
+    #[schemars(pattern(IFNAME_PATTERN))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     /// VLAN: its id, 1 to 4094.
     #[serde(default)]
+    #[schemars(range(min = 1, max = 4094))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<u32>,
     /// Bridge: its ports (declared links).
     #[serde(default)]
+    #[schemars(inner(pattern(IFNAME_PATTERN)))]
     pub ports: Vec<String>,
     /// Bridge: 802.1Q VLAN filtering; absent = kernel default (off).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub vlan_filtering: Option<bool>,
     /// Bond: its mode.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<BondMode>,
     /// Bond: its members (declared links).
     #[serde(default)]
+    #[schemars(inner(pattern(IFNAME_PATTERN)))]
     pub members: Vec<String>,
     /// Veth: the name of the other end.
     #[serde(default)]
+    #[schemars(pattern(IFNAME_PATTERN))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
 }
 
@@ -205,22 +258,28 @@ fn yes() -> bool {
 }
 
 /// A static route.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Destination: a network prefix, or `default` (the family then comes from `via`).
     pub to: Destination,
     /// Gateway; must lie in a subnet of the route's link (or of any link without `dev`).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<IpAddr>,
     /// Output link (a declared link).
     #[serde(default)]
+    #[schemars(pattern(IFNAME_PATTERN))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
     /// Route priority; absent = 0 for IPv4, 1024 for IPv6 (the kernel's defaults).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metric: Option<u32>,
-    /// Routing table; absent = main (254).
+    /// Routing table; absent = main (254). 0 and 255 (local) are refused.
     #[serde(default)]
+    #[schemars(range(min = 1))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub table: Option<u32>,
 }
 
@@ -305,6 +364,29 @@ impl<'de> Deserialize<'de> for Destination {
             )));
         }
         Ok(Destination::Prefix(p))
+    }
+}
+
+/// The text [`Destination`]'s `Deserialize` reads back: `default` or the prefix.
+impl Serialize for Destination {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Destination::Default => s.serialize_str("default"),
+            Destination::Prefix(p) => p.serialize(s),
+        }
+    }
+}
+
+impl JsonSchema for Destination {
+    fn schema_name() -> Cow<'static, str> {
+        "Destination".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "`default`, or a network prefix without host bits (`10.9.0.0/16`)",
+            "type": "string",
+            "pattern": format!("^(default|{IPV4}/{LEN4}|{IPV6}/{LEN6})$"),
+        })
     }
 }
 
@@ -401,6 +483,26 @@ impl<'de> Deserialize<'de> for Prefix {
     }
 }
 
+/// `address/len`, the text `Deserialize` (and `FromStr`) read back.
+impl Serialize for Prefix {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl JsonSchema for Prefix {
+    fn schema_name() -> Cow<'static, str> {
+        "Prefix".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "address/length, IPv4 or IPv6 (`10.0.0.1/24`, `fd00::1/64`)",
+            "type": "string",
+            "pattern": prefix_pattern(),
+        })
+    }
+}
+
 /// An Ethernet address, `52:54:00:12:34:56`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MacAddr(pub [u8; 6]);
@@ -442,6 +544,26 @@ impl FromStr for MacAddr {
 impl<'de> Deserialize<'de> for MacAddr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
+/// Six lowercase hex pairs, the text `Deserialize` (and `FromStr`) read back.
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl JsonSchema for MacAddr {
+    fn schema_name() -> Cow<'static, str> {
+        "MacAddr".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "six hex pairs separated by colons (`52:54:00:12:34:56`)",
+            "type": "string",
+            "pattern": "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$",
+        })
     }
 }
 
@@ -521,7 +643,6 @@ impl Network {
                 errs.push(format!("{n}: duplicate interface name"));
             }
             let misplaced = [
-                ("mac", LinkKind::Physical, l.mac.is_some()),
                 ("parent", LinkKind::Vlan, l.parent.is_some()),
                 ("id", LinkKind::Vlan, l.id.is_some()),
                 ("ports", LinkKind::Bridge, !l.ports.is_empty()),
@@ -534,6 +655,19 @@ impl Network {
                 ("members", LinkKind::Bond, !l.members.is_empty()),
                 ("peer", LinkKind::Veth, l.peer.is_some()),
             ];
+            if l.mac.is_some() && k != LinkKind::Physical && k != LinkKind::Bridge {
+                errs.push(format!(
+                    "{n}: `mac` is only for physical and bridge links, not {k}"
+                ));
+            }
+            if let Some(mac) = l.mac
+                && k == LinkKind::Bridge
+                && (mac.0[0] & 1 == 1 || mac.0 == [0; 6])
+            {
+                errs.push(format!(
+                    "{n}: MAC {mac} is not a unicast address (a bridge needs one)"
+                ));
+            }
             for (field, kind, present) in misplaced {
                 if present && k != kind {
                     errs.push(format!("{n}: `{field}` is only for {kind} links, not {k}"));
@@ -647,6 +781,7 @@ impl Network {
                 }
             }
         }
+        errs.extend(self.cycles());
         // Routes.
         let mut keys = BTreeSet::new();
         for r in &self.routes {
@@ -690,6 +825,78 @@ impl Network {
         }
     }
 
+    /// Links stacked on each other in a loop: a bridge that is a port of its own port,
+    /// a VLAN on a bridge that has that VLAN as a port, a bond enslaved to a bridge
+    /// that is one of its members... The kernel refuses these only at apply (after
+    /// other changes were made), so they are refused here. An edge `a -> b` means
+    /// `a` is under `b`: `a` is a port or member of `b`, or `b` is a VLAN on `a`.
+    /// One message per cycle, starting from its smallest name: `br0 -> br1 -> br0`.
+    /// Self-loops have their own messages above.
+    fn cycles(&self) -> Vec<String> {
+        let mut up: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for l in &self.links {
+            for p in l.ports.iter().chain(&l.members) {
+                up.entry(p.as_str()).or_default().insert(l.name.as_str());
+            }
+            if l.kind == LinkKind::Vlan
+                && let Some(parent) = l.parent.as_deref()
+            {
+                up.entry(parent).or_default().insert(l.name.as_str());
+            }
+        }
+        for (from, to) in up.iter_mut() {
+            to.remove(from);
+        }
+        // Depth-first search; a link on the current path reached again closes a cycle.
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            OnPath,
+            Done,
+        }
+        fn visit<'a>(
+            node: &'a str,
+            up: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+            marks: &mut BTreeMap<&'a str, Mark>,
+            path: &mut Vec<&'a str>,
+            found: &mut BTreeSet<Vec<&'a str>>,
+        ) {
+            marks.insert(node, Mark::OnPath);
+            path.push(node);
+            for &next in up.get(node).into_iter().flatten() {
+                match marks.get(next) {
+                    Some(Mark::OnPath) => {
+                        let start = path.iter().rposition(|n| *n == next).unwrap_or(0);
+                        let mut cycle = path[start..].to_vec();
+                        let min = (0..cycle.len()).min_by_key(|&i| cycle[i]).unwrap_or(0);
+                        cycle.rotate_left(min);
+                        found.insert(cycle);
+                    }
+                    Some(Mark::Done) => {}
+                    None => visit(next, up, marks, path, found),
+                }
+            }
+            path.pop();
+            marks.insert(node, Mark::Done);
+        }
+        let mut marks = BTreeMap::new();
+        let mut found = BTreeSet::new();
+        for &node in up.keys() {
+            if !marks.contains_key(node) {
+                visit(node, &up, &mut marks, &mut Vec::new(), &mut found);
+            }
+        }
+        found
+            .into_iter()
+            .map(|cycle| {
+                let closed: Vec<&str> = cycle.iter().chain(cycle.first()).copied().collect();
+                format!(
+                    "links stacked in a cycle: {} (each is a port, member or VLAN parent of the next)",
+                    closed.join(" -> ")
+                )
+            })
+            .collect()
+    }
+
     /// The declared addresses of `dev` (or of every link), for gateway checks.
     pub fn addresses_of<'a>(&'a self, dev: Option<&'a str>) -> impl Iterator<Item = Prefix> + 'a {
         self.links
@@ -712,6 +919,7 @@ pub fn gateway_reachable(route: &Route, subnets: impl IntoIterator<Item = Prefix
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn parse(text: &str) -> Result<Network, String> {
         toml::from_str::<Network>(text).map_err(|e| e.to_string())
@@ -886,6 +1094,154 @@ via = "fd00:101::fe"
     }
 
     #[test]
+    fn stacking_cycles_are_refused_naming_the_cycle() {
+        let e = invalid(
+            "[[links]]\nname = \"br0\"\nkind = \"bridge\"\nports = [\"br1\"]\n[[links]]\nname = \"br1\"\nkind = \"bridge\"\nports = [\"br0\"]\n",
+        );
+        assert_eq!(
+            e,
+            "links stacked in a cycle: br0 -> br1 -> br0 (each is a port, member or VLAN parent of the next)"
+        );
+        // A VLAN on a bridge that has the VLAN as a port.
+        let e = invalid(
+            "[[links]]\nname = \"br0\"\nkind = \"bridge\"\nports = [\"vlan7\"]\n[[links]]\nname = \"vlan7\"\nkind = \"vlan\"\nparent = \"br0\"\nid = 7\n",
+        );
+        assert!(
+            e.contains("links stacked in a cycle: br0 -> vlan7 -> br0"),
+            "{e}"
+        );
+        // A bond enslaved to a bridge that is one of its members (also refused as a
+        // member of the wrong kind).
+        let e = invalid(
+            "[[links]]\nname = \"br0\"\nkind = \"bridge\"\nports = [\"bond0\"]\n[[links]]\nname = \"bond0\"\nkind = \"bond\"\nmode = \"active-backup\"\nmembers = [\"br0\"]\n",
+        );
+        assert!(
+            e.contains("links stacked in a cycle: bond0 -> br0 -> bond0"),
+            "{e}"
+        );
+        // Three bridges, and two VLANs on each other.
+        let e = invalid(
+            "[[links]]\nname = \"c\"\nkind = \"bridge\"\nports = [\"a\"]\n[[links]]\nname = \"a\"\nkind = \"bridge\"\nports = [\"b\"]\n[[links]]\nname = \"b\"\nkind = \"bridge\"\nports = [\"c\"]\n[[links]]\nname = \"v1\"\nkind = \"vlan\"\nparent = \"v2\"\nid = 1\n[[links]]\nname = \"v2\"\nkind = \"vlan\"\nparent = \"v1\"\nid = 2\n",
+        );
+        assert!(
+            e.contains("links stacked in a cycle: a -> c -> b -> a"),
+            "{e}"
+        );
+        assert!(
+            e.contains("links stacked in a cycle: v1 -> v2 -> v1"),
+            "{e}"
+        );
+        assert_eq!(e.matches("cycle").count(), 2, "{e}");
+        // Stacks without a loop are fine: a VLAN on a bond, a bridge over that VLAN.
+        let n = parse(
+            "[[links]]\nname = \"eth0\"\n[[links]]\nname = \"bond0\"\nkind = \"bond\"\nmode = \"active-backup\"\nmembers = [\"eth0\"]\n[[links]]\nname = \"vlan7\"\nkind = \"vlan\"\nparent = \"bond0\"\nid = 7\n[[links]]\nname = \"br0\"\nkind = \"bridge\"\nports = [\"vlan7\"]\n[[links]]\nname = \"br1\"\nkind = \"bridge\"\nports = [\"br0\"]\n",
+        )
+        .unwrap();
+        n.validate().unwrap();
+    }
+
+    #[test]
+    fn bridges_may_declare_a_unicast_mac() {
+        let br = "[[links]]\nname = \"br0\"\nkind = \"bridge\"\n";
+        parse(&format!("{br}mac = \"02:00:00:00:00:01\"\n"))
+            .unwrap()
+            .validate()
+            .unwrap();
+        let e = invalid(&format!("{br}mac = \"01:00:5e:00:00:01\"\n"));
+        assert!(
+            e.contains("br0: MAC 01:00:5e:00:00:01 is not a unicast address"),
+            "{e}"
+        );
+        let e = invalid(
+            "[[links]]\nname = \"v\"\nkind = \"veth\"\npeer = \"w\"\nmac = \"02:00:00:00:00:01\"\n",
+        );
+        assert!(
+            e.contains("v: `mac` is only for physical and bridge links, not veth"),
+            "{e}"
+        );
+    }
+
+    /// The schema says what serde accepts: the same key names, no unknown keys, the
+    /// enum spellings, the patterns of the values parsed by hand, the model's ranges.
+    #[test]
+    fn json_schema_follows_serde() {
+        let generated = schemars::schema_for!(Network);
+        let schema = generated.as_value();
+        let defs = &schema["$defs"];
+        macro_rules! keys {
+            ($v:expr) => {{
+                let mut keys: Vec<String> = $v["properties"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect();
+                keys.sort();
+                keys
+            }};
+        }
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(keys!(schema), ["ip_forward", "links", "routes"]);
+        let link = &defs["Link"];
+        assert_eq!(link["additionalProperties"], false);
+        assert_eq!(link["required"].to_string(), r#"["name"]"#);
+        let link_keys = keys!(link);
+        assert_eq!(
+            link_keys,
+            [
+                "accept_ra",
+                "addresses",
+                "id",
+                "kind",
+                "mac",
+                "members",
+                "mode",
+                "mtu",
+                "name",
+                "parent",
+                "peer",
+                "ports",
+                "rp_filter",
+                "up",
+                "vlan_filtering"
+            ]
+        );
+        assert_eq!(link["properties"]["up"]["default"], true);
+        assert_eq!(link["properties"]["name"]["pattern"], IFNAME_PATTERN);
+        let text = schema.to_string();
+        for needle in [
+            r#""minimum":68"#,
+            r#""maximum":65535"#,
+            r#""maximum":4094"#,
+            r#""802.3ad""#,
+            r#""active-backup""#,
+            r#""physical""#,
+            r#""loose""#,
+        ] {
+            assert!(text.contains(needle), "{needle} not in {text}");
+        }
+        let route = &defs["Route"];
+        assert_eq!(route["additionalProperties"], false);
+        assert_eq!(route["required"].to_string(), r#"["to"]"#);
+        assert_eq!(defs["Prefix"]["type"], "string");
+        assert_eq!(defs["Prefix"]["pattern"], prefix_pattern().as_str());
+        assert!(
+            defs["Destination"]["pattern"]
+                .as_str()
+                .unwrap()
+                .starts_with("^(default|")
+        );
+        assert_eq!(defs["MacAddr"]["type"], "string");
+        // Every key of the full example is a key of the schema.
+        let full: toml::Value = toml::from_str(FULL).unwrap();
+        for l in full["links"].as_array().unwrap() {
+            for key in l.as_table().unwrap().keys() {
+                assert!(link_keys.contains(key), "{key}");
+            }
+        }
+    }
+
+    #[test]
     fn route_rules() {
         let link = "[[links]]\nname = \"eth0\"\naddresses = [\"10.0.0.1/24\"]\n";
         let e = invalid(&format!("{link}[[routes]]\nto = \"10.1.0.0/16\"\n"));
@@ -938,5 +1294,281 @@ via = "fd00:101::fe"
         assert_eq!(v6.network().to_string(), "fd00:1::");
         let full: Prefix = "fd00::1/128".parse().unwrap();
         assert_eq!(full.network(), full.addr);
+    }
+
+    fn round_trip(n: &Network) {
+        crate::round_trip::assert_round_trips(SECTION, n);
+    }
+
+    fn link(name: &str, kind: LinkKind) -> Link {
+        Link {
+            name: name.into(),
+            kind,
+            mac: None,
+            mtu: None,
+            up: true,
+            addresses: vec![],
+            rp_filter: None,
+            accept_ra: None,
+            parent: None,
+            id: None,
+            ports: vec![],
+            vlan_filtering: None,
+            mode: None,
+            members: vec![],
+            peer: None,
+        }
+    }
+
+    #[test]
+    fn serialize_round_trips_the_full_example() {
+        let n = parse(FULL).unwrap();
+        round_trip(&n);
+        round_trip(&Network::default());
+    }
+
+    /// A network built in code, the way another component would: every kind of link,
+    /// IPv4 and IPv6 addresses, routes with and without gateway, metric and table.
+    #[test]
+    fn serialize_round_trips_a_network_built_in_code() {
+        let p = |s: &str| -> Prefix { s.parse().unwrap() };
+        let n = Network {
+            ip_forward: Some(false),
+            links: vec![
+                Link {
+                    mac: Some("52:54:00:AB:cd:0f".parse().unwrap()),
+                    mtu: Some(9000),
+                    rp_filter: Some(RpFilter::Strict),
+                    accept_ra: Some(true),
+                    ..link("eth0", LinkKind::Physical)
+                },
+                Link {
+                    rp_filter: Some(RpFilter::Off),
+                    ..link("eth1", LinkKind::Physical)
+                },
+                Link {
+                    mode: Some(BondMode::ActiveBackup),
+                    members: vec!["eth1".into()],
+                    ..link("bond0", LinkKind::Bond)
+                },
+                Link {
+                    parent: Some("eth0".into()),
+                    id: Some(4094),
+                    addresses: vec![p("10.0.101.1/24"), p("fd00:101::1/64")],
+                    ..link("vlan4094", LinkKind::Vlan)
+                },
+                Link {
+                    mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
+                    ports: vec!["ve0".into(), "bond0".into()],
+                    vlan_filtering: Some(false),
+                    addresses: vec![p("192.168.0.1/24"), p("::ffff:1.2.3.4/128")],
+                    rp_filter: Some(RpFilter::Loose),
+                    ..link("br0", LinkKind::Bridge)
+                },
+                Link {
+                    peer: Some("ve1".into()),
+                    up: false,
+                    ..link("ve0", LinkKind::Veth)
+                },
+            ],
+            routes: vec![
+                Route {
+                    to: Destination::Default,
+                    via: Some("10.0.101.254".parse().unwrap()),
+                    dev: None,
+                    metric: None,
+                    table: None,
+                },
+                Route {
+                    to: Destination::Default,
+                    via: Some("fe80::1".parse().unwrap()),
+                    dev: Some("vlan4094".into()),
+                    metric: Some(u32::MAX),
+                    table: Some(100),
+                },
+                Route {
+                    to: Destination::Prefix(p("10.9.0.0/16")),
+                    via: Some("192.168.0.254".parse().unwrap()),
+                    dev: Some("br0".into()),
+                    metric: Some(10),
+                    table: Some(u32::MAX),
+                },
+                Route {
+                    to: Destination::Prefix(p("fd00:9::/48")),
+                    via: None,
+                    dev: Some("br0".into()),
+                    metric: None,
+                    table: None,
+                },
+            ],
+        };
+        n.validate().unwrap();
+        round_trip(&n);
+        // The values parsed by hand are written in the form their `Deserialize` reads.
+        let t = toml::Table::try_from(&n).unwrap();
+        assert_eq!(t["links"][0]["mac"].as_str(), Some("52:54:00:ab:cd:0f"));
+        assert_eq!(
+            t["links"][3]["addresses"][1].as_str(),
+            Some("fd00:101::1/64")
+        );
+        assert_eq!(t["routes"][0]["to"].as_str(), Some("default"));
+        assert_eq!(t["routes"][2]["to"].as_str(), Some("10.9.0.0/16"));
+        assert_eq!(t["links"][2]["mode"].as_str(), Some("active-backup"));
+        assert_eq!(t["links"][2]["kind"].as_str(), Some("bond"));
+        // Absent options are left out, not written as some placeholder.
+        assert!(!t["links"][1].as_table().unwrap().contains_key("mtu"));
+        assert!(!t["routes"][0].as_table().unwrap().contains_key("metric"));
+        for mode in [
+            BondMode::BalanceRr,
+            BondMode::ActiveBackup,
+            BondMode::BalanceXor,
+            BondMode::Broadcast,
+            BondMode::Ieee8023ad,
+            BondMode::BalanceTlb,
+            BondMode::BalanceAlb,
+        ] {
+            let n = Network {
+                links: vec![Link {
+                    mode: Some(mode),
+                    ..link("bond0", LinkKind::Bond)
+                }],
+                ..Network::default()
+            };
+            round_trip(&n);
+            let t = toml::Table::try_from(&n).unwrap();
+            assert_eq!(t["links"][0]["mode"].as_str(), Some(mode.as_str()));
+        }
+    }
+
+    fn arb_prefix() -> impl Strategy<Value = Prefix> {
+        prop_oneof![
+            (any::<std::net::Ipv4Addr>(), 0..=32u8).prop_map(|(a, len)| Prefix {
+                addr: IpAddr::V4(a),
+                len
+            }),
+            (any::<std::net::Ipv6Addr>(), 0..=128u8).prop_map(|(a, len)| Prefix {
+                addr: IpAddr::V6(a),
+                len
+            }),
+        ]
+    }
+
+    fn arb_name() -> impl Strategy<Value = String> {
+        prop_oneof!["[A-Za-z0-9._-]{1,15}", any::<String>()]
+    }
+
+    fn arb_link() -> impl Strategy<Value = Link> {
+        let kind = prop_oneof![
+            Just(LinkKind::Physical),
+            Just(LinkKind::Vlan),
+            Just(LinkKind::Bridge),
+            Just(LinkKind::Bond),
+            Just(LinkKind::Veth),
+        ];
+        let rp = prop_oneof![
+            Just(RpFilter::Off),
+            Just(RpFilter::Strict),
+            Just(RpFilter::Loose)
+        ];
+        let mode = prop_oneof![
+            Just(BondMode::BalanceRr),
+            Just(BondMode::ActiveBackup),
+            Just(BondMode::BalanceXor),
+            Just(BondMode::Broadcast),
+            Just(BondMode::Ieee8023ad),
+            Just(BondMode::BalanceTlb),
+            Just(BondMode::BalanceAlb),
+        ];
+        let names = || proptest::collection::vec(arb_name(), 0..3);
+        (
+            (
+                arb_name(),
+                kind,
+                proptest::option::of(any::<[u8; 6]>().prop_map(MacAddr)),
+                proptest::option::of(any::<u32>()),
+                any::<bool>(),
+                proptest::collection::vec(arb_prefix(), 0..3),
+                proptest::option::of(rp),
+                proptest::option::of(any::<bool>()),
+            ),
+            (
+                proptest::option::of(arb_name()),
+                proptest::option::of(any::<u32>()),
+                names(),
+                proptest::option::of(any::<bool>()),
+                proptest::option::of(mode),
+                names(),
+                proptest::option::of(arb_name()),
+            ),
+        )
+            .prop_map(
+                |(
+                    (name, kind, mac, mtu, up, addresses, rp_filter, accept_ra),
+                    (parent, id, ports, vlan_filtering, mode, members, peer),
+                )| Link {
+                    name,
+                    kind,
+                    mac,
+                    mtu,
+                    up,
+                    addresses,
+                    rp_filter,
+                    accept_ra,
+                    parent,
+                    id,
+                    ports,
+                    vlan_filtering,
+                    mode,
+                    members,
+                    peer,
+                },
+            )
+    }
+
+    fn arb_route() -> impl Strategy<Value = Route> {
+        // A destination is a network: its host bits are clear (else it is refused).
+        let to = prop_oneof![
+            Just(Destination::Default),
+            arb_prefix().prop_map(|p| Destination::Prefix(Prefix {
+                addr: p.network(),
+                len: p.len
+            })),
+        ];
+        (
+            to,
+            proptest::option::of(any::<IpAddr>()),
+            proptest::option::of(arb_name()),
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(any::<u32>()),
+        )
+            .prop_map(|(to, via, dev, metric, table)| Route {
+                to,
+                via,
+                dev,
+                metric,
+                table,
+            })
+    }
+
+    fn arb_network() -> impl Strategy<Value = Network> {
+        (
+            proptest::option::of(any::<bool>()),
+            proptest::collection::vec(arb_link(), 0..4),
+            proptest::collection::vec(arb_route(), 0..4),
+        )
+            .prop_map(|(ip_forward, links, routes)| Network {
+                ip_forward,
+                links,
+                routes,
+            })
+    }
+
+    proptest! {
+        /// Every network the types can hold (that the parsers accept: prefix lengths
+        /// within the family, destinations without host bits) survives the trip.
+        #[test]
+        fn serialize_round_trips_any_network(n in arb_network()) {
+            round_trip(&n);
+        }
     }
 }

@@ -11,6 +11,7 @@ use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -125,6 +126,27 @@ pub trait Reconciler: Send + Sync + 'static {
     /// (`network`, `firewall`, `dns`).
     fn name(&self) -> &'static str;
 
+    /// Check the sections this reconciler owns in `desired`, without I/O: no kernel, no
+    /// files, no root. Everything this refuses, [`plan`](Reconciler::plan) refuses too
+    /// with the same error; the pipeline calls it before planning, and `<agent> check`
+    /// calls only this (offline validation in an operator's CI).
+    fn validate(&self, _desired: &Document) -> Result<(), ReconcileError> {
+        Ok(())
+    }
+
+    /// The JSON Schema of each section this reconciler owns, by section name: `<agent>
+    /// schema` assembles the role's document schema from them (for editors and CI).
+    fn section_schemas(&self) -> Vec<(&'static str, schemars::Schema)> {
+        Vec::new()
+    }
+
+    /// How long one [`apply`](Reconciler::apply) may take before it counts as failed
+    /// (the generation is then reverted). Separate from the confirm window: a template
+    /// download may need an hour, an nft transaction a few seconds.
+    fn apply_deadline(&self) -> Duration {
+        DEFAULT_APPLY_DEADLINE
+    }
+
     /// Validate `desired` (strictly, for the sections this reconciler owns), observe the
     /// system and compute the changes that bring it to `desired`. `in_force` is the
     /// generation the system was last set to: together with `desired` it says which
@@ -143,6 +165,9 @@ pub trait Reconciler: Send + Sync + 'static {
     fn check(&self, desired: &Document) -> impl Future<Output = Result<(), ReconcileError>> + Send;
 }
 
+/// [`Reconciler::apply_deadline`] when a reconciler does not choose its own.
+pub const DEFAULT_APPLY_DEADLINE: Duration = Duration::from_secs(120);
+
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 type AnyPlan = Box<dyn Any + Send + Sync>;
 
@@ -150,6 +175,9 @@ type AnyPlan = Box<dyn Any + Send + Sync>;
 /// Obtain one with [`erase`].
 pub trait DynReconciler: Send + Sync {
     fn name(&self) -> &'static str;
+    fn validate(&self, desired: &Document) -> Result<(), ReconcileError>;
+    fn section_schemas(&self) -> Vec<(&'static str, schemars::Schema)>;
+    fn apply_deadline(&self) -> Duration;
     fn plan<'a>(
         &'a self,
         desired: &'a Document,
@@ -164,6 +192,18 @@ struct Erased<R>(R);
 impl<R: Reconciler> DynReconciler for Erased<R> {
     fn name(&self) -> &'static str {
         self.0.name()
+    }
+
+    fn validate(&self, desired: &Document) -> Result<(), ReconcileError> {
+        self.0.validate(desired)
+    }
+
+    fn section_schemas(&self) -> Vec<(&'static str, schemars::Schema)> {
+        self.0.section_schemas()
+    }
+
+    fn apply_deadline(&self) -> Duration {
+        self.0.apply_deadline()
     }
 
     fn plan<'a>(

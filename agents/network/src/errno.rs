@@ -5,63 +5,43 @@
 //! route, that the output link is). [`explain`] names the object and says what went
 //! wrong in those terms, with the errno's symbol for searching.
 
+use nix::errno::Errno;
+use nix::errno::Errno::{
+    EADDRNOTAVAIL, EBUSY, EEXIST, EHOSTUNREACH, EINVAL, ENETDOWN, ENETUNREACH, ENODEV, ENOENT,
+    EOPNOTSUPP, EPERM, ERANGE, ESRCH,
+};
+
 use crate::ops::{NewLink, Op};
 
-const EPERM: i32 = 1;
-const ENOENT: i32 = 2;
-const ESRCH: i32 = 3;
-const ENOMEM: i32 = 12;
-const EACCES: i32 = 13;
-const EBUSY: i32 = 16;
-const EEXIST: i32 = 17;
-const ENODEV: i32 = 19;
-const EINVAL: i32 = 22;
-const ERANGE: i32 = 34;
-const EOPNOTSUPP: i32 = 95;
-const EADDRNOTAVAIL: i32 = 99;
-const ENETDOWN: i32 = 100;
-const ENETUNREACH: i32 = 101;
-const ENOBUFS: i32 = 105;
-const EHOSTUNREACH: i32 = 113;
+/// The symbol and the generic meaning of `errno` (`("ENODEV", "no such device")`), from
+/// the C library's names and descriptions as `nix` knows them; two get a hint of what
+/// it usually means for this agent. `None` for a number the C library does not know.
+pub fn meaning(errno: i32) -> Option<(String, String)> {
+    let e = Errno::from_raw(errno);
+    if e == Errno::UnknownErrno {
+        return None;
+    }
+    let generic = match e {
+        EPERM => "operation not permitted (the agent needs CAP_NET_ADMIN)".to_string(),
+        EOPNOTSUPP => "not supported by this kernel (module missing?)".to_string(),
+        _ => lower_first(e.desc()),
+    };
+    Some((format!("{e:?}"), generic))
+}
 
-/// The symbol and the generic meaning of `errno`.
-pub fn meaning(errno: i32) -> (&'static str, &'static str) {
-    match errno {
-        EPERM => (
-            "EPERM",
-            "operation not permitted (the agent needs CAP_NET_ADMIN)",
-        ),
-        ENOENT => ("ENOENT", "no such object"),
-        ESRCH => ("ESRCH", "no such object"),
-        ENOMEM => ("ENOMEM", "out of memory"),
-        EACCES => ("EACCES", "permission denied"),
-        EBUSY => ("EBUSY", "device or resource busy"),
-        EEXIST => ("EEXIST", "already exists"),
-        ENODEV => ("ENODEV", "no such device"),
-        EINVAL => ("EINVAL", "invalid argument"),
-        ERANGE => ("ERANGE", "value out of range"),
-        EOPNOTSUPP => (
-            "EOPNOTSUPP",
-            "not supported by this kernel (module missing?)",
-        ),
-        EADDRNOTAVAIL => ("EADDRNOTAVAIL", "address not available"),
-        ENETDOWN => ("ENETDOWN", "network is down"),
-        ENETUNREACH => ("ENETUNREACH", "network unreachable"),
-        ENOBUFS => ("ENOBUFS", "no buffer space"),
-        EHOSTUNREACH => ("EHOSTUNREACH", "host unreachable"),
-        _ => ("", "kernel error"),
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_lowercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 
 /// A refused `op`, in words: `vlan101: parent eth9 does not exist (ENODEV)`.
 pub fn explain(op: &Op, errno: i32) -> String {
-    let (sym, generic) = meaning(errno);
-    let sym = if sym.is_empty() {
-        format!("errno {errno}")
-    } else {
-        sym.to_string()
-    };
-    let specific: Option<String> = match (op, errno) {
+    let (sym, generic) =
+        meaning(errno).unwrap_or_else(|| (format!("errno {errno}"), "kernel error".into()));
+    let specific: Option<String> = match (op, Errno::from_raw(errno)) {
         (
             Op::Create {
                 name,
@@ -158,7 +138,10 @@ pub fn already_gone(op: &Op, errno: i32) -> bool {
     matches!(
         op,
         Op::DelRoute { .. } | Op::DelAddress { .. } | Op::DelLink { .. }
-    ) && matches!(errno, ENOENT | ESRCH | ENODEV | EADDRNOTAVAIL)
+    ) && matches!(
+        Errno::from_raw(errno),
+        ENOENT | ESRCH | ENODEV | EADDRNOTAVAIL
+    )
 }
 
 #[cfg(test)]
@@ -175,7 +158,7 @@ mod tests {
             },
         };
         assert_eq!(
-            explain(&op, ENODEV),
+            explain(&op, ENODEV as i32),
             "vlan101: parent eth9 does not exist (ENODEV)"
         );
         let op = Op::Create {
@@ -185,7 +168,7 @@ mod tests {
             },
         };
         assert_eq!(
-            explain(&op, EOPNOTSUPP),
+            explain(&op, EOPNOTSUPP as i32),
             "wg0: this kernel cannot create bond links (module not available) (EOPNOTSUPP)"
         );
         let op = Op::SetUp {
@@ -193,7 +176,7 @@ mod tests {
             up: true,
         };
         assert_eq!(
-            explain(&op, EPERM),
+            explain(&op, EPERM as i32),
             "eth0: set eth0 up failed: operation not permitted (the agent needs CAP_NET_ADMIN) (EPERM)"
         );
         assert_eq!(
@@ -203,10 +186,33 @@ mod tests {
         assert!(already_gone(
             &Op::DelLink {
                 name: "x".into(),
-                kind: "bridge"
+                kind: "bridge",
+                mac: None,
             },
-            ENODEV
+            ENODEV as i32
         ));
-        assert!(!already_gone(&op, ENODEV));
+        assert!(!already_gone(&op, ENODEV as i32));
+    }
+
+    /// Every errno the C library knows has its symbol, not only a hand-picked few.
+    #[test]
+    fn names_come_from_the_c_library() {
+        assert_eq!(
+            meaning(Errno::ELOOP as i32),
+            Some(("ELOOP".into(), "too many symbolic links encountered".into()))
+        );
+        assert_eq!(
+            meaning(16),
+            Some(("EBUSY".into(), "device or resource busy".into()))
+        );
+        assert_eq!(meaning(4242), None);
+        let op = Op::SetMaster {
+            link: "br0".into(),
+            master: "br1".into(),
+        };
+        assert_eq!(
+            explain(&op, Errno::ELOOP as i32),
+            "br0: attach br0 to br1 failed: too many symbolic links encountered (ELOOP)"
+        );
     }
 }

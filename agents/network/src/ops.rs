@@ -7,7 +7,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use kowabunga_model::network::{BondMode, Prefix, RouteKey};
+use kowabunga_model::network::{BondMode, MacAddr, Prefix, RouteKey};
 use rtnetlink::packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage,
 };
@@ -26,10 +26,22 @@ use rtnetlink::{
 /// A link the plan creates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NewLink {
-    Bridge { vlan_filtering: Option<bool> },
-    Bond { mode: BondMode },
-    Veth { peer: String },
-    Vlan { parent: String, id: u16 },
+    /// `mac`: the MAC the document declares, else the one the bridge had when the
+    /// agent last deleted it (see [`crate::ledger`]); `None`: the kernel picks one.
+    Bridge {
+        vlan_filtering: Option<bool>,
+        mac: Option<MacAddr>,
+    },
+    Bond {
+        mode: BondMode,
+    },
+    Veth {
+        peer: String,
+    },
+    Vlan {
+        parent: String,
+        id: u16,
+    },
 }
 
 /// Why a link is set down before another change.
@@ -50,8 +62,13 @@ pub enum Op {
     DelAddress { link: String, addr: Prefix },
     /// `ip link set LINK nomaster`
     Release { link: String },
-    /// `ip link del NAME`
-    DelLink { name: String, kind: &'static str },
+    /// `ip link del NAME`; `mac`: a bridge's MAC as observed, remembered in the ledger
+    /// before deleting it so that re-creating the bridge (a revert) gives it back.
+    DelLink {
+        name: String,
+        kind: &'static str,
+        mac: Option<MacAddr>,
+    },
     /// `ip link set LINK down`
     Down { link: String, why: DownFor },
     /// `ip link set FROM name TO`
@@ -60,6 +77,8 @@ pub enum Op {
     Create { name: String, spec: NewLink },
     /// `ip link set LINK mtu MTU`
     SetMtu { link: String, mtu: u32 },
+    /// `ip link set LINK address MAC` (a bridge declared with `mac`)
+    SetMac { link: String, mac: MacAddr },
     /// `ip link set LINK type bridge vlan_filtering 0|1`
     SetVlanFiltering { link: String, on: bool },
     /// `ip link set LINK master MASTER`
@@ -107,7 +126,8 @@ impl Op {
                 why: DownFor::Enslave,
                 ..
             }
-            | Op::SetMtu { .. } => 8,
+            | Op::SetMtu { .. }
+            | Op::SetMac { .. } => 8,
             Op::SetVlanFiltering { .. } => 8,
             Op::SetMaster { .. } => 9,
             Op::Sysctl { link: Some(_), .. } => 10,
@@ -133,6 +153,7 @@ impl Op {
             | Op::Release { link }
             | Op::Down { link, .. }
             | Op::SetMtu { link, .. }
+            | Op::SetMac { link, .. }
             | Op::SetVlanFiltering { link, .. }
             | Op::AddAddress { link, .. }
             | Op::SetUp { link, .. } => vec![link],
@@ -161,6 +182,7 @@ impl Op {
             Op::Release { link }
             | Op::Down { link, .. }
             | Op::SetMtu { link, .. }
+            | Op::SetMac { link, .. }
             | Op::SetVlanFiltering { link, .. }
             | Op::SetMaster { link, .. }
             | Op::SetUp { link, .. } => link.clone(),
@@ -232,6 +254,9 @@ impl Op {
             Op::SetMtu { link, mtu } => {
                 set(LinkUnspec::new_with_index(idx(link)?).mtu(*mtu).build())
             }
+            Op::SetMac { link, mac } => set(LinkUnspec::new_with_index(idx(link)?)
+                .address(mac.0.to_vec())
+                .build()),
             Op::SetMaster { link, master } => set(LinkUnspec::new_with_index(idx(link)?)
                 .controller(idx(master)?)
                 .build()),
@@ -246,8 +271,14 @@ impl Op {
             ),
             Op::Create { name, spec } => {
                 let m = match spec {
-                    NewLink::Bridge { vlan_filtering } => {
-                        let b = LinkMessageBuilder::<LinkBridge>::new(name);
+                    NewLink::Bridge {
+                        vlan_filtering,
+                        mac,
+                    } => {
+                        let mut b = LinkMessageBuilder::<LinkBridge>::new(name);
+                        if let Some(mac) = mac {
+                            b = b.address(mac.0.to_vec());
+                        }
                         match vlan_filtering {
                             Some(on) => b.vlan_filtering(*on).build(),
                             None => b.build(),
@@ -329,7 +360,7 @@ impl fmt::Display for Op {
             Op::DelRoute { key } => write!(f, "delete route {key}"),
             Op::DelAddress { link, addr } => write!(f, "delete address {addr} from {link}"),
             Op::Release { link } => write!(f, "detach {link} from its master"),
-            Op::DelLink { name, kind } => write!(f, "delete {kind} {name}"),
+            Op::DelLink { name, kind, .. } => write!(f, "delete {kind} {name}"),
             Op::Down {
                 link,
                 why: DownFor::Rename,
@@ -343,11 +374,22 @@ impl fmt::Display for Op {
             Op::Rename { from, to } => write!(f, "rename {from} to {to}"),
             Op::Create { name, spec } => match spec {
                 NewLink::Bridge {
-                    vlan_filtering: Some(true),
+                    vlan_filtering,
+                    mac,
                 } => {
-                    write!(f, "create bridge {name} (vlan_filtering on)")
+                    write!(f, "create bridge {name}")?;
+                    let mut options = Vec::new();
+                    if *vlan_filtering == Some(true) {
+                        options.push("vlan_filtering on".to_string());
+                    }
+                    if let Some(mac) = mac {
+                        options.push(format!("mac {mac}"));
+                    }
+                    if !options.is_empty() {
+                        write!(f, " ({})", options.join(", "))?;
+                    }
+                    Ok(())
                 }
-                NewLink::Bridge { .. } => write!(f, "create bridge {name}"),
                 NewLink::Bond { mode } => write!(f, "create bond {name} (mode {})", mode.as_str()),
                 NewLink::Veth { peer } => write!(f, "create veth pair {name} <-> {peer}"),
                 NewLink::Vlan { parent, id } => {
@@ -355,6 +397,7 @@ impl fmt::Display for Op {
                 }
             },
             Op::SetMtu { link, mtu } => write!(f, "set mtu of {link} to {mtu}"),
+            Op::SetMac { link, mac } => write!(f, "set mac of {link} to {mac}"),
             Op::SetVlanFiltering { link, on } => {
                 write!(
                     f,
@@ -473,6 +516,7 @@ mod tests {
             name: "br1".into(),
             spec: NewLink::Bridge {
                 vlan_filtering: Some(true),
+                mac: None,
             },
         });
         assert_eq!(
@@ -484,6 +528,36 @@ mod tests {
         );
         // Created down: `up` is a separate op (LinkBridge::new would set IFF_UP).
         assert_eq!(l.header.change_mask.bits(), 0);
+        assert!(
+            !l.attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::Address(_)))
+        );
+        let mac: MacAddr = "02:00:00:00:00:07".parse().unwrap();
+        let with_mac = Op::Create {
+            name: "br1".into(),
+            spec: NewLink::Bridge {
+                vlan_filtering: None,
+                mac: Some(mac),
+            },
+        };
+        let (l, _) = link_msg(&with_mac);
+        assert!(
+            l.attributes
+                .contains(&LinkAttribute::Address(mac.0.to_vec()))
+        );
+        assert_eq!(
+            with_mac.to_string(),
+            "create bridge br1 (mac 02:00:00:00:00:07)"
+        );
+        let (l, _) = link_msg(&Op::SetMac {
+            link: "br0".into(),
+            mac,
+        });
+        assert_eq!(
+            (l.header.index, l.attributes.clone()),
+            (7, vec![LinkAttribute::Address(mac.0.to_vec())])
+        );
         let (l, flags) = link_msg(&Op::SetVlanFiltering {
             link: "br0".into(),
             on: false,
@@ -576,11 +650,13 @@ mod tests {
                 name: "b".into(),
                 spec: NewLink::Bridge {
                     vlan_filtering: None,
+                    mac: None,
                 },
             },
             Op::DelLink {
                 name: "x".into(),
                 kind: "bridge",
+                mac: None,
             },
             Op::DelRoute {
                 key: RouteKey {

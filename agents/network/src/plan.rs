@@ -1,9 +1,11 @@
 //! Desired + in force + observed -> the list of changes (pure).
 //!
 //! Ownership: the objects this agent may change or delete are those declared by the
-//! desired document or by the one in force (the generation last applied). Links,
-//! addresses and routes nobody declared (libvirt's `vnet*`, `docker0`, addresses from
-//! DHCP, the kernel's connected and link-local routes) are never touched.
+//! desired document or by the one in force (the generation last applied), and those
+//! the [`Ledger`] says the agent created (left behind by a failed generation whose
+//! revert could not remove them). Links, addresses and routes nobody declared nor
+//! created (libvirt's `vnet*`, `docker0`, addresses from DHCP, the kernel's connected
+//! and link-local routes) are never touched.
 //!
 //! Compared per object, and nothing else:
 //! - link: existence, kind and the attributes fixed at creation (VLAN parent and id,
@@ -20,6 +22,7 @@ use kowabunga_model::network::{
     Link, LinkKind, MacAddr, Network, Prefix, RouteKey, gateway_reachable,
 };
 
+use crate::ledger::Ledger;
 use crate::observe::{LinkState, Observed};
 use crate::ops::{DownFor, NewLink, Op};
 
@@ -38,16 +41,19 @@ pub fn accept_ra_key(link: &str) -> String {
 /// Compute the changes that bring `obs` to `desired`. `read` returns the current
 /// value of a sysctl (relative key), `None` when it does not exist. Errors are
 /// problems with the desired state that only the system reveals (a physical link
-/// that is not there, a gateway no address can reach...), one line each.
+/// that is not there, a gateway no address can reach...), one line each. `ledger`:
+/// what the agent created and still owns, and the MACs of bridges it deleted.
 pub fn diff(
     desired: &Network,
     in_force: &Network,
     obs: &Observed,
     read: &dyn Fn(&str) -> Option<String>,
+    ledger: &Ledger,
 ) -> Result<Vec<Op>, Vec<String>> {
     let mut p = Planner {
         desired,
         in_force,
+        ledger,
         obs,
         read,
         ops: Vec::new(),
@@ -71,9 +77,11 @@ pub fn diff(
         p.link_existence(l);
     }
     p.removed_links();
+    p.ledger_links();
     for l in &desired.links {
         p.link_settings(l);
     }
+    p.ledger_addresses();
     p.routes();
     p.forwarding();
     if !p.errs.is_empty() {
@@ -87,6 +95,7 @@ pub fn diff(
 struct Planner<'a> {
     desired: &'a Network,
     in_force: &'a Network,
+    ledger: &'a Ledger,
     obs: &'a Observed,
     read: &'a dyn Fn(&str) -> Option<String>,
     ops: Vec<Op>,
@@ -106,6 +115,15 @@ impl<'a> Planner<'a> {
     fn owned(&self, name: &str) -> bool {
         self.desired.interface_names().contains(name)
             || self.in_force.interface_names().contains(name)
+            || self.ledger.links.contains_key(name)
+    }
+
+    /// Whether `addr` on `link` is the agent's to remove when no longer desired.
+    fn address_was_ours(&self, link: &str, addr: &Prefix) -> bool {
+        self.in_force
+            .link(link)
+            .is_some_and(|l| l.addresses.contains(addr))
+            || self.ledger.addresses.contains(&(link.to_string(), *addr))
     }
 
     /// Current state of a link that survives this plan (not created, not deleted).
@@ -196,8 +214,12 @@ impl<'a> Planner<'a> {
                 }
                 return;
             }
+            // A bridge gets the MAC the document declares, else the one it had when the
+            // agent last deleted it (a revert re-creates it as it was under the
+            // generation restored), else whatever the kernel picks.
             LinkKind::Bridge => NewLink::Bridge {
                 vlan_filtering: d.vlan_filtering,
+                mac: d.mac.or_else(|| self.ledger.macs.get(name).copied()),
             },
             LinkKind::Bond => match d.mode {
                 Some(mode) => NewLink::Bond { mode },
@@ -249,6 +271,7 @@ impl<'a> Planner<'a> {
                         self.ops.push(Op::DelLink {
                             name: name.to_string(),
                             kind: leak_kind(&old),
+                            mac: bridge_mac(o),
                         });
                     }
                     true
@@ -303,6 +326,7 @@ impl<'a> Planner<'a> {
                     self.ops.push(Op::DelLink {
                         name: name.to_string(),
                         kind: leak_kind(f.kind.kernel_kind().unwrap_or("link")),
+                        mac: bridge_mac(o),
                     });
                     self.gone.insert(name.to_string());
                     if let Some(peer) = &f.peer {
@@ -312,7 +336,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             for a in self.obs.addrs.iter().filter(|a| a.index == o.index) {
-                if f.addresses.contains(&a.addr) {
+                if self.address_was_ours(name, &a.addr) {
                     self.ops.push(Op::DelAddress {
                         link: name.to_string(),
                         addr: a.addr,
@@ -330,6 +354,62 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Links the agent created that no document declares (a failed generation's,
+    /// which its revert could not remove): deleted, if they still are what was made.
+    fn ledger_links(&mut self) {
+        let wanted = self.desired.interface_names();
+        let declared_before = self.in_force.interface_names();
+        for (name, kind) in &self.ledger.links {
+            let name = name.as_str();
+            if wanted.contains(name) || declared_before.contains(name) {
+                continue;
+            }
+            let Some(o) = self.current(name) else {
+                continue;
+            };
+            if o.kind.as_deref() != Some(kind.as_str()) {
+                continue; // someone else's now
+            }
+            self.ops.push(Op::DelLink {
+                name: name.to_string(),
+                kind: leak_kind(kind),
+                mac: bridge_mac(o),
+            });
+            self.gone.insert(name.to_string());
+            // The far end of a veth pair goes with it.
+            if kind == "veth"
+                && !o.link_elsewhere
+                && let Some(peer) = o.link.and_then(|i| self.index_name(i))
+            {
+                let peer = peer.to_string();
+                self.gone.insert(peer);
+            }
+        }
+    }
+
+    /// Addresses the agent added on links that no document declares any more.
+    fn ledger_addresses(&mut self) {
+        for (link, addr) in &self.ledger.addresses {
+            if self.desired.link(link).is_some() || self.in_force.link(link).is_some() {
+                continue; // handled with the link
+            }
+            let Some(o) = self.current(link) else {
+                continue;
+            };
+            if self
+                .obs
+                .addrs
+                .iter()
+                .any(|a| a.index == o.index && a.addr == *addr)
+            {
+                self.ops.push(Op::DelAddress {
+                    link: link.clone(),
+                    addr: *addr,
+                });
+            }
+        }
+    }
+
     fn link_settings(&mut self, d: &Link) {
         let name = d.name.as_str();
         let fresh = self.fresh.contains(name);
@@ -343,6 +423,15 @@ impl<'a> Planner<'a> {
             self.ops.push(Op::SetMtu {
                 link: name.to_string(),
                 mtu,
+            });
+        }
+        if d.kind == LinkKind::Bridge
+            && let (Some(mac), Some(c)) = (d.mac, cur)
+            && c.mac != Some(mac)
+        {
+            self.ops.push(Op::SetMac {
+                link: name.to_string(),
+                mac,
             });
         }
         if let (Some(on), Some(c)) = (d.vlan_filtering, cur)
@@ -417,13 +506,8 @@ impl<'a> Planner<'a> {
                 .collect(),
             None => Vec::new(),
         };
-        let declared_before: &[Prefix] = self
-            .in_force
-            .link(name)
-            .map(|l| l.addresses.as_slice())
-            .unwrap_or(&[]);
         for a in &have {
-            if !d.addresses.contains(a) && declared_before.contains(a) {
+            if !d.addresses.contains(a) && self.address_was_ours(name, a) {
                 self.ops.push(Op::DelAddress {
                     link: name.to_string(),
                     addr: *a,
@@ -542,9 +626,10 @@ impl<'a> Planner<'a> {
                 });
             }
         }
-        for r in &self.in_force.routes {
-            let key = r.key();
-            if keys.contains(&key) {
+        let before = self.in_force.routes.iter().map(|r| r.key());
+        let created: Vec<RouteKey> = before.chain(self.ledger.routes.iter().copied()).collect();
+        for key in created {
+            if !keys.insert(key) {
                 continue;
             }
             if let Some(o) = observed.get(&key) {
@@ -574,6 +659,12 @@ impl<'a> Planner<'a> {
             }
         }
     }
+}
+
+/// The MAC of a bridge about to be deleted, remembered so that re-creating it gives it
+/// back (`None` for other kinds: VLANs and bonds inherit theirs, veths are random).
+fn bridge_mac(o: &LinkState) -> Option<MacAddr> {
+    o.mac.filter(|_| o.kind.as_deref() == Some("bridge"))
 }
 
 /// A link is found by its hardware MAC (`IFLA_PERM_ADDRESS`) when the kernel reports
@@ -631,8 +722,14 @@ mod tests {
         ]
         .into();
         let read = |k: &str| sysctls.get(k).map(|v| v.to_string());
-        diff(&net(desired), &net(in_force), obs, &read)
-            .map(|ops| ops.iter().map(ToString::to_string).collect())
+        diff(
+            &net(desired),
+            &net(in_force),
+            obs,
+            &read,
+            &Ledger::default(),
+        )
+        .map(|ops| ops.iter().map(ToString::to_string).collect())
     }
 
     fn base() -> Observed {
@@ -708,7 +805,7 @@ mod tests {
                 .to_string(),
             )
         };
-        let ops = diff(&net(VLAN), &net(VLAN), &obs, &read).unwrap();
+        let ops = diff(&net(VLAN), &net(VLAN), &obs, &read, &Ledger::default()).unwrap();
         assert!(ops.is_empty(), "{ops:?}");
     }
 
@@ -857,6 +954,140 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e, ["wan: no link has MAC 52:54:00:00:00:09"]);
+    }
+
+    fn plan_with(
+        desired: &str,
+        in_force: &str,
+        obs: &Observed,
+        ledger: &Ledger,
+    ) -> Result<Vec<String>, Vec<String>> {
+        let read = |_: &str| None;
+        diff(&net(desired), &net(in_force), obs, &read, ledger)
+            .map(|ops| ops.iter().map(ToString::to_string).collect())
+    }
+
+    /// What the ledger says the agent created is removed when no document declares
+    /// it; the same objects unrecorded are foreign and stay.
+    #[test]
+    fn ledger_objects_are_owned() {
+        let mut obs = base();
+        obs.links.push(link(10, "brx", Some("bridge"), true));
+        obs.links.push(LinkState {
+            link: Some(12),
+            ..link(11, "vx0", Some("veth"), true)
+        });
+        obs.links.push(LinkState {
+            link: Some(11),
+            ..link(12, "vx1", Some("veth"), true)
+        });
+        obs.addrs.push(AddrState {
+            index: 2,
+            addr: "10.5.0.1/24".parse().unwrap(),
+        });
+        let key = RouteKey {
+            table: 254,
+            dst: "10.9.0.0/16".parse().unwrap(),
+            metric: 0,
+        };
+        obs.routes.push(RouteState {
+            key,
+            gateway: Some("192.168.1.1".parse().unwrap()),
+            oif: Some(2),
+        });
+        let mut ledger = Ledger::default();
+        assert_eq!(
+            plan_with("", "", &obs, &ledger).unwrap(),
+            Vec::<String>::new()
+        );
+        ledger.links.insert("brx".into(), "bridge".into());
+        ledger.links.insert("vx0".into(), "veth".into());
+        ledger.links.insert("vx1".into(), "veth".into());
+        ledger
+            .addresses
+            .insert(("eth0".into(), "10.5.0.1/24".parse().unwrap()));
+        ledger.routes.insert(key);
+        assert_eq!(
+            plan_with("", "", &obs, &ledger).unwrap(),
+            [
+                "delete route 10.9.0.0/16",
+                "delete address 10.5.0.1/24 from eth0",
+                "delete bridge brx",
+                "delete veth vx0",
+            ]
+        );
+        // Declared physical eth0: its recorded address goes too, the others stay.
+        let got = plan_with("[[links]]\nname = \"eth0\"\n", "", &obs, &ledger).unwrap();
+        assert!(
+            got.contains(&"delete address 10.5.0.1/24 from eth0".to_string()),
+            "{got:?}"
+        );
+        // A recorded name now held by a link of another kind is not ours.
+        ledger.links.insert("brx".into(), "vlan".into());
+        let got = plan_with("", "", &obs, &ledger).unwrap();
+        assert!(!got.contains(&"delete bridge brx".to_string()), "{got:?}");
+        let stale = ledger.stale(&obs);
+        assert_eq!(stale.links, ["brx"]);
+        obs.routes.clear();
+        assert_eq!(ledger.stale(&obs).routes, [key]);
+    }
+
+    /// A bridge is re-created with the MAC it had when it was deleted, or the one the
+    /// document declares; a declared MAC is kept.
+    #[test]
+    fn bridges_get_their_mac_back() {
+        let old: MacAddr = "02:aa:00:00:00:01".parse().unwrap();
+        let mut obs = base();
+        let mut br = link(10, "br0", Some("bridge"), true);
+        br.mac = Some(old);
+        obs.links.push(br);
+        let bridge = "[[links]]\nname = \"br0\"\nkind = \"bridge\"\n";
+        let veth = "[[links]]\nname = \"br0\"\nkind = \"veth\"\npeer = \"br0p\"\n";
+        // Deleting a bridge carries its MAC to the ledger.
+        let read = |_: &str| None;
+        let ops = diff(&net(veth), &net(bridge), &obs, &read, &Ledger::default()).unwrap();
+        assert!(ops.contains(&Op::DelLink {
+            name: "br0".into(),
+            kind: "bridge",
+            mac: Some(old),
+        }));
+        let mut ledger = Ledger::default();
+        ledger.record(&ops);
+        assert_eq!(ledger.macs.get("br0"), Some(&old));
+        // Re-created (here: it is a veth now): with that MAC.
+        let mut obs = base();
+        obs.links.push(LinkState {
+            link: Some(11),
+            ..link(10, "br0", Some("veth"), true)
+        });
+        obs.links.push(LinkState {
+            link: Some(10),
+            ..link(11, "br0p", Some("veth"), true)
+        });
+        let got = plan_with(bridge, veth, &obs, &ledger).unwrap();
+        assert_eq!(
+            &got[..2],
+            [
+                "delete veth br0",
+                "create bridge br0 (mac 02:aa:00:00:00:01)"
+            ]
+        );
+        // Declared: the document's MAC wins, and is set on an existing bridge.
+        let declared = format!("{bridge}mac = \"02:bb:00:00:00:02\"\n");
+        let got = plan_with(&declared, veth, &obs, &ledger).unwrap();
+        assert_eq!(got[1], "create bridge br0 (mac 02:bb:00:00:00:02)");
+        let mut obs = base();
+        let mut br = link(10, "br0", Some("bridge"), true);
+        br.mac = Some(old);
+        obs.links.push(br);
+        assert_eq!(
+            plan_with(&declared, bridge, &obs, &ledger).unwrap(),
+            ["set mac of br0 to 02:bb:00:00:00:02"]
+        );
+        assert_eq!(
+            plan_with(bridge, bridge, &obs, &ledger).unwrap(),
+            Vec::<String>::new()
+        );
     }
 
     /// Bond members carry the bond's MAC: each is still found by its own (permanent)

@@ -357,12 +357,29 @@ fn bad_input_is_refused_at_plan_and_changes_nothing() {
             "[[network.links]]\nname = \"eth0\"\nmtuu = 1500\n",
             "unknown field `mtuu`",
         ),
+        (
+            "[[network.links]]\nname = \"br0\"\nkind = \"bridge\"\nports = [\"br1\"]\n[[network.links]]\nname = \"br1\"\nkind = \"bridge\"\nports = [\"br0\"]\n",
+            "links stacked in a cycle: br0 -> br1 -> br0",
+        ),
+        (
+            "[[network.links]]\nname = \"br0\"\nkind = \"bridge\"\nports = [\"ve0\"]\n[[network.links]]\nname = \"ve0\"\nkind = \"veth\"\npeer = \"ve1\"\n[[network.links]]\nname = \"br1\"\nkind = \"bridge\"\nports = [\"br0\"]\n[[network.links]]\nname = \"br2\"\nkind = \"bridge\"\nports = [\"br1\"]\n[[network.links]]\nname = \"br3\"\nkind = \"bridge\"\nports = [\"br2\", \"br4\"]\n[[network.links]]\nname = \"br4\"\nkind = \"bridge\"\nports = [\"br3\"]\n",
+            "links stacked in a cycle: br3 -> br4 -> br3",
+        ),
     ];
     for (body, want) in cases {
         let doc = document(1, &format!("[network]\n{body}"));
         let err = r.block_on(|| async { net.plan(&doc, None).await.map(drop).unwrap_err() });
         assert_eq!(err.kind, ErrorKind::Invalid, "{body}: {err}");
         assert!(err.message.contains(want), "{body}: {err}");
+        // What validation refuses offline, it refuses with plan's words.
+        if let Err(offline) = net.validate(&doc) {
+            assert_eq!(offline, err, "{body}");
+        } else {
+            assert!(
+                want.contains("unreachable") || want.contains("does not exist"),
+                "{body}: only the system can refuse this"
+            );
+        }
     }
     assert_eq!(net.netlink_requests(), 0);
     assert_eq!(snapshot(&r), before);
@@ -436,4 +453,134 @@ fn physical_link_matched_by_mac_is_renamed() {
     );
     assert!(r.sh("ip -o link show wan").contains(",UP"));
     assert_eq!(plan(&r, &net, &doc, Some(&doc)), Vec::<String>::new());
+}
+
+fn link_mac(ns: &Netns, name: &str) -> String {
+    ns.sh(&format!("cat /sys/class/net/{name}/address"))
+        .trim()
+        .to_string()
+}
+
+/// Plan and apply, expecting apply to fail; returns the error.
+fn failing_apply(
+    ns: &Netns,
+    net: &NetworkReconciler,
+    desired: &Document,
+    in_force: Option<&Document>,
+) -> String {
+    ns.block_on(|| async {
+        let p = net
+            .plan(desired, in_force)
+            .await
+            .unwrap_or_else(|e| panic!("plan: {e}"));
+        net.apply(p.payload).await.unwrap_err().message
+    })
+}
+
+/// v1 has a bridge; v2 turns it into a veth and fails; the revert (v1 with v2 in
+/// force) re-creates the bridge with the MAC it had under v1, not a random one.
+#[test]
+fn a_bridge_recreated_by_a_revert_keeps_its_mac() {
+    let (r, _outside) = router();
+    let net = NetworkReconciler::new().unwrap();
+    let v1 = document(
+        1,
+        "[network]\n[[network.links]]\nname = \"br0\"\nkind = \"bridge\"\naddresses = [\"10.3.0.1/24\"]\n",
+    );
+    let v2 = document(
+        2,
+        "[network]\n[[network.links]]\nname = \"br0\"\nkind = \"veth\"\npeer = \"br0p\"\n",
+    );
+    converge(&r, &net, &v1, None);
+    let under_v1 = link_mac(&r, "br0");
+    net.inject_failures(&["set br0 up"]);
+    let err = failing_apply(&r, &net, &v2, Some(&v1));
+    assert_eq!(err, "br0: set br0 up: injected failure (test)");
+    assert!(r.sh("ip -d -o link show br0").contains("veth"));
+    net.inject_failures(&[]);
+    let actions = converge(&r, &net, &v1, Some(&v2));
+    assert!(
+        actions.contains(&format!("create bridge br0 (mac {under_v1})")),
+        "{actions:#?}"
+    );
+    assert_eq!(link_mac(&r, "br0"), under_v1);
+    assert!(r.sh("ip -o addr show dev br0").contains("10.3.0.1/24"));
+    // A MAC declared in the document is set, and kept.
+    let v3 = document(
+        3,
+        "[network]\n[[network.links]]\nname = \"br0\"\nkind = \"bridge\"\nmac = \"02:00:00:00:00:33\"\n",
+    );
+    converge(&r, &net, &v3, Some(&v1));
+    assert_eq!(link_mac(&r, "br0"), "02:00:00:00:00:33");
+    assert_eq!(plan(&r, &net, &v3, Some(&v3)), Vec::<String>::new());
+}
+
+/// v2 creates a bridge, an address and a route, then fails; its revert cannot remove
+/// them (refused). The agent restarts; v3, planned with v1 (still committed) in
+/// force, does not mention them: the ledger written before they were created makes
+/// them the agent's, and they are removed.
+#[test]
+fn what_a_failed_generation_leaves_behind_is_removed_later() {
+    let (r, _outside) = router();
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("network");
+    let v1 = document(
+        1,
+        "[network]\n[[network.links]]\nname = \"eth0\"\naddresses = [\"10.0.0.1/24\"]\n",
+    );
+    let v2 = document(
+        2,
+        "[network]\nip_forward = true\n[[network.links]]\nname = \"eth0\"\naddresses = [\"10.0.0.1/24\", \"10.0.1.1/24\"]\n[[network.links]]\nname = \"brx\"\nkind = \"bridge\"\naddresses = [\"10.4.0.1/24\"]\n[[network.routes]]\nto = \"10.8.0.0/16\"\nvia = \"10.0.0.254\"\n",
+    );
+    let v3 = document(
+        3,
+        "[network]\n[[network.links]]\nname = \"eth0\"\nmtu = 1400\naddresses = [\"10.0.0.1/24\"]\n",
+    );
+    {
+        let net = r.run(|| NetworkReconciler::with_state_dir(&dir).unwrap());
+        converge(&r, &net, &v1, None);
+        // v2 fails at its last step, after everything else was created.
+        net.inject_failures(&["set net.ipv4.ip_forward = 1"]);
+        failing_apply(&r, &net, &v2, Some(&v1));
+        assert!(r.sh("ip -o link show").contains(": brx:"));
+        let on_disk = std::fs::read_to_string(dir.join("ledger.json")).unwrap();
+        assert!(
+            on_disk.contains("\"brx\"") && on_disk.contains("10.0.1.1/24"),
+            "{on_disk}"
+        );
+        // The revert's removals are refused.
+        net.inject_failures(&[
+            "delete route 10.8.0.0/16",
+            "delete address 10.0.1.1/24 from eth0",
+            "delete bridge brx",
+        ]);
+        failing_apply(&r, &net, &v1, Some(&v2));
+    }
+    assert!(r.sh("ip -o link show").contains(": brx:"));
+    // A new process on the same state directory.
+    let net = r.run(|| NetworkReconciler::with_state_dir(&dir).unwrap());
+    let actions = converge(&r, &net, &v3, Some(&v1));
+    for want in [
+        "delete route 10.8.0.0/16",
+        "delete address 10.0.1.1/24 from eth0",
+        "delete bridge brx",
+    ] {
+        assert!(actions.contains(&want.to_string()), "{want}: {actions:#?}");
+    }
+    assert!(!r.sh("ip -o link show").contains(": brx:"));
+    let addrs = r.sh("ip -o addr show dev eth0");
+    assert!(
+        !addrs.contains("10.0.1.1/")
+            && addrs.contains("10.0.0.1/24")
+            && addrs.contains("192.168.7.1/24"),
+        "{addrs}"
+    );
+    assert_eq!(r.sh("ip route show 10.8.0.0/16").trim(), "");
+    assert!(r.sh("ip -o link show").contains(": docker0:"));
+    let ledger = net.ledger();
+    assert!(
+        ledger.links.is_empty() && ledger.routes.is_empty(),
+        "{ledger:?}"
+    );
+    assert_eq!(plan(&r, &net, &v3, Some(&v3)), Vec::<String>::new());
 }

@@ -124,7 +124,7 @@ impl<S: Service> Agent<S> {
     /// Like [`run`](Self::run), but closes the session cleanly on shutdown.
     async fn serve_forever(&self, stop: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(self.options.backoff_min, self.options.backoff_max);
-        let kind = self.service.kind();
+        let kind = self.credentials.kind;
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(self.options.max_frame_bytes))
             .max_frame_size(Some(self.options.max_frame_bytes));
@@ -252,9 +252,10 @@ impl<S: Service> Agent<S> {
             return;
         };
         let service = Arc::clone(&self.service);
+        let kind = self.credentials.kind;
         let replies = replies.clone();
         tokio::spawn(async move {
-            if let Some(reply) = dispatch(service.as_ref(), &frame).await {
+            if let Some(reply) = dispatch(service.as_ref(), kind, &frame).await {
                 // The session may have ended meanwhile; Kahuna re-sends on reconnect.
                 let _ = replies.send(reply).await;
             }

@@ -2,15 +2,19 @@
 
 use std::fmt;
 
+use kernel_cmdline::HttpUrl;
 use thiserror::Error;
-use tokio_tungstenite::tungstenite::http::Uri;
 
 /// The agent's Kahuna credentials (from the kernel command line or upstream's
 /// `/etc/kowabunga/<agent>.yml`). `Debug` never shows the API key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
-    /// Kahuna's base URL: `https://kahuna.acme.com` or `wss://kahuna.acme.com`
-    /// (`http://`/`ws://` only in insecure mode). Any path is replaced by `/ws`.
+    /// The agent kind: `Kiwi`, `Kaktus` or `Kontroller` (the `X-WS-Kowabunga-Agent`
+    /// header and the prefix of every method Kahuna calls).
+    pub kind: &'static str,
+    /// Kahuna's URL: `https://kahuna.acme.com` or `wss://kahuna.acme.com`
+    /// (`http://`/`ws://` only in insecure mode), without a path: the agent dials `/ws`
+    /// on it (see [`Endpoint::parse`]).
     pub kahuna_url: String,
     /// The agent id Kahuna issued when the agent was registered.
     pub agent_id: String,
@@ -21,6 +25,7 @@ pub struct Credentials {
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
+            .field("kind", &self.kind)
             .field("kahuna_url", &self.kahuna_url)
             .field("agent_id", &self.agent_id)
             .field("api_key", &"<redacted>")
@@ -40,7 +45,7 @@ pub enum EndpointError {
     Insecure { url: String },
 }
 
-/// The resolved WebSocket endpoint: `<scheme>://<host>:<port>/ws`.
+/// The resolved WebSocket endpoint: `<scheme>://<host>[:<port>]/ws`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub tls: bool,
@@ -52,49 +57,45 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Resolve Kahuna's base URL to its `/ws` endpoint, as upstream agents do.
+    /// Resolve Kahuna's URL to its WebSocket endpoint as upstream agents do: the path is
+    /// always `/ws` on the configured server (`wss://kowabunga.acme.com` ->
+    /// `wss://kowabunga.acme.com/ws`).
+    ///
+    /// The URL is `wss://`/`https://` (or `ws://`/`http://` in insecure mode), a host and
+    /// an optional port, checked by the same rules as `kowabunga.kahuna`
+    /// ([`kernel_cmdline::HttpUrl::parse_base`]). A path other than `/` is refused rather
+    /// than dropped: the agent pulls its document under the same URL, and a path there
+    /// would point the pull and the RPC at different places.
     pub fn parse(kahuna_url: &str, insecure: bool) -> Result<Self, EndpointError> {
-        let invalid = |reason: String| EndpointError::Invalid {
+        let text = kahuna_url.trim();
+        let scheme_error = || EndpointError::Scheme {
             url: kahuna_url.to_owned(),
-            reason,
         };
-        let uri: Uri = kahuna_url.trim().parse().map_err(
-            |e: tokio_tungstenite::tungstenite::http::uri::InvalidUri| invalid(e.to_string()),
-        )?;
-        let tls = match uri.scheme_str() {
-            Some("wss" | "https") => true,
-            Some("ws" | "http") => false,
-            _ => {
-                return Err(EndpointError::Scheme {
-                    url: kahuna_url.to_owned(),
-                });
-            }
+        let (scheme, rest) = text.split_once("://").ok_or_else(scheme_error)?;
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "wss" | "https" => true,
+            "ws" | "http" => false,
+            _ => return Err(scheme_error()),
         };
         if !tls && !insecure {
             return Err(EndpointError::Insecure {
                 url: kahuna_url.to_owned(),
             });
         }
-        let authority = uri.authority().ok_or_else(|| invalid("no host".into()))?;
-        if authority.as_str().contains('@') {
-            return Err(invalid("user information is not allowed".into()));
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        if host.is_empty() {
-            return Err(invalid("no host".into()));
-        }
-        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let scheme = if tls { "wss" } else { "ws" };
-        let url = format!("{scheme}://{}/ws", authority.as_str());
+        let http = format!("{}://{rest}", if tls { "https" } else { "http" });
+        let base = HttpUrl::parse_base(&http).map_err(|e| EndpointError::Invalid {
+            url: kahuna_url.to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             tls,
-            host,
-            port,
-            url,
+            host: base
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: base.port().unwrap_or(if tls { 443 } else { 80 }),
+            url: base.websocket_url(),
         })
     }
 }
@@ -104,18 +105,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoint_is_always_slash_ws() {
-        let e = Endpoint::parse("https://kahuna.acme.com/api/v1", false).unwrap();
-        assert_eq!(e.url, "wss://kahuna.acme.com/ws");
+    fn endpoint_is_always_slash_ws_on_the_server() {
+        let e = Endpoint::parse("wss://kowabunga.acme.com", false).unwrap();
+        assert_eq!(e.url, "wss://kowabunga.acme.com/ws");
         assert_eq!(
             (e.tls, e.port, e.host.as_str()),
-            (true, 443, "kahuna.acme.com")
+            (true, 443, "kowabunga.acme.com")
         );
+        let e = Endpoint::parse("https://Kahuna.Acme.com/", false).unwrap();
+        assert_eq!(e.url, "wss://kahuna.acme.com/ws");
         let e = Endpoint::parse("wss://kahuna.acme.com:8443", false).unwrap();
-        assert_eq!(e.url, "wss://kahuna.acme.com:8443/ws");
-        let e = Endpoint::parse("ws://[::1]:9000/", true).unwrap();
+        assert_eq!(
+            (e.url.as_str(), e.port),
+            ("wss://kahuna.acme.com:8443/ws", 8443)
+        );
+        let e = Endpoint::parse(" ws://[::1]:9000/ ", true).unwrap();
         assert_eq!((e.tls, e.port, e.host.as_str()), (false, 9000, "::1"));
         assert_eq!(e.url, "ws://[::1]:9000/ws");
+        let e = Endpoint::parse("http://10.0.0.1", true).unwrap();
+        assert_eq!((e.url.as_str(), e.port), ("ws://10.0.0.1/ws", 80));
+    }
+
+    #[test]
+    fn a_path_is_refused_not_silently_replaced() {
+        for url in ["https://kahuna.acme.com/api/v1", "wss://kahuna.acme.com/ws"] {
+            let err = Endpoint::parse(url, false).unwrap_err();
+            assert!(
+                matches!(err, EndpointError::Invalid { .. }),
+                "{url}: {err:?}"
+            );
+            assert!(err.to_string().contains("without a path"), "{url}: {err}");
+        }
     }
 
     #[test]
@@ -132,12 +152,23 @@ mod tests {
             Endpoint::parse("kahuna.acme.com", true),
             Err(EndpointError::Scheme { .. })
         ));
-        assert!(Endpoint::parse("wss://u:p@kahuna", false).is_err());
+        assert_eq!(
+            Endpoint::parse("wss://u:p@kahuna", false).unwrap_err(),
+            EndpointError::Invalid {
+                url: "wss://u:p@kahuna".into(),
+                reason: "user credentials are not allowed in the URL".into()
+            }
+        );
+        assert!(matches!(
+            Endpoint::parse("wss://kahuna?x", false),
+            Err(EndpointError::Invalid { .. })
+        ));
     }
 
     #[test]
     fn debug_never_shows_the_key() {
         let c = Credentials {
+            kind: "Kiwi",
             kahuna_url: "wss://k".into(),
             agent_id: "a".into(),
             api_key: "s3cr3t-key".into(),

@@ -284,15 +284,26 @@ impl Conn {
     /// Call `method` like upstream's client and wait for the reply with the same id.
     pub async fn call(&mut self, method: &str, params: Value) -> Reply {
         let id = self.next_id;
+        self.call_within(method, params, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("no reply to {method} (id {id})"))
+    }
+
+    /// [`call`](Self::call), waiting at most `within`: `None` without a reply (a call
+    /// that goes through a whole generation may take a while on a slow guest).
+    pub async fn call_within(
+        &mut self,
+        method: &str,
+        params: Value,
+        within: Duration,
+    ) -> Option<Reply> {
+        let id = self.next_id;
         self.next_id += 1;
         let frame = json!({ "id": id, "method": method, "params": params });
         self.send_raw(serde_json::to_vec(&frame).unwrap());
-        let reply = self
-            .next_reply(Duration::from_secs(20))
-            .await
-            .unwrap_or_else(|| panic!("no reply to {method} (id {id})"));
+        let reply = self.next_reply(within).await?;
         assert_eq!(reply.id, id, "reply id for {method}");
-        reply
+        Some(reply)
     }
 
     /// `Kiwi.Capabilities` etc.: `(Version, Methods)`.

@@ -32,7 +32,8 @@ struct Capabilities {
 
 /// Serve one frame: the encoded reply, or `None` when the frame cannot be answered
 /// (not JSON, or no usable `id`: there is nobody to reply to). Never panics.
-pub async fn dispatch<S: Service>(service: &S, frame: &[u8]) -> Option<Vec<u8>> {
+/// `kind` is the agent kind the calls must be addressed to (`Kiwi` for `Kiwi.Reload`).
+pub async fn dispatch<S: Service>(service: &S, kind: &str, frame: &[u8]) -> Option<Vec<u8>> {
     let request: Request = match serde_json::from_slice(frame) {
         Ok(request) => request,
         Err(err) => {
@@ -45,21 +46,25 @@ pub async fn dispatch<S: Service>(service: &S, frame: &[u8]) -> Option<Vec<u8>> 
         }
     };
     let id = request.id;
-    let outcome = serve(service, request).await;
+    let outcome = serve(service, kind, request).await;
     if let Err(err) = &outcome {
         tracing::warn!(id, "rpc: call failed: {err}");
     }
     Some(encode(id, outcome))
 }
 
-async fn serve<S: Service>(service: &S, request: Request) -> Result<Value, String> {
+async fn serve<S: Service>(
+    service: &S,
+    agent_kind: &str,
+    request: Request,
+) -> Result<Value, String> {
     let Request { method, params, .. } = request;
     let Some((kind, name)) = method.rsplit_once('.') else {
         return Err(format!(
             "wsrpc: service/method request ill-formed: {method}"
         ));
     };
-    if kind != service.kind() {
+    if kind != agent_kind {
         return Err(format!("wsrpc: can't find service {method}"));
     }
     let known = name == "Capabilities" || service.methods().contains(&name);
@@ -117,9 +122,6 @@ mod tests {
     struct Echo;
 
     impl Service for Echo {
-        fn kind(&self) -> &'static str {
-            "Kiwi"
-        }
         fn version(&self) -> String {
             "0.1".into()
         }
@@ -135,7 +137,7 @@ mod tests {
     }
 
     async fn call(frame: &str) -> Option<Value> {
-        dispatch(&Echo, frame.as_bytes())
+        dispatch(&Echo, "Kiwi", frame.as_bytes())
             .await
             .map(|b| serde_json::from_slice(&b).unwrap())
     }
@@ -206,6 +208,6 @@ mod tests {
         ] {
             assert_eq!(call(frame).await, None, "{frame}");
         }
-        assert_eq!(dispatch(&Echo, &[0xff, 0xfe, 0x00]).await, None);
+        assert_eq!(dispatch(&Echo, "Kiwi", &[0xff, 0xfe, 0x00]).await, None);
     }
 }

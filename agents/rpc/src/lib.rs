@@ -24,6 +24,9 @@ mod service;
 pub use agent::{Agent, Link, Options};
 pub use backoff::Backoff;
 pub use credentials::{Credentials, Endpoint, EndpointError};
+/// rustls client configuration (ring): the pinned CA file if given, else the system
+/// roots. For other HTTPS clients of an agent (the kontroller's metadata fetch).
+pub use dial::tls_config as client_tls_config;
 pub use frame::{MISSING_PARAMS, dispatch};
 pub use service::Service;
 

@@ -4,18 +4,22 @@ use std::future::Future;
 
 use serde_json::Value;
 
-/// An agent's RPC surface, as Kahuna sees it.
+/// An agent's RPC surface, as Kahuna sees it. The agent kind (the method prefix) is
+/// not the service's: it travels with the [`Credentials`](crate::Credentials).
 ///
 /// Kahuna calls `<kind>.<Method>`; parameters and results use Go field names as keys
 /// (`{"Domain": ..., "Entry": ...}`). Errors are plain strings, sent back as the
 /// frame's `error`.
 pub trait Service: Send + Sync + 'static {
-    /// The agent kind, as in the `X-WS-Kowabunga-Agent` header and the method prefix:
-    /// `Kiwi`, `Kaktus` or `Kontroller`.
-    fn kind(&self) -> &'static str;
-
-    /// `Version` reported by `<kind>.Capabilities` (`"0.1"`).
-    fn version(&self) -> String;
+    /// `Version` reported by `<kind>.Capabilities`: `major.minor` of the agents' version
+    /// (`"0.1"`; the workspace gives every crate the same one), as upstream's agents
+    /// report theirs.
+    fn version(&self) -> String {
+        let v = env!("CARGO_PKG_VERSION");
+        v.rsplit_once('.')
+            .map_or(v, |(major_minor, _)| major_minor)
+            .to_owned()
+    }
 
     /// The methods this agent implements, without the `<kind>.` prefix and without
     /// `Capabilities` (answered by the transport). Kahuna only calls what is listed.

@@ -15,9 +15,6 @@ const T: Duration = Duration::from_secs(10);
 struct Echo;
 
 impl Service for Echo {
-    fn kind(&self) -> &'static str {
-        "Kiwi"
-    }
     fn version(&self) -> String {
         "0.1".into()
     }
@@ -64,6 +61,7 @@ impl Running {
 
 fn spawn(url: &str, key: &str, options: Options) -> Running {
     let creds = Credentials {
+        kind: "Kiwi",
         kahuna_url: url.into(),
         agent_id: "kiwi-1".into(),
         api_key: key.into(),
@@ -279,6 +277,7 @@ async fn reconnects_after_kahuna_restarts() {
 #[test]
 fn insecure_urls_need_insecure_mode() {
     let creds = Credentials {
+        kind: "Kiwi",
         kahuna_url: "ws://127.0.0.1:1".into(),
         agent_id: "kiwi-1".into(),
         api_key: "k".into(),
@@ -348,6 +347,7 @@ async fn wss_with_a_pinned_ca_and_refusal_of_an_unknown_one() {
     let bogus = dir.join("bogus.pem");
     std::fs::write(&bogus, "not a certificate").unwrap();
     let creds = Credentials {
+        kind: "Kiwi",
         kahuna_url: url,
         agent_id: "kiwi-1".into(),
         api_key: "k".into(),

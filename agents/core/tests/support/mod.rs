@@ -83,6 +83,12 @@ pub struct Served {
     pub unauthorized: usize,
     pub gets: usize,
     pub not_modified: usize,
+    /// Called as each request arrives, before it is answered (a test notes what the
+    /// agent looked like at that moment).
+    pub on_request: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// When set, every request is answered `503 Service Unavailable`: Kahuna is down,
+    /// but its port stays bound (no other listener can take it meanwhile).
+    pub unavailable: bool,
 }
 
 /// A config endpoint on loopback enforcing the agent's headers like Kahuna.
@@ -205,6 +211,16 @@ async fn handle(
     state: &Mutex<Served>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
+    let (hook, unavailable) = {
+        let served = state.lock().unwrap();
+        (served.on_request.clone(), served.unavailable)
+    };
+    if let Some(hook) = hook {
+        hook();
+    }
+    if unavailable {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, Vec::new(), None);
+    }
     let header = |name: &str| {
         req.headers()
             .get(name)

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod netns;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -112,20 +114,118 @@ pub fn free_port() -> u16 {
     panic!("no free port");
 }
 
+/// The core's side of `Kiwi.*` pushes in tests: runs the table through [`Pipeline`].
+pub struct PipelinePusher(pub Arc<Pipeline>);
+
+impl kowabunga_model::Pusher for PipelinePusher {
+    async fn push(&self, section: &'static str, table: toml::Table) -> Result<(), String> {
+        assert_eq!(section, kowabunga_dns::model::SECTION);
+        self.0.push(table).await
+    }
+}
+
+/// A pusher whose pipeline rejects everything with `reason` (or must not be called).
+pub struct RejectingPusher(pub &'static str);
+
+impl kowabunga_model::Pusher for RejectingPusher {
+    async fn push(&self, _section: &'static str, _table: toml::Table) -> Result<(), String> {
+        Err(self.0.to_owned())
+    }
+}
+
 /// What `dig` printed, parsed enough for assertions.
 #[derive(Debug)]
 pub struct Dig {
     pub status: String,
     pub flags: Vec<String>,
+    /// Answer records as `TYPE DATA` (`A 10.0.0.1`), sorted.
     pub answers: Vec<String>,
+    /// Authority and additional records, the same way.
+    pub authority: Vec<String>,
+    pub additional: Vec<String>,
+    /// The `; EDNS: ...` line of the OPT pseudo-section, if the reply had an OPT.
+    pub edns: Option<String>,
+    /// The other lines of the OPT pseudo-section (`; COOKIE: ...`, options).
+    pub options: Vec<String>,
     pub raw: String,
 }
 
-/// Query our server with the real `dig` (bind9-dnsutils).
+impl Dig {
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+
+    /// `status / flags / answer count / EDNS`, one line, for side-by-side tables.
+    pub fn summary(&self) -> String {
+        if self.status.is_empty() {
+            let first = self
+                .raw
+                .lines()
+                .find(|l| {
+                    !l.trim().is_empty() && !l.starts_with("; <<>>") && !l.starts_with(";; global")
+                })
+                .unwrap_or("no reply");
+            return first.trim().chars().take(40).collect();
+        }
+        let mut out = format!(
+            "{} [{}] an={}",
+            self.status,
+            self.flags.join(" "),
+            self.answers.len()
+        );
+        if !self.additional.is_empty() {
+            out.push_str(&format!(" ad={}", self.additional.len()));
+        }
+        match &self.edns {
+            Some(edns) => {
+                let version = edns
+                    .split("version: ")
+                    .nth(1)
+                    .and_then(|v| v.split(',').next())
+                    .unwrap_or("?");
+                out.push_str(&format!(" edns{version}"));
+                if edns.contains("flags: do") || edns.contains("flags: do;") {
+                    out.push_str(" do");
+                }
+                if edns.contains("MBZ") {
+                    out.push_str(" mbz");
+                }
+            }
+            None => out.push_str(" no-edns"),
+        }
+        if !self.options.is_empty() {
+            out.push_str(&format!(" opts={}", self.options.len()));
+        }
+        out
+    }
+}
+
+/// Query our server on loopback with the real `dig` (bind9-dnsutils).
 pub fn dig(port: u16, name: &str, qtype: &str, extra: &[&str]) -> Dig {
-    let out = Command::new("dig")
+    dig_at(None, "127.0.0.1", port, name, qtype, extra)
+}
+
+/// Run `dig @server -p port name qtype extra...`, inside network namespace `netns`
+/// when given.
+pub fn dig_at(
+    netns: Option<&str>,
+    server: &str,
+    port: u16,
+    name: &str,
+    qtype: &str,
+    extra: &[&str],
+) -> Dig {
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "dig"]);
+            c
+        }
+        None => Command::new("dig"),
+    };
+    let out = command
         .args([
-            "@127.0.0.1",
+            &format!("@{server}"),
             "-p",
             &port.to_string(),
             name,
@@ -136,7 +236,10 @@ pub fn dig(port: u16, name: &str, qtype: &str, extra: &[&str]) -> Dig {
         .args(extra)
         .output()
         .expect("dig not found: install bind9-dnsutils (scripts/install-deps.sh --for test)");
-    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    parse_dig(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn parse_dig(raw: String) -> Dig {
     let status = raw
         .split("status: ")
         .nth(1)
@@ -151,26 +254,52 @@ pub fn dig(port: u16, name: &str, qtype: &str, extra: &[&str]) -> Dig {
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    let mut answers = Vec::new();
-    let mut in_answer = false;
+    let (mut answers, mut authority, mut additional) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut edns, mut options) = (None, Vec::new());
+    let mut section = "";
     for line in raw.lines() {
-        if line.starts_with(";; ANSWER SECTION") {
-            in_answer = true;
-        } else if line.trim().is_empty() {
-            in_answer = false;
-        } else if in_answer {
-            // "www.acme.local. 60 IN A 10.0.0.1" -> "A 10.0.0.1"
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() >= 5 {
-                answers.push(format!("{} {}", f[3], f[4]));
+        if let Some(rest) = line.strip_prefix(";; ")
+            && (rest.ends_with("SECTION:") || rest.starts_with("OPT PSEUDOSECTION"))
+        {
+            section = rest.split_whitespace().next().unwrap_or("");
+            continue;
+        }
+        if line.trim().is_empty() {
+            section = "";
+            continue;
+        }
+        if section == "OPT" {
+            if line.starts_with("; EDNS:") {
+                edns = Some(line.to_owned());
+            } else {
+                options.push(line.to_owned());
             }
+            continue;
+        }
+        // "www.acme.local. 60 IN A 10.0.0.1" -> "A 10.0.0.1"
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 5 || line.starts_with(';') {
+            continue;
+        }
+        let record = format!("{} {}", f[3], f[4..].join(" "));
+        match section {
+            "ANSWER" => answers.push(record),
+            "AUTHORITY" => authority.push(record),
+            "ADDITIONAL" => additional.push(record),
+            _ => {}
         }
     }
     answers.sort();
+    authority.sort();
+    additional.sort();
     Dig {
         status,
         flags,
         answers,
+        authority,
+        additional,
+        edns,
+        options,
         raw,
     }
 }

@@ -1,34 +1,49 @@
 //! Kiwi's DNS desired state: the signed `[dns]` section, the records Kahuna pushed over
-//! RPC, and how the two merge into the configuration the DNS server runs.
+//! RPC, and how the two merge into the configuration the DNS server runs. Pure: no I/O.
 //!
 //! Two sources feed the DNS server:
-//! - the signed `[dns]` section of the pulled document ([`DnsSection`]): where to listen,
-//!   which recursors to forward to, and zones with records the operator declares;
+//! - the signed `[dns]` section of the pulled document ([`DnsSection`], named
+//!   [`SECTION`]; its JSON Schema is `schemars::schema_for!(DnsSection)`): where to
+//!   listen, which recursors to forward to and for whom, the server's own name, and
+//!   zones with records the operator declares;
 //! - the pushed table `dns` ([`PushedDns`]): what Kahuna sent with `Kiwi.Reload`,
 //!   `Kiwi.CreateDnsRecord`... Stored with each generation, authenticated by the RPC
 //!   channel, not signed.
 //!
 //! Merge ([`effective`]), written down in `docs/dns.md`:
-//! - listen addresses, recursors, timeout and TTL come only from the signed section
-//!   (defaults when it is absent): Kahuna cannot move the server.
+//! - every server setting comes only from the signed section (defaults when it is
+//!   absent): Kahuna cannot move the server or open its recursion.
 //! - the managed zones are the union of both sources.
 //! - per name inside a zone, **pushed wins**: a pushed name replaces the signed name's
 //!   whole address list, so an RPC reply of success always means the name now resolves
 //!   as Kahuna asked. A pushed name with an empty address list is a tombstone: it hides a
 //!   signed name (that is what `Kiwi.DeleteDnsRecord` of a signed name stores).
 //! - a zone declared by the signed section cannot be deleted over RPC.
+//! - reverse zones ([`reverse`]) are derived from the merged records.
 //!
 //! Names are case-insensitive and kept lowercase, zones without the trailing dot
 //! (`acme.local`), records relative to their zone (`www`, `db.eu`, `@` for the apex).
+
+mod names;
+mod pushed;
+pub mod reverse;
+mod schema;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use ipnet::IpNet;
+use kowabunga_model::{Document, DocumentError};
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
-use crate::{Document, DocumentError};
+pub use names::{host_name, parse_addresses, record_name, zone_name};
+pub use pushed::{Presence, PushedDns, PushedZone};
+pub use reverse::ReverseZones;
+
+use names::check_addresses;
 
 /// Name of the signed section and of the pushed table.
 pub const SECTION: &str = "dns";
@@ -86,32 +101,73 @@ pub type ZoneRecords = BTreeMap<String, Addresses>;
 /// recursors = ["9.9.9.9", "149.112.112.112:53"]
 /// forward_timeout_ms = 1500
 /// ttl = 60
+/// nameserver = "kiwi-1.infra.acme.local"     # default: ns.<zone> in each zone
+/// nameserver_addresses = ["10.0.0.1"]        # default: the specific listen addresses
+/// reverse_zones = true                       # PTR for managed addresses
+/// recursion_clients = ["10.8.0.0/16"]        # besides the node's own subnets
 ///
 /// [dns.zones."acme.local".records]
 /// "@" = ["10.0.0.1"]
 /// www = ["10.0.0.10", "fd00::10"]
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    title = "[dns]",
+    description = "Kiwi's DNS server: listeners, forwarding, and the zones it answers for."
+)]
 pub struct DnsSection {
+    /// Where to listen, UDP and TCP (`ip:port`).
     #[serde(default = "default_listen")]
+    #[schemars(schema_with = "schema::listen")]
     pub listen: Vec<SocketAddr>,
-    /// `ip` or `ip:port` (port 53 when omitted).
+    /// Where to forward names outside the managed zones, in order: `ip` or `ip:port`
+    /// (port 53 when omitted).
     #[serde(default = "default_recursors", deserialize_with = "recursors")]
+    #[schemars(schema_with = "schema::recursors")]
     pub recursors: Vec<SocketAddr>,
+    /// Time given to each recursor, in milliseconds.
     #[serde(default = "default_forward_timeout_ms")]
+    #[schemars(range(min = 1, max = 30_000))]
     pub forward_timeout_ms: u64,
+    /// TTL of every answer, and the SOA minimum (negative caching).
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    /// This server's name in every zone's NS record (and SOA MNAME). Absent:
+    /// `ns.<zone>` in each zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "nameserver_schema")]
+    pub nameserver: Option<String>,
+    /// Addresses served for the nameserver's name when it lies in a managed zone that
+    /// does not define it (glue). Empty: the listen addresses that are not wildcards.
     #[serde(default)]
+    #[schemars(schema_with = "schema::addresses")]
+    pub nameserver_addresses: Vec<IpAddr>,
+    /// Answer PTR queries for the managed addresses from reverse zones derived from the
+    /// records (each IPv4 /24, IPv6 /64 holding one).
+    #[serde(default = "default_true")]
+    pub reverse_zones: bool,
+    /// Networks whose clients get recursive (forwarded) answers, besides the subnets
+    /// of the node's own addresses, which always do. Others get REFUSED.
+    #[serde(default)]
+    pub recursion_clients: Vec<IpNet>,
+    /// Managed zones and their records.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::zones")]
     pub zones: BTreeMap<String, SignedZone>,
 }
 
+fn nameserver_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schema::domain_name(generator)
+}
+
 /// One zone of the signed section.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignedZone {
+    /// Relative name (`@` for the apex) -> its A and AAAA addresses.
     #[serde(default)]
+    #[schemars(schema_with = "schema::records")]
     pub records: ZoneRecords,
 }
 
@@ -122,6 +178,10 @@ impl Default for DnsSection {
             recursors: default_recursors(),
             forward_timeout_ms: DEFAULT_FORWARD_TIMEOUT_MS,
             ttl: DEFAULT_TTL,
+            nameserver: None,
+            nameserver_addresses: Vec::new(),
+            reverse_zones: true,
+            recursion_clients: Vec::new(),
             zones: BTreeMap::new(),
         }
     }
@@ -146,6 +206,10 @@ fn default_ttl() -> u32 {
     DEFAULT_TTL
 }
 
+fn default_true() -> bool {
+    true
+}
+
 /// `9.9.9.9`, `9.9.9.9:5353`, `2620:fe::fe` or `[2620:fe::fe]:53`.
 pub fn parse_recursor(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
@@ -164,27 +228,6 @@ fn recursors<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Erro
         .collect()
 }
 
-/// The pushed table `dns`: what Kahuna sent over RPC, zone -> records.
-///
-/// ```toml
-/// [zones."acme.local".records]
-/// www = ["10.0.0.10"]
-/// old = []          # tombstone: hides the signed name `old`
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PushedDns {
-    #[serde(default)]
-    pub zones: BTreeMap<String, PushedZone>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PushedZone {
-    #[serde(default)]
-    pub records: ZoneRecords,
-}
-
 /// What the DNS server runs: both sources merged and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsConfig {
@@ -192,6 +235,14 @@ pub struct DnsConfig {
     pub recursors: Vec<SocketAddr>,
     pub forward_timeout_ms: u64,
     pub ttl: u32,
+    /// The server's name in NS records; `None`: `ns.<zone>` per zone.
+    pub nameserver: Option<String>,
+    /// Addresses served for the nameserver's name where no record defines it.
+    pub nameserver_addresses: Vec<IpAddr>,
+    /// Whether PTR answers come from reverse zones derived from the records.
+    pub reverse_zones: bool,
+    /// Networks allowed recursion besides the node's own subnets (host bits cleared).
+    pub recursion_clients: Vec<IpNet>,
     /// Zone (lowercase, no trailing dot) -> records (tombstones removed).
     pub zones: BTreeMap<String, ZoneRecords>,
 }
@@ -209,6 +260,22 @@ impl DnsConfig {
             zone.to_owned()
         } else {
             format!("{record}.{zone}")
+        }
+    }
+
+    /// The name in `zone`'s NS record.
+    pub fn nameserver_of(&self, zone: &str) -> String {
+        self.nameserver
+            .clone()
+            .unwrap_or_else(|| format!("ns.{zone}"))
+    }
+
+    /// The reverse zones derived from the records, empty when `reverse_zones` is off.
+    pub fn reverse(&self) -> ReverseZones {
+        if self.reverse_zones {
+            reverse::derive(&self.zones)
+        } else {
+            ReverseZones::new()
         }
     }
 }
@@ -229,6 +296,15 @@ pub fn signed(doc: &Document) -> Result<DnsSection, DnsError> {
             "[dns] forward_timeout_ms: {} is outside 1..=30000",
             section.forward_timeout_ms
         )));
+    }
+    if let Some(name) = &section.nameserver {
+        section.nameserver = Some(host_name(name)?);
+    }
+    if !section.nameserver_addresses.is_empty() {
+        check_addresses("[dns] nameserver_addresses", &section.nameserver_addresses)?;
+    }
+    for net in &mut section.recursion_clients {
+        *net = net.trunc();
     }
     let mut zones = BTreeMap::new();
     for (zone, spec) in std::mem::take(&mut section.zones) {
@@ -315,275 +391,28 @@ pub fn merge(signed: &DnsSection, pushed: &PushedDns) -> Result<DnsConfig, DnsEr
             }
         }
     }
+    let nameserver_addresses = if signed.nameserver_addresses.is_empty() {
+        let mut specific: Vec<IpAddr> = Vec::new();
+        for ip in signed.listen.iter().map(SocketAddr::ip) {
+            if !ip.is_unspecified() && !specific.contains(&ip) {
+                specific.push(ip);
+            }
+        }
+        specific
+    } else {
+        signed.nameserver_addresses.clone()
+    };
     Ok(DnsConfig {
         listen: signed.listen.clone(),
         recursors: signed.recursors.clone(),
         forward_timeout_ms: signed.forward_timeout_ms,
         ttl: signed.ttl,
+        nameserver: signed.nameserver.clone(),
+        nameserver_addresses,
+        reverse_zones: signed.reverse_zones,
+        recursion_clients: signed.recursion_clients.clone(),
         zones,
     })
-}
-
-/// What a record is in the merged view, to decide what an RPC may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presence {
-    Absent,
-    Present,
-}
-
-impl PushedDns {
-    /// `Kiwi.Reload`: replace every pushed record. Signed records stay (pushed still
-    /// wins per name).
-    pub fn reload(
-        domains: impl IntoIterator<Item = (String, Vec<(String, Addresses)>)>,
-    ) -> Result<Self, DnsError> {
-        let mut out = PushedDns::default();
-        for (zone, records) in domains {
-            let zone = zone_name(&zone)?;
-            let entry = out.zones.entry(zone.clone()).or_default();
-            for (name, addresses) in records {
-                let name = record_name(&name)?;
-                let fqdn = DnsConfig::fqdn(&zone, &name);
-                check_addresses(&fqdn, &addresses)?;
-                // Upstream sends one record per (name, type): A and AAAA of a name
-                // arrive separately and add up.
-                let slot = entry.records.entry(name).or_default();
-                for a in addresses {
-                    if !slot.contains(&a) {
-                        slot.push(a);
-                    }
-                }
-                check_addresses(&fqdn, slot)?;
-            }
-        }
-        Ok(out)
-    }
-
-    /// `Kiwi.CreateDnsZone`: make `zone` managed (idempotent).
-    pub fn create_zone(&mut self, zone: &str) -> Result<(), DnsError> {
-        let zone = zone_name(zone)?;
-        self.zones.entry(zone).or_default();
-        Ok(())
-    }
-
-    /// `Kiwi.DeleteDnsZone`: forget `zone` and its pushed records (idempotent). A zone
-    /// the signed section declares cannot be deleted this way.
-    pub fn delete_zone(&mut self, zone: &str, signed: &DnsSection) -> Result<(), DnsError> {
-        let zone = zone_name(zone)?;
-        if signed.zones.contains_key(&zone) {
-            return Err(DnsError::SignedZone { zone });
-        }
-        self.zones.remove(&zone);
-        Ok(())
-    }
-
-    /// `Kiwi.CreateDnsRecord` (and `UpdateDnsRecord` once existence is checked): set
-    /// the addresses of `name` in `zone`, creating the zone if needed.
-    pub fn set_record(
-        &mut self,
-        zone: &str,
-        name: &str,
-        addresses: Addresses,
-    ) -> Result<(), DnsError> {
-        let zone = zone_name(zone)?;
-        let name = record_name(name)?;
-        check_addresses(&DnsConfig::fqdn(&zone, &name), &addresses)?;
-        let mut unique = Addresses::with_capacity(addresses.len());
-        for a in addresses {
-            if !unique.contains(&a) {
-                unique.push(a);
-            }
-        }
-        self.zones
-            .entry(zone)
-            .or_default()
-            .records
-            .insert(name, unique);
-        Ok(())
-    }
-
-    /// `Kiwi.UpdateDnsRecord`: like [`set_record`](Self::set_record), but the record
-    /// must exist in the merged view (upstream errors on an unknown record).
-    pub fn update_record(
-        &mut self,
-        zone: &str,
-        name: &str,
-        addresses: Addresses,
-        signed: &DnsSection,
-    ) -> Result<(), DnsError> {
-        if self.presence(zone, name, signed)? == Presence::Absent {
-            let fqdn = DnsConfig::fqdn(&zone_name(zone)?, &record_name(name)?);
-            return Err(DnsError::NoSuchRecord { name: fqdn });
-        }
-        self.set_record(zone, name, addresses)
-    }
-
-    /// `Kiwi.DeleteDnsRecord`: remove `name` (idempotent, as upstream). A signed name
-    /// gets a tombstone so that it stops resolving.
-    pub fn delete_record(
-        &mut self,
-        zone: &str,
-        name: &str,
-        signed: &DnsSection,
-    ) -> Result<(), DnsError> {
-        let zone = zone_name(zone)?;
-        let name = record_name(name)?;
-        let in_signed = signed
-            .zones
-            .get(&zone)
-            .is_some_and(|z| z.records.contains_key(&name));
-        if in_signed {
-            self.zones
-                .entry(zone)
-                .or_default()
-                .records
-                .insert(name, Vec::new());
-        } else if let Some(z) = self.zones.get_mut(&zone) {
-            z.records.remove(&name);
-        }
-        Ok(())
-    }
-
-    /// Whether `name` in `zone` resolves in the merged view of `self` and `signed`.
-    pub fn presence(
-        &self,
-        zone: &str,
-        name: &str,
-        signed: &DnsSection,
-    ) -> Result<Presence, DnsError> {
-        let zone = zone_name(zone)?;
-        let name = record_name(name)?;
-        let pushed = self.zones.get(&zone).and_then(|z| z.records.get(&name));
-        let present = match pushed {
-            Some(addresses) => !addresses.is_empty(),
-            None => signed
-                .zones
-                .get(&zone)
-                .is_some_and(|z| z.records.contains_key(&name)),
-        };
-        Ok(if present {
-            Presence::Present
-        } else {
-            Presence::Absent
-        })
-    }
-
-    /// As a TOML table, for [`Document::set_pushed`].
-    pub fn to_table(&self) -> toml::Table {
-        let mut zones = toml::Table::new();
-        for (zone, spec) in &self.zones {
-            let mut records = toml::Table::new();
-            for (name, addresses) in &spec.records {
-                let list = addresses
-                    .iter()
-                    .map(|a| toml::Value::String(a.to_string()))
-                    .collect();
-                records.insert(name.clone(), toml::Value::Array(list));
-            }
-            let mut z = toml::Table::new();
-            z.insert("records".into(), toml::Value::Table(records));
-            zones.insert(zone.clone(), toml::Value::Table(z));
-        }
-        let mut table = toml::Table::new();
-        table.insert("zones".into(), toml::Value::Table(zones));
-        table
-    }
-}
-
-/// A zone name, normalised: lowercase, no trailing dot, valid labels.
-pub fn zone_name(text: &str) -> Result<String, DnsError> {
-    let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
-    if name.is_empty() {
-        return Err(bad_name(text, "empty (the root zone cannot be managed)"));
-    }
-    check_labels(text, &name)?;
-    Ok(name)
-}
-
-/// A record name relative to its zone, normalised: lowercase; `@` or empty is the apex.
-pub fn record_name(text: &str) -> Result<String, DnsError> {
-    if text.is_empty() || text == "@" {
-        return Ok("@".to_owned());
-    }
-    if text.ends_with('.') {
-        return Err(bad_name(
-            text,
-            "record names are relative to their zone (no trailing dot)",
-        ));
-    }
-    let name = text.to_ascii_lowercase();
-    check_labels(text, &name)?;
-    Ok(name)
-}
-
-fn check_labels(original: &str, name: &str) -> Result<(), DnsError> {
-    if name.len() > 253 {
-        return Err(bad_name(original, "longer than 253 characters"));
-    }
-    for label in name.split('.') {
-        if label.is_empty() {
-            return Err(bad_name(original, "empty label"));
-        }
-        if label.len() > 63 {
-            return Err(bad_name(original, "a label is longer than 63 characters"));
-        }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-        {
-            return Err(bad_name(
-                original,
-                &format!("character {c:?} is not allowed"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_addresses(fqdn: &str, addresses: &[IpAddr]) -> Result<(), DnsError> {
-    if addresses.is_empty() {
-        return Err(DnsError::NoAddresses {
-            name: fqdn.to_owned(),
-        });
-    }
-    if addresses.len() > MAX_ADDRESSES_PER_NAME {
-        return Err(DnsError::TooManyAddresses {
-            name: fqdn.to_owned(),
-            count: addresses.len(),
-        });
-    }
-    if let Some(bad) = addresses
-        .iter()
-        .find(|a| a.is_unspecified() || a.is_multicast())
-    {
-        return Err(DnsError::BadAddress {
-            name: fqdn.to_owned(),
-            address: bad.to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// Parse textual addresses (as upstream sends them), naming the record on error.
-pub fn parse_addresses(fqdn: &str, texts: &[String]) -> Result<Addresses, DnsError> {
-    texts
-        .iter()
-        .map(|t| {
-            t.trim()
-                .parse::<IpAddr>()
-                .map_err(|_| DnsError::BadAddress {
-                    name: fqdn.to_owned(),
-                    address: t.clone(),
-                })
-        })
-        .collect()
-}
-
-fn bad_name(name: &str, reason: &str) -> DnsError {
-    DnsError::BadName {
-        name: name.to_owned(),
-        reason: reason.to_owned(),
-    }
 }
 
 impl fmt::Display for DnsConfig {
@@ -602,12 +431,46 @@ impl fmt::Display for DnsConfig {
             join(&self.recursors),
             self.forward_timeout_ms
         )?;
+        let clients: Vec<String> = self
+            .recursion_clients
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        writeln!(
+            f,
+            "; recursion for the node's own subnets{}{}",
+            if clients.is_empty() { "" } else { " and " },
+            clients.join(" ")
+        )?;
         for (zone, records) in &self.zones {
             writeln!(f, "$ORIGIN {zone}.")?;
+            writeln!(
+                f,
+                "{:<24} {} IN NS   {}.",
+                "@",
+                self.ttl,
+                self.nameserver_of(zone)
+            )?;
             for (name, addresses) in records {
                 for a in addresses {
                     let kind = if a.is_ipv4() { "A" } else { "AAAA" };
                     writeln!(f, "{name:<24} {} IN {kind:<4} {a}", self.ttl)?;
+                }
+            }
+        }
+        for (zone, owners) in self.reverse() {
+            writeln!(f, "$ORIGIN {zone}.")?;
+            writeln!(
+                f,
+                "{:<24} {} IN NS   {}.",
+                "@",
+                self.ttl,
+                self.nameserver_of(&zone)
+            )?;
+            for (owner, targets) in owners {
+                let label = owner.strip_suffix(&format!(".{zone}")).unwrap_or(&owner);
+                for target in targets {
+                    writeln!(f, "{label:<24} {} IN PTR  {target}.", self.ttl)?;
                 }
             }
         }
@@ -618,7 +481,8 @@ impl fmt::Display for DnsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Format;
+    use kowabunga_model::Format;
+    use std::net::SocketAddr;
 
     const HEAD: &str = "version = 1\nnode = \"kiwi-1\"\nissued_at = \"2026-01-01T00:00:00Z\"\nexpires_at = \"2027-01-01T00:00:00Z\"\n";
 
@@ -850,5 +714,63 @@ WWW = ["10.0.0.10", "fd00::10"]
             .unwrap_err()
             .to_string();
         assert_eq!(err, "www.acme.local: invalid address \"x\"");
+    }
+
+    #[test]
+    fn server_knobs_default_and_normalise() {
+        let cfg = effective(&doc("[dns]\nlisten = [\"10.0.0.1:53\", \"0.0.0.0:53\"]\n")).unwrap();
+        assert_eq!(cfg.nameserver, None);
+        assert_eq!(cfg.nameserver_of("acme.local"), "ns.acme.local");
+        assert_eq!(cfg.nameserver_addresses, vec![ip("10.0.0.1")]);
+        assert!(cfg.reverse_zones);
+        assert!(cfg.recursion_clients.is_empty());
+        let cfg = effective(&doc(
+            "[dns]\nnameserver = \"Kiwi-1.Infra.Local.\"\nnameserver_addresses = [\"10.0.0.9\"]\nreverse_zones = false\nrecursion_clients = [\"10.8.1.2/16\", \"fd00::1/8\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(cfg.nameserver_of("acme.local"), "kiwi-1.infra.local");
+        assert_eq!(cfg.nameserver_addresses, vec![ip("10.0.0.9")]);
+        assert!(!cfg.reverse_zones);
+        let nets: Vec<String> = cfg
+            .recursion_clients
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["10.8.0.0/16", "fd00::/8"]);
+    }
+
+    #[test]
+    fn schema_lists_exactly_the_fields_serde_accepts() {
+        let schema = serde_json::to_value(schemars::schema_for!(DnsSection)).unwrap();
+        assert_eq!(schema["additionalProperties"], false, "{schema:#}");
+        let in_schema: std::collections::BTreeSet<String> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        // Every field, as serde writes a fully set section (and reads it back).
+        let full = DnsSection {
+            nameserver: Some("ns.acme.local".into()),
+            ..DnsSection::default()
+        };
+        let table = toml::Table::try_from(&full).unwrap();
+        let back: DnsSection = table.clone().try_into().unwrap();
+        assert_eq!(back, full);
+        let in_serde: std::collections::BTreeSet<String> = table.keys().cloned().collect();
+        assert_eq!(in_schema, in_serde);
+        // Validated values carry their constraints.
+        let p = &schema["properties"];
+        assert_eq!(p["listen"]["minItems"], 1);
+        assert_eq!(p["recursors"]["minItems"], 1);
+        assert_eq!(p["forward_timeout_ms"]["maximum"], 30_000);
+        assert_eq!(p["forward_timeout_ms"]["minimum"], 1);
+        assert_eq!(p["reverse_zones"]["default"], true);
+        assert!(p["zones"]["propertyNames"]["pattern"].is_string(), "{p:#}");
+        assert!(p["nameserver"]["pattern"].is_string(), "{p:#}");
+        // The zone table is strict too, and its records are address lists.
+        let text = schema.to_string();
+        assert!(text.contains("\"maxItems\":64"), "{text}");
+        assert!(text.contains("IpNet"), "{text}");
     }
 }

@@ -1,0 +1,43 @@
+//! Kaktus, the Kowabunga hypervisor agent: KVM instances through libvirt and the
+//! node's storage pools, driven by Kahuna's `Kaktus.*` RPC methods and by the `[kaktus]`
+//! section of the node's desired state.
+//!
+//! - [`libvirt`]: the shared libvirt connection, used off the async runtime.
+//! - [`capabilities`]: `NodeCapabilities` from libvirt's capabilities XML.
+//! - [`domain_xml`]: checks (and local-pool rewrites) of Kahuna's domain XML.
+//! - [`domain_state`]: libvirt states and reasons in upstream's words.
+//! - [`instances`]: define, describe, operate, delete instances.
+//! - [`storage`], [`template`]: the `local` backend's volumes and template downloads.
+//! - [`section`], [`reconciler`]: the `[kaktus]` section and its reconciler (pools).
+//! - [`inventory`]: what the node offers instances (pools, bridges), shared by the two.
+//! - [`service`]: the `Kaktus.*` RPC service.
+
+pub mod capabilities;
+pub mod domain_state;
+pub mod domain_xml;
+pub mod instances;
+pub mod inventory;
+pub mod libvirt;
+pub mod reconciler;
+pub mod section;
+pub mod service;
+pub mod storage;
+pub mod template;
+pub mod volume_name;
+
+pub use inventory::{NodeInventory, Pool, SharedInventory};
+pub use libvirt::Libvirt;
+pub use reconciler::KaktusReconciler;
+pub use service::KaktusService;
+
+/// Everything a Kaktus service needs, wired together.
+pub fn build(
+    libvirt: Libvirt,
+    inventory: SharedInventory,
+    progress: kowabunga_model::Progress,
+) -> KaktusService {
+    let instances = instances::Instances::new(libvirt, inventory.clone());
+    let storage = storage::Storage::new(inventory, instances.clone());
+    let templates = template::Templates::new(storage.clone(), progress);
+    KaktusService::new(instances, storage, templates)
+}

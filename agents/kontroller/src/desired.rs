@@ -1,0 +1,139 @@
+//! The kontroller's desired state: Kahuna's network-config and instance metadata turned
+//! into the tables the role pushes through the generation pipeline (`network`,
+//! `firewall`), read there by the shared network and firewall reconcilers.
+
+use std::collections::BTreeMap;
+
+use kowabunga_model::{firewall, network};
+
+use crate::metadata::InstanceMetadata;
+use crate::netplan::NetplanConfig;
+use crate::{kawaii, konvey};
+
+/// What one Reload brings into force, by pushed table name.
+pub type Tables = BTreeMap<String, toml::Table>;
+
+/// Network from the seed's `network-config` (when it has one), firewall and forwarding
+/// from the metadata's `kawaii` or `konvey` object. Everything is checked before
+/// anything is returned: a refusal names the key path and the problem.
+pub fn tables(
+    network_config: Option<&NetplanConfig>,
+    meta: &InstanceMetadata,
+) -> Result<Tables, String> {
+    let subnets = network_config
+        .map(NetplanConfig::subnets)
+        .unwrap_or_default();
+    let (firewall, ip_forward) = if meta.kawaii.is_some() {
+        let kawaii = kawaii::render(meta, &subnets).map_err(|e| e.to_string())?;
+        (kawaii.firewall, kawaii.ip_forward)
+    } else if meta.konvey.is_some() {
+        let konvey = konvey::render(meta, &subnets).map_err(|e| e.to_string())?;
+        (konvey.firewall, konvey.ip_forward)
+    } else {
+        return Err(
+            "instance metadata: neither a kawaii nor a konvey object: nothing to run".into(),
+        );
+    };
+    let mut net = network_config
+        .map(|n| n.network.clone())
+        .unwrap_or_default();
+    net.ip_forward = Some(ip_forward);
+    let mut tables = Tables::new();
+    tables.insert(network::SECTION.to_owned(), table(&net, "network")?);
+    tables.insert(firewall::SECTION.to_owned(), table(&firewall, "firewall")?);
+    Ok(tables)
+}
+
+/// The seed's network alone: what a first boot needs to reach Kahuna's metadata.
+pub fn network_only(network_config: &NetplanConfig) -> Result<Tables, String> {
+    let mut tables = Tables::new();
+    tables.insert(
+        network::SECTION.to_owned(),
+        table(&network_config.network, "network")?,
+    );
+    Ok(tables)
+}
+
+fn table<T: serde::Serialize>(value: &T, what: &str) -> Result<toml::Table, String> {
+    toml::Table::try_from(value).map_err(|e| format!("{what}: cannot be written as a table: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kowabunga_model::Document;
+    use kowabunga_model::firewall::Firewall;
+    use kowabunga_model::network::Network;
+
+    const NETPLAN: &str = "version: 2
+ethernets:
+  ens3:
+    match:
+      macaddress: 52:54:00:77:00:03
+    set-name: ens3
+    dhcp4: false
+    addresses:
+      - 10.77.0.10/24
+    routes:
+      - to: default
+        via: 10.77.0.1
+        metric: 100
+  ens4:
+    match:
+      macaddress: 52:54:00:77:00:04
+    set-name: ens4
+    dhcp4: false
+    addresses:
+      - 10.78.0.1/24
+";
+
+    fn kawaii(input_default: &str) -> String {
+        format!(
+            r#"{{"instance-id": "i-1", "local-hostname": "kawaii-1", "local-ipv4": "10.77.0.10",
+            "subnet_cidr": "10.78.0.0/24", "virtual_ips": [],
+            "kawaii": {{"public_interface": "ens3", "private_interface": "ens4",
+              "vrrp_control_interface": "ens4", "public_gw_address": "10.77.0.1",
+              "fw_input_default": "{input_default}", "fw_output_default": "accept",
+              "fw_forward_default": "drop",
+              "fw_input_rules": [{{"iifname": "ens3", "protocol": "tcp", "ports": "2222",
+                "action": "accept", "source_ip": "0.0.0.0/0"}}]}}}}"#
+        )
+    }
+
+    #[test]
+    fn kawaii_metadata_becomes_tables_the_reconcilers_read_back() {
+        let netplan = crate::netplan::parse(NETPLAN).unwrap();
+        let meta = crate::metadata::parse(&kawaii("drop")).unwrap();
+        let tables = tables(Some(&netplan), &meta).unwrap();
+        let mut doc = Document::empty("kawaii-1");
+        for (name, table) in tables {
+            doc.set_pushed(&name, table);
+        }
+        let net: Network = doc.pushed("network").unwrap().unwrap();
+        assert_eq!(net.ip_forward, Some(true));
+        assert_eq!(net.links.len(), 2);
+        let fw: Firewall = doc.pushed("firewall").unwrap().unwrap();
+        assert_eq!(
+            fw,
+            kawaii::render(&meta, &netplan.subnets()).unwrap().firewall
+        );
+    }
+
+    #[test]
+    fn bad_metadata_is_refused_naming_the_key() {
+        let netplan = crate::netplan::parse(NETPLAN).unwrap();
+        let err = crate::metadata::parse(&kawaii("maybe"))
+            .map_err(|e| e.to_string())
+            .and_then(|meta| tables(Some(&netplan), &meta));
+        let err = err.unwrap_err();
+        assert!(err.contains("fw_input_default"), "{err}");
+    }
+
+    #[test]
+    fn metadata_of_no_known_kind_is_refused() {
+        let meta =
+            crate::metadata::parse(r#"{"instance-id": "i-1", "local-hostname": "x"}"#).unwrap();
+        let err = tables(None, &meta).unwrap_err();
+        assert!(err.contains("neither a kawaii nor a konvey"), "{err}");
+    }
+}
