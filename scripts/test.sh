@@ -46,6 +46,10 @@ fi
 # scripts and cargo subcommands (clippy, fmt) run below find the same toolchain.
 export PATH="$(dirname "$cargo_bin"):$PATH"
 say "cargo: $cargo_bin ($(cargo --version))"
+# A from-scratch run gains nothing from incremental state (hundreds of MiB per crate).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+disk() { say "disk: $(df -h --output=avail . | tail -n 1 | tr -d ' ') free, target/ $(du -sh target 2>/dev/null | cut -f1 || echo 0)"; }
+disk
 
 if [ "$fast" = 1 ]; then
   say "installing test dependencies"
@@ -59,12 +63,14 @@ if [ "$fast" = 1 ]; then
   say "docs: README and docs/ walkthroughs, as written"
   scripts/check-docs.sh
   tier_done "fast tier"
+  disk
 fi
 
 if [ "$fuzz" = 1 ]; then
   say "fuzz tier: every target for 60 s"
   scripts/fuzz.sh --seconds 60
   tier_done "fuzz tier"
+  disk
 fi
 
 if [ "$qemu" = 1 ]; then
@@ -76,5 +82,6 @@ if [ "$qemu" = 1 ]; then
   say "QEMU tier: boots"
   KOWABUNGA_QEMU_TESTS=1 cargo test -p qemu-test --locked -- --ignored --test-threads=1
   tier_done "QEMU tier"
+  disk
 fi
 say "durations: ${timings[*]:-none}; total $((SECONDS - started)) s"
