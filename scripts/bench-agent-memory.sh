@@ -68,3 +68,8 @@ hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$agent/status")
 size=$(stat -c %s "$bin")
 printf '%s binary size: %.1f MB\n' "$role" "$(echo "$size / 1000000" | bc -l)"
 printf '%s idle RSS: %.1f MB (peak %.1f MB) after %ss idle\n' "$role" "$(echo "$rss / 1024" | bc -l)" "$(echo "$hwm / 1024" | bc -l)" "$idle"
+# Where it goes: resident kB per mapping (file, [heap], anonymous), largest first.
+awk '/^[0-9a-f]+-[0-9a-f]+ / { name = ($6 == "" ? "[anonymous]" : $6) }
+     /^Rss:/ { rss[name] += $2 }
+     END { for (n in rss) if (rss[n] > 0) printf "  %6d kB  %s\n", rss[n], n }' "/proc/$agent/smaps" \
+  | sort -rn | head -n "${BENCH_MEMORY_TOP:-12}"

@@ -901,14 +901,20 @@ const KONTROLLER_INSTANCE: &str = "i-kawaii-qemu";
 /// The kontroller's private NIC (the management NIC is its public one, `ens3`).
 const KONTROLLER_PRIVATE_MAC: &str = "52:54:00:12:34:02";
 
-/// Kawaii metadata as Kahuna serves it: TCP `port` open on the public side.
+/// The Kawaii's VIP on its private side, held by keepalived.
+const KAWAII_VIP: &str = "10.78.0.254";
+
+/// Kawaii metadata as Kahuna serves it: TCP `port` open on the public side, one VIP
+/// on the private side.
 fn kawaii_metadata(port: u16, input_default: &str) -> Vec<u8> {
     json!({
         "instance-id": KONTROLLER_INSTANCE,
         "local-hostname": "kawaii-qemu",
         "local-ipv4": "10.0.2.15",
         "subnet_cidr": "10.78.0.0/24",
-        "virtual_ips": [],
+        "virtual_ips": [
+            {"vrrp_id": 42, "interface": "ens4", "vip": KAWAII_VIP, "priority": 100, "mask": 24}
+        ],
         "kawaii": {
             "public_interface": "ens3",
             "private_interface": "ens4",
@@ -1092,6 +1098,13 @@ fn kontroller_image_configures_itself_from_its_seed_and_kahuna_reloads_it() {
         !vm.console().contains(KONTROLLER_TOKEN),
         "the agent token reached the console"
     );
+    // keepalived, started by the agent over D-Bus with the file it wrote, holds the VIP
+    // (alone on its segment, it becomes master after a few adverts).
+    let held = ssh(ssh_port, &key, &vip_held()).unwrap_or_else(|e| h.fail(&vm, &e));
+    assert!(
+        held.contains(KAWAII_VIP) && held.lines().last() == Some("active"),
+        "keepalived does not hold {KAWAII_VIP}: {held}"
+    );
 
     // The same instance boots again: first boot keeps what lives on /var.
     assert!(vm.powerdown(Duration::from_secs(120)), "no clean power-off");
@@ -1102,6 +1115,21 @@ fn kontroller_image_configures_itself_from_its_seed_and_kahuna_reloads_it() {
     assert!(again.contains("already set up"), "{again}");
     let who = ssh(ssh_port, &key, "id -un").unwrap_or_else(|e| h.fail(&vm, &e));
     assert_eq!(who.trim(), "ops");
+    // keepalived starts at boot on the file of the generation in force.
+    let held = ssh(ssh_port, &key, &vip_held()).unwrap_or_else(|e| h.fail(&vm, &e));
+    assert!(
+        held.contains(KAWAII_VIP),
+        "after a reboot keepalived does not hold {KAWAII_VIP}: {held}"
+    );
+}
+
+/// A guest command: wait (at most 90 s) for the VIP on ens4, then print the private
+/// side's addresses and keepalived's state.
+fn vip_held() -> String {
+    format!(
+        "for i in $(seq 90); do ip -br -4 addr show dev ens4 | grep -q ' {KAWAII_VIP}/' && break; \
+         sleep 1; done; ip -br -4 addr show dev ens4; systemctl is-active keepalived || true"
+    )
 }
 
 /// `Kontroller.Reload`: a whole generation (plan, apply, confirm) on a TCG guest.

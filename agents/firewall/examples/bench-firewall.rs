@@ -95,5 +95,6 @@ fn main() {
         );
         println!("ours_total_ms={:.1}", ms(t2, t4));
         println!("ours_known_ms={:.1}", ms(t6, t7));
+        println!("ours_apply_ms={:.1}", ms(t3, t4));
     });
 }

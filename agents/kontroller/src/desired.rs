@@ -1,9 +1,11 @@
 //! The kontroller's desired state: Kahuna's network-config and instance metadata turned
 //! into the tables the role pushes through the generation pipeline (`network`,
-//! `firewall`), read there by the shared network and firewall reconcilers.
+//! `firewall`, `daemons`), read there by the shared network, firewall and daemons
+//! reconcilers.
 
 use std::collections::BTreeMap;
 
+use kowabunga_daemons::{KEEPALIVED, SECTION as DAEMONS};
 use kowabunga_model::{firewall, network};
 
 use crate::metadata::InstanceMetadata;
@@ -23,12 +25,12 @@ pub fn tables(
     let subnets = network_config
         .map(NetplanConfig::subnets)
         .unwrap_or_default();
-    let (firewall, ip_forward) = if meta.kawaii.is_some() {
+    let (firewall, ip_forward, keepalived_conf) = if meta.kawaii.is_some() {
         let kawaii = kawaii::render(meta, &subnets).map_err(|e| e.to_string())?;
-        (kawaii.firewall, kawaii.ip_forward)
+        (kawaii.firewall, kawaii.ip_forward, kawaii.keepalived_conf)
     } else if meta.konvey.is_some() {
         let konvey = konvey::render(meta, &subnets).map_err(|e| e.to_string())?;
-        (konvey.firewall, konvey.ip_forward)
+        (konvey.firewall, konvey.ip_forward, konvey.keepalived_conf)
     } else {
         return Err(
             "instance metadata: neither a kawaii nor a konvey object: nothing to run".into(),
@@ -41,7 +43,21 @@ pub fn tables(
     let mut tables = Tables::new();
     tables.insert(network::SECTION.to_owned(), table(&net, "network")?);
     tables.insert(firewall::SECTION.to_owned(), table(&firewall, "firewall")?);
+    let mut daemons = toml::Table::new();
+    if runs_keepalived(&keepalived_conf) {
+        daemons.insert(KEEPALIVED.name.to_owned(), keepalived_conf.into());
+    }
+    tables.insert(DAEMONS.to_owned(), daemons);
     Ok(tables)
+}
+
+/// keepalived runs only for a configuration with something to hold: a VRRP instance
+/// (a VIP) or a virtual server (a Konvey endpoint). Without either it is stopped.
+fn runs_keepalived(conf: &str) -> bool {
+    conf.lines().any(|l| {
+        let l = l.trim_start();
+        l.starts_with("vrrp_instance ") || l.starts_with("virtual_server ")
+    })
 }
 
 /// The seed's network alone: what a first boot needs to reach Kahuna's metadata.
@@ -117,6 +133,25 @@ ethernets:
             fw,
             kawaii::render(&meta, &netplan.subnets()).unwrap().firewall
         );
+    }
+
+    #[test]
+    fn keepalived_is_pushed_only_when_it_holds_something() {
+        let netplan = crate::netplan::parse(NETPLAN).unwrap();
+        let daemons = |json: &str| {
+            let meta = crate::metadata::parse(json).unwrap();
+            tables(Some(&netplan), &meta).unwrap()[DAEMONS].clone()
+        };
+        assert!(daemons(&kawaii("drop")).is_empty());
+        let with_vip = kawaii("drop").replace(
+            r#""virtual_ips": []"#,
+            r#""virtual_ips": [{"vrrp_id": 7, "interface": "ens4", "vip": "10.78.0.254",
+                "priority": 100, "mask": 24}]"#,
+        );
+        let d = daemons(&with_vip);
+        let conf = d["keepalived"].as_str().unwrap();
+        assert!(conf.contains("virtual_router_id 7"), "{conf}");
+        assert!(conf.contains("10.78.0.254/24 dev ens4"), "{conf}");
     }
 
     #[test]

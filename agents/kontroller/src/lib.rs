@@ -24,8 +24,9 @@
 //! [`first_boot`]: hostname, name servers, users and SSH keys, `write_files` (the
 //! `kontroller-firstboot` binary, a oneshot unit before the agent).
 //!
-//! Not wired yet (issue 11): writing and reloading keepalived and strongSwan, the XFRM
-//! interfaces. See `docs/kontroller.md`.
+//! keepalived.conf travels in the pushed table `daemons`, written and reloaded by the
+//! shared daemons reconciler (`kowabunga-daemons`). Not wired yet (issue 11):
+//! strongSwan, the XFRM interfaces. See `docs/kontroller.md`.
 
 pub mod desired;
 pub mod first_boot;

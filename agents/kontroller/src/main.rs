@@ -12,6 +12,7 @@ use kontroller::{KontrollerService, Reloader};
 use kowabunga_agent::credentials::Credentials;
 use kowabunga_agent::push::PipelinePusher;
 use kowabunga_agent::role::{KahunaLink, Role, RoleContext, StateSource};
+use kowabunga_daemons::{DaemonsReconciler, KEEPALIVED};
 use kowabunga_firewall::FirewallReconciler;
 use kowabunga_model::{DynReconciler, Supervised, erase};
 use kowabunga_network::NetworkReconciler;
@@ -39,7 +40,7 @@ impl Role for Kontroller {
     const STATE_SOURCE: StateSource = StateSource::Push;
     type Rpc = KontrollerService;
 
-    /// Links and addresses first, so the firewall can name them.
+    /// Links and addresses first, so the firewall and keepalived can name them.
     fn reconcilers(&self, context: &RoleContext) -> Result<Vec<Box<dyn DynReconciler>>, String> {
         let network = NetworkReconciler::with_state_dir(context.state_dir.join("network"))
             .map_err(|e| e.to_string())?
@@ -47,7 +48,9 @@ impl Role for Kontroller {
         let firewall = FirewallReconciler::new()
             .map_err(|e| e.to_string())?
             .reading_pushed();
-        Ok(vec![erase(network), erase(firewall)])
+        // The image's keepalived.service reads its file there (overlays/kontroller).
+        let daemons = DaemonsReconciler::new(context.state_dir.join("daemons"), vec![KEEPALIVED]);
+        Ok(vec![erase(network), erase(firewall), erase(daemons)])
     }
 
     fn rpc(&self, _context: &RoleContext, pusher: PipelinePusher) -> Self::Rpc {
