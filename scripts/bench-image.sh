@@ -8,9 +8,11 @@
 #
 # Prints, side by side: raw and qcow2 sizes, UKI and initrd sizes, and the time
 # from QEMU start to
-#   - ours: the agent ready (console line "kowabunga: ROLE ready", printed once
-#     the agent notified systemd); the node is personalized with a Kahuna that
-#     does not answer, so nothing waits on the network;
+#   - ours: the agent ready (console line "kowabunga: kiwi ready" for kiwi, the
+#     agent's own "ROLE ready" journal line on the console for the others, printed
+#     once the agent notified systemd); the node is personalized with a Kahuna that
+#     does not answer, so nothing waits on the network (a kontroller gets a NoCloud
+#     seed ISO with only an instance-id and a hostname, as its first boot needs);
 #   - peer: the login prompt on the serial console.
 # The image must have been built first (scripts/build-image.sh ROLE).
 set -euo pipefail
@@ -77,10 +79,11 @@ alloc_mib() { awk -v k="$(du -k "$1" | cut -f1)" 'BEGIN{printf "%.1f", k/1024}';
 qemu-img convert -q -c -f raw -O qcow2 "$peer_dir/out/peer.raw" "$work/peer.qcow2"
 
 # ---- boot timing ----------------------------------------------------------------
-boot_until() { # DISK NEEDLE NAME -> seconds from qemu start to NEEDLE on the serial console
+boot_until() { # DISK NEEDLE NAME [QEMU ARGS...] -> seconds from qemu start to NEEDLE on the serial console
   # The console, each line stamped with seconds since QEMU started, goes to
   # $work/NAME.timeline (scripts/lib/serial-timeline.py) for the phase figures.
   local disk=$1 needle=$2 name=$3 start pid rc=0
+  shift 3
   cp /usr/share/OVMF/OVMF_VARS_4M.fd "$work/vars.fd"
   rm -f "$work/$name.serial.log"
   start=$(date +%s.%N)
@@ -89,7 +92,7 @@ boot_until() { # DISK NEEDLE NAME -> seconds from qemu start to NEEDLE on the se
     -drive if=pflash,format=raw,unit=1,file="$work/vars.fd" \
     -drive if=virtio,format=raw,file="$disk",cache=unsafe \
     -netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0 \
-    -serial file:"$work/$name.serial.log" &
+    -serial file:"$work/$name.serial.log" "$@" &
   pid=$!
   QEMU_PID=$pid python3 "$repo/scripts/lib/serial-timeline.py" "$work/$name.serial.log" "$start" "$needle" 600 \
     > "$work/$name.timeline" || rc=$?
@@ -105,6 +108,18 @@ phase() { # NAME NEEDLE -> seconds at the first timeline line containing NEEDLE,
   echo "${t:--}"
 }
 
+ready_needle="kowabunga: $role ready"
+ours_args=()
+if [ "$role" != kiwi ]; then
+  ready_needle="]: $role ready"
+fi
+if [ "$role" = kontroller ]; then
+  command -v xorriso >/dev/null || die "xorriso not found (scripts/install-deps.sh --for qemu)"
+  mkdir -p "$work/seed"
+  printf 'instance-id: bench\nlocal-hostname: bench\n' > "$work/seed/meta-data"
+  xorriso -as mkisofs -quiet -V cidata -o "$work/seed.iso" "$work/seed"
+  ours_args=(-drive "if=virtio,format=raw,readonly=on,file=$work/seed.iso")
+fi
 ours_times=() peer_times=() ours_phases=() peer_phases=()
 for i in $(seq 1 "$runs"); do
   cp --sparse=always "$ours" "$work/ours.raw"; truncate -s 4G "$work/ours.raw"
@@ -112,7 +127,7 @@ for i in $(seq 1 "$runs"); do
   "$repo/scripts/personalize-image.sh" "$work/ours.raw" --kahuna http://10.0.2.100 --agent-id bench \
     --api-key-file "$work/key" --insecure 2>/dev/null
   say "run $i: booting ours"
-  ours_times+=("$(boot_until "$work/ours.raw" "kowabunga: $role ready" ours)")
+  ours_times+=("$(boot_until "$work/ours.raw" "$ready_needle" ours "${ours_args[@]}")")
   ours_phases+=("$(phase ours "EFI stub") / $(phase ours "kowabunga: image=")")
   cp --sparse=always "$peer_dir/out/peer.raw" "$work/peer.raw"; truncate -s 4G "$work/peer.raw"
   say "run $i: booting the peer"

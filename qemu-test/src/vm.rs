@@ -89,6 +89,8 @@ pub struct VmConfig {
     pub extra_nics: Vec<SocketNic>,
     /// Port on 127.0.0.1 forwarded to the guest's SSH port (22) on the management NIC.
     pub ssh_port: Option<u16>,
+    /// More `(host port on 127.0.0.1, guest port)` forwards to the management NIC.
+    pub host_forwards: Vec<(u16, u16)>,
     /// Read-only virtio disks after the boot disk (a NoCloud seed ISO).
     pub readonly_disks: Vec<PathBuf>,
     /// The user-mode management NIC (first NIC); the peer VM goes without.
@@ -112,6 +114,7 @@ impl VmConfig {
             extra_nics: Vec::new(),
             readonly_disks: Vec::new(),
             ssh_port: None,
+            host_forwards: Vec::new(),
             management_nic: true,
             early_hang_after: Some(EARLY_HANG_AFTER),
         }
@@ -238,6 +241,9 @@ impl Vm {
             }
             if let Some(port) = config.ssh_port {
                 netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
+            }
+            for (host, guest) in &config.host_forwards {
+                netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
             }
             cmd.arg("-netdev").arg(netdev);
             cmd.args([

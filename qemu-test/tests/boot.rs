@@ -486,6 +486,32 @@ action = "accept"
     )
 }
 
+/// Boots the peer VM (busybox, the image's own kernel) running `script`; its NICs
+/// `eth0`, `eth1`... join the node's socket NICs listening on `ports`, in order.
+fn start_peer(h: &Harness, script: &str, ports: &[u16]) -> Vm {
+    let initrd = qemu_test::peer::build_initrd(&h.artifacts, &h.dir, script)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut config = VmConfig::new(
+        "peer",
+        Boot::Direct {
+            kernel: h.artifacts.pxe_kernel.clone(),
+            initrd,
+            cmdline: "console=ttyS0 quiet".into(),
+        },
+    );
+    config.memory_mib = 256;
+    config.cpus = 1;
+    config.management_nic = false;
+    config.early_hang_after = None;
+    for (i, port) in ports.iter().enumerate() {
+        config.extra_nics.push(SocketNic {
+            mac: format!("52:54:00:12:34:{:02x}", 0x99 - i),
+            socket: format!("connect=127.0.0.1:{port}"),
+        });
+    }
+    Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Waits for a peer status line containing every `want` fragment.
 fn peer_sees(peer: &mut Vm, node: &Vm, h: &Harness, want: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -534,29 +560,7 @@ fn vlan_bond_bridge_and_firewall_seen_from_a_peer_vm_and_a_route_cut_is_reverted
     });
     let mut node = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
 
-    let initrd = qemu_test::peer::build_initrd(&h.artifacts, &h.dir, PEER_SCRIPT)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut peer_config = VmConfig::new(
-        "peer",
-        Boot::Direct {
-            kernel: h.artifacts.pxe_kernel.clone(),
-            initrd,
-            cmdline: "console=ttyS0 quiet".into(),
-        },
-    );
-    peer_config.memory_mib = 256;
-    peer_config.cpus = 1;
-    peer_config.management_nic = false;
-    peer_config.early_hang_after = None;
-    peer_config.extra_nics.push(SocketNic {
-        mac: "52:54:00:12:34:99".into(),
-        socket: format!("connect=127.0.0.1:{port}"),
-    });
-    peer_config.extra_nics.push(SocketNic {
-        mac: "52:54:00:12:34:98".into(),
-        socket: format!("connect=127.0.0.1:{bond_port}"),
-    });
-    let mut peer = Vm::start(&peer_config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
+    let mut peer = start_peer(&h, PEER_SCRIPT, &[port, bond_port]);
 
     // v1: vlan101 with 10.101.0.1 answers ping on VLAN 101; TCP 53 (allowed) connects.
     h.expect_report(&mut node, 1, "applied");
@@ -903,10 +907,37 @@ const KONTROLLER_PRIVATE_MAC: &str = "52:54:00:12:34:02";
 
 /// The Kawaii's VIP on its private side, held by keepalived.
 const KAWAII_VIP: &str = "10.78.0.254";
+/// The IPsec connection's pre-shared key: never on the console.
+const KAWAII_PSK: &str = "kw-psk-5e0b2c";
+/// The peer VM behind the Kawaii, on its private side.
+const KAWAII_PEER: &str = "10.78.0.5";
+/// The Kawaii's public port forwarded (DNAT) to the peer's HTTP server.
+const KAWAII_FORWARDED_PORT: u16 = 8080;
 
-/// Kawaii metadata as Kahuna serves it: TCP `port` open on the public side, one VIP
-/// on the private side.
-fn kawaii_metadata(port: u16, input_default: &str) -> Vec<u8> {
+/// The peer behind the Kawaii: an HTTP server (`behind-kawaii`) on the forwarded
+/// port, its default route through the Kawaii, and a ping of the VIP every round.
+const KAWAII_PEER_SCRIPT: &str = r#"
+ip link set lo up
+ip link set eth0 up
+ip addr add @PEER@/24 dev eth0
+ip route add default via 10.78.0.1
+mkdir -p /www
+echo behind-kawaii > /www/index.html
+httpd -f -p @PEER@:@PORT@ -h /www &
+echo "PEER: up"
+n=0
+while true; do
+  n=$((n + 1))
+  v=down; ping -c 1 -W 1 @VIP@ >/dev/null 2>&1 && v=up
+  echo "PEER[$n]: vip=$v"
+  sleep 2
+done
+"#;
+
+/// Kawaii metadata as Kahuna serves it: TCP `port` open on the public side, SSH
+/// from `ssh_from`, one VIP on the private side, and TCP 8080 of the public address
+/// forwarded to the peer VM (10.78.0.5) on the private side.
+fn kawaii_metadata(port: u16, input_default: &str, ssh_from: &str) -> Vec<u8> {
     json!({
         "instance-id": KONTROLLER_INSTANCE,
         "local-hostname": "kawaii-qemu",
@@ -927,7 +958,22 @@ fn kawaii_metadata(port: u16, input_default: &str) -> Vec<u8> {
                 {"iifname": "ens3", "protocol": "tcp", "ports": port.to_string(),
                  "action": "accept", "source_ip": "0.0.0.0/0"},
                 {"iifname": "ens3", "protocol": "tcp", "ports": "22",
-                 "action": "accept", "source_ip": "0.0.0.0/0"}
+                 "action": "accept", "source_ip": ssh_from}
+            ],
+            "fw_nat_rules": [
+                {"private_ip": KAWAII_PEER, "public_ip": "10.0.2.15", "protocol": "tcp",
+                 "ports": KAWAII_FORWARDED_PORT.to_string()}
+            ],
+            // A site (never reached here): strongSwan loads it and installs its trap
+            // policies for XFRM interface 1.
+            "ipsec_connections": [
+                {"name": "hq", "ip": "10.0.2.15", "xfrm_id": 1,
+                 "remote_peer": "192.0.2.7", "remote_subnet": "172.16.0.0/16",
+                 "pre_shared_key": KAWAII_PSK, "start_action": "trap",
+                 "phase1_df_group": "modp2048", "phase1_integrity_algorithm": "SHA256",
+                 "phase1_encryption_algorithm": "AES256", "phase2_df_group": "modp2048",
+                 "phase2_integrity_algorithm": "SHA256",
+                 "phase2_encryption_algorithm": "AES256"}
             ]
         }
     })
@@ -937,14 +983,40 @@ fn kawaii_metadata(port: u16, input_default: &str) -> Vec<u8> {
 
 /// A NoCloud seed ISO as Kahuna writes it: plain ISO 9660 (no Rock Ridge, no Joliet),
 /// volume `cidata`, Kahuna's meta-data keys and a two-NIC Netplan v2.
-fn seed_iso(h: &Harness, metadata_path: &str, ssh_key: &str) -> PathBuf {
+fn seed_iso(
+    h: &Harness,
+    instance: &str,
+    hostname: &str,
+    metadata_path: &str,
+    ssh_key: &str,
+) -> PathBuf {
     let dir = h.dir.join("seed");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let files = [
+    for (name, content) in seed_files(instance, hostname, metadata_path, ssh_key) {
+        std::fs::write(dir.join(name), content).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let iso = h.dir.join("seed.iso");
+    run_tool(
+        Command::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-V", "cidata", "-o"])
+            .arg(&iso)
+            .arg(&dir),
+    );
+    iso
+}
+
+/// The three NoCloud seed files as Kahuna writes them.
+fn seed_files(
+    instance: &str,
+    hostname: &str,
+    metadata_path: &str,
+    ssh_key: &str,
+) -> [(&'static str, String); 3] {
+    [
         (
             "meta-data",
             format!(
-                "instance-id: {KONTROLLER_INSTANCE}\nlocal-hostname: kawaii-qemu\n\
+                "instance-id: {instance}\nlocal-hostname: {hostname}\n\
                  cloud-name: kowabunga\n\
                  kowabunga_metadata_uri: http://{KAHUNA_GUEST_ADDR}{metadata_path}\n\
                  kowabunga_local_ip: 10.0.2.15\n\
@@ -966,23 +1038,74 @@ fn seed_iso(h: &Harness, metadata_path: &str, ssh_key: &str) -> PathBuf {
         (
             "user-data",
             format!(
-                "#cloud-config\nhostname: kawaii-qemu\npackages: [kawaii-agent]\n\
+                "#cloud-config\nhostname: {hostname}\npackages: [kawaii-agent]\n\
                  users:\n  - name: ops\n    ssh_authorized_keys:\n      - {ssh_key}\n\
                  write_files:\n  - path: /var/lib/kawaii/motd\n    content: seeded\n"
             ),
         ),
-    ];
-    for (name, content) in files {
-        std::fs::write(dir.join(name), content).unwrap_or_else(|e| panic!("{e}"));
-    }
-    let iso = h.dir.join("seed.iso");
+    ]
+}
+
+/// A fresh SSH key pair for the seed's user `ops`: the private key's path and the
+/// public key's line.
+fn ssh_key(h: &Harness) -> (PathBuf, String) {
+    let key = h.dir.join("ops_key");
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(key.with_extension("pub"));
     run_tool(
-        Command::new("xorriso")
-            .args(["-as", "mkisofs", "-quiet", "-V", "cidata", "-o"])
-            .arg(&iso)
-            .arg(&dir),
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@qemu-test", "-f"])
+            .arg(&key),
     );
-    iso
+    let public =
+        std::fs::read_to_string(key.with_extension("pub")).unwrap_or_else(|e| panic!("{e}"));
+    (key, public.trim().to_owned())
+}
+
+/// A kontroller VM as Kahuna makes one, not started yet.
+struct KontrollerVm {
+    config: VmConfig,
+    /// The seed user's (`ops`) SSH private key.
+    key: PathBuf,
+    /// Host port forwarded to the guest's SSH port on its public NIC.
+    ssh_port: u16,
+    /// Host port of the private NIC's socket network (for a peer VM).
+    private_port: u16,
+}
+
+/// The template's disk, a seed ISO (`instance`, `hostname`, the metadata at
+/// `metadata_path` on the fake Kahuna, a fresh SSH key for `ops`), the public NIC
+/// (user-mode, Kahuna and its RPC forwarded) and the private one (a socket network).
+fn kontroller_vm(
+    h: &Harness,
+    rpc: &RpcKahuna,
+    instance: &str,
+    hostname: &str,
+    metadata_path: &str,
+) -> KontrollerVm {
+    let (key, public) = ssh_key(h);
+    let iso = seed_iso(h, instance, hostname, metadata_path, &public);
+    let disk = h
+        .artifacts
+        .disk_copy(&h.dir, 4)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut config = VmConfig::new("kontroller", Boot::Uefi { disk });
+    config.kahuna_port = Some(h.kahuna.port());
+    config.rpc_port = Some(rpc.addr().port());
+    config.readonly_disks.push(iso);
+    let ssh_port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
+    config.ssh_port = Some(ssh_port);
+    let private_port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
+    config.extra_nics.push(SocketNic {
+        mac: KONTROLLER_PRIVATE_MAC.into(),
+        socket: format!("listen=127.0.0.1:{private_port}"),
+    });
+    KontrollerVm {
+        config,
+        key,
+        ssh_port,
+        private_port,
+    }
 }
 
 /// The kontroller image as Kahuna runs a Kawaii: booted with a NoCloud seed ISO and
@@ -1001,66 +1124,84 @@ fn kontroller_image_configures_itself_from_its_seed_and_kahuna_reloads_it() {
     let (runtime, mut rpc) = rpc_kahuna("Kontroller", KONTROLLER_ID, KONTROLLER_TOKEN);
     let metadata = h
         .kahuna
-        .serve_file("meta-data", kawaii_metadata(2222, "drop"));
-    let key = h.dir.join("ops_key");
-    run_tool(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@qemu-test", "-f"])
-            .arg(&key),
-    );
-    let public =
-        std::fs::read_to_string(key.with_extension("pub")).unwrap_or_else(|e| panic!("{e}"));
-    let iso = seed_iso(&h, &metadata, public.trim());
-    let disk = h
-        .artifacts
-        .disk_copy(&h.dir, 4)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut config = VmConfig::new("kontroller", Boot::Uefi { disk });
-    config.kahuna_port = Some(h.kahuna.port());
-    config.rpc_port = Some(rpc.addr().port());
-    config.readonly_disks.push(iso);
-    let ssh_port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
-    config.ssh_port = Some(ssh_port);
-    let port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
-    config.extra_nics.push(SocketNic {
-        mac: KONTROLLER_PRIVATE_MAC.into(),
-        socket: format!("listen=127.0.0.1:{port}"),
-    });
+        .serve_file("meta-data", kawaii_metadata(2222, "drop", "0.0.0.0/0"));
+    let KontrollerVm {
+        mut config,
+        key,
+        ssh_port,
+        private_port,
+    } = kontroller_vm(&h, &rpc, KONTROLLER_INSTANCE, "kawaii-qemu", &metadata);
+    let forwarded = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
+    config
+        .host_forwards
+        .push((forwarded, KAWAII_FORWARDED_PORT));
     let mut vm = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
+    let peer_script = KAWAII_PEER_SCRIPT
+        .replace("@PEER@", KAWAII_PEER)
+        .replace("@PORT@", &KAWAII_FORWARDED_PORT.to_string())
+        .replace("@VIP@", KAWAII_VIP);
+    let mut peer = start_peer(&h, &peer_script, &[private_port]);
 
-    let steps = runtime.block_on(async {
-        let mut conn = tokio::time::timeout(BOOT_TIMEOUT, rpc.accept(BOOT_TIMEOUT))
-            .await
-            .map_err(|_| "the kontroller never reached Kahuna's RPC".to_owned())?;
-        let mut steps = vec![format!("RPC link after {:.1}s", vm.uptime().as_secs_f32())];
-        let (_, methods) = conn.capabilities("Kontroller").await;
-        if !methods.iter().any(|m| m == "Reload") {
-            return Err(format!("Kontroller.Capabilities: {methods:?}"));
-        }
-        // The first metadata document is fetched at start; Reload brings a change.
-        h.kahuna
-            .serve_file("meta-data", kawaii_metadata(2223, "drop"));
-        let reply = reload(&mut conn).await?;
-        if let Some(e) = reply.error {
-            return Err(format!("Kontroller.Reload of a good document: {e}"));
-        }
-        steps.push("Reload applied".into());
-        h.kahuna
-            .serve_file("meta-data", kawaii_metadata(2224, "maybe"));
-        let reply = reload(&mut conn).await?;
-        match reply.error {
-            Some(e) if e.contains("fw_input_default") => steps.push(format!("refused: {e}")),
-            other => {
-                return Err(format!(
-                    "a broken document was not refused by name: {other:?}"
-                ));
-            }
-        }
-        Ok::<_, String>(steps)
-    });
-    match steps {
-        Ok(steps) => eprintln!("kontroller: {}", steps.join("; ")),
-        Err(e) => h.fail(&vm, &e),
+    let mut conn = runtime
+        .block_on(async { tokio::time::timeout(BOOT_TIMEOUT, rpc.accept(BOOT_TIMEOUT)).await })
+        .unwrap_or_else(|_| h.fail(&vm, "the kontroller never reached Kahuna's RPC"));
+    eprintln!(
+        "kontroller: RPC link after {:.1}s",
+        vm.uptime().as_secs_f32()
+    );
+    let (_, methods) = runtime.block_on(conn.capabilities("Kontroller"));
+    assert!(
+        methods.iter().any(|m| m == "Reload"),
+        "Kontroller.Capabilities: {methods:?}"
+    );
+    // The first metadata document (fetched at start) forwards the public port to
+    // the peer: seen from outside, through the Kawaii's DNAT.
+    let answer = http_get_until(forwarded, "behind-kawaii", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| h.fail(&vm, &format!("the port forward to the peer: {e}")));
+    eprintln!(
+        "kontroller: the forwarded port answers {:?}",
+        answer.lines().last()
+    );
+    // The link made before the firewall was in force may not survive it (conntrack
+    // picks the flow up mid-stream, and its first packets back can be dropped): the
+    // agent then finds Kahuna silent within 10 s and reconnects. Reload goes over the
+    // newest link.
+    if let Ok(newer) = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), rpc.accept(BOOT_TIMEOUT)).await
+    }) {
+        eprintln!("kontroller: the agent reconnected once the firewall was in force");
+        conn = newer;
+    }
+    // Reload: SSH now only from 192.0.2.0/24. From outside, sshd's banner no
+    // longer comes (its SYN is dropped); the forwarded port still answers.
+    h.kahuna
+        .serve_file("meta-data", kawaii_metadata(2223, "drop", "192.0.2.0/24"));
+    reload_applies(&runtime, &mut conn, &h, &vm);
+    if let Some(banner) = ssh_banner(ssh_port) {
+        h.fail(
+            &vm,
+            &format!("SSH still answers from outside after the Reload closed it: {banner}"),
+        );
+    }
+    http_get_until(forwarded, "behind-kawaii", Duration::from_secs(60))
+        .unwrap_or_else(|e| h.fail(&vm, &format!("the port forward after a Reload: {e}")));
+    eprintln!("kontroller: Reload closed SSH from outside; the port forward stays");
+    // Reload: SSH open again; then a broken document is refused by name and the
+    // state in force (SSH open) is kept.
+    h.kahuna
+        .serve_file("meta-data", kawaii_metadata(2223, "drop", "0.0.0.0/0"));
+    reload_applies(&runtime, &mut conn, &h, &vm);
+    h.kahuna
+        .serve_file("meta-data", kawaii_metadata(2224, "maybe", "0.0.0.0/0"));
+    let reply = runtime
+        .block_on(reload(&mut conn))
+        .unwrap_or_else(|e| h.fail(&vm, &e));
+    match reply.error {
+        Some(e) if e.contains("fw_input_default") => eprintln!("kontroller: refused: {e}"),
+        other => h.fail(
+            &vm,
+            &format!("a broken document was not refused by name: {other:?}"),
+        ),
     }
     let root = console_line(&mut vm, "kowabunga: root ");
     assert!(
@@ -1069,12 +1210,12 @@ fn kontroller_image_configures_itself_from_its_seed_and_kahuna_reloads_it() {
     );
     let downloads = h.kahuna.downloads();
     assert!(
-        downloads.len() >= 3
+        downloads.len() >= 4
             && downloads.iter().all(|d| d.status == 200
                 && d.instance_id.as_deref() == Some(KONTROLLER_INSTANCE)
                 && d.source_ip.as_deref() == Some("10.0.2.15")
                 && !d.carried_api_key),
-        "metadata requests (start, two Reloads) without the instance's headers: {downloads:?}"
+        "metadata requests (start, three Reloads) without the instance's headers: {downloads:?}"
     );
     let first_boot = console_line(&mut vm, "kowabunga: first boot: instance ");
     assert!(
@@ -1105,6 +1246,27 @@ fn kontroller_image_configures_itself_from_its_seed_and_kahuna_reloads_it() {
         held.contains(KAWAII_VIP) && held.lines().last() == Some("active"),
         "keepalived does not hold {KAWAII_VIP}: {held}"
     );
+    let seen = peer_sees(&mut peer, &vm, &h, &["vip=up"]);
+    eprintln!("kontroller: the peer behind the Kawaii: {seen}");
+    // IPsec: the XFRM interface of the connection (if_id 1, on the public NIC) with
+    // the remote subnet routed into it, and strongSwan running on the file the agent
+    // wrote (its start loads every connection, or fails).
+    let ipsec = ssh(
+        ssh_port,
+        &key,
+        "ip -d -o link show xfrm-1; ip -o route show dev xfrm-1; systemctl is-active strongswan || true",
+    )
+    .unwrap_or_else(|e| h.fail(&vm, &e));
+    assert!(
+        ipsec.contains("xfrm if_id 0x1")
+            && ipsec.contains("172.16.0.0/16")
+            && ipsec.lines().last() == Some("active"),
+        "the IPsec connection is not in place: {ipsec}"
+    );
+    assert!(
+        !vm.console().contains(KAWAII_PSK),
+        "the pre-shared key reached the console"
+    );
 
     // The same instance boots again: first boot keeps what lives on /var.
     assert!(vm.powerdown(Duration::from_secs(120)), "no clean power-off");
@@ -1123,6 +1285,241 @@ fn kontroller_image_configures_itself_from_its_seed_and_kahuna_reloads_it() {
     );
 }
 
+/// The kontroller netbooted (the PXE kernel and initrd, diskless) with its seed named
+/// on the kernel command line, `ds=nocloud;s=URL`, and no seed volume: first boot
+/// fetches the seed over DHCP, the boot does not wait for a `cidata` volume, and the
+/// agent reaches Kahuna with the fetched seed's credentials and applies the metadata.
+#[test]
+#[ignore = "boots the kontroller image under QEMU: scripts/test.sh --qemu"]
+fn kontroller_netboots_with_its_seed_url_on_the_kernel_command_line() {
+    let Some(h) = harness_for(
+        "kontroller_seed_url",
+        "kontroller",
+        "Kontroller",
+        KONTROLLER_ID,
+    ) else {
+        return;
+    };
+    let (runtime, mut rpc) = rpc_kahuna("Kontroller", KONTROLLER_ID, KONTROLLER_TOKEN);
+    let metadata = h
+        .kahuna
+        .serve_file("meta-data", kawaii_metadata(2222, "drop", "0.0.0.0/0"));
+    let (_, public) = ssh_key(&h);
+    for (name, content) in seed_files(KONTROLLER_INSTANCE, "kawaii-url", &metadata, &public) {
+        h.kahuna
+            .serve_file(&format!("seed/{name}"), content.into_bytes());
+    }
+    let seed_url = format!("http://{KAHUNA_GUEST_ADDR}/files/seed/");
+    let mut config = VmConfig::new(
+        "kontroller",
+        Boot::Direct {
+            kernel: h.artifacts.pxe_kernel.clone(),
+            initrd: h.artifacts.pxe_initrd.clone(),
+            cmdline: format!("{} ds=nocloud;s={seed_url}", h.artifacts.pxe_cmdline),
+        },
+    );
+    config.memory_mib = 1536;
+    config.kahuna_port = Some(h.kahuna.port());
+    config.rpc_port = Some(rpc.addr().port());
+    let private_port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
+    config.extra_nics.push(SocketNic {
+        mac: KONTROLLER_PRIVATE_MAC.into(),
+        socket: format!("listen=127.0.0.1:{private_port}"),
+    });
+    let mut vm = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
+    let fetched = vm
+        .wait_console("kowabunga: first boot: seed fetched from ", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| h.fail(&vm, &e.to_string()));
+    assert!(
+        fetched.contains(&seed_url) && fetched.ends_with("meta-data, user-data, network-config"),
+        "{fetched}"
+    );
+    console_line(&mut vm, "kowabunga: first boot: hostname kawaii-url");
+    let linked = runtime.block_on(async {
+        tokio::time::timeout(BOOT_TIMEOUT, rpc.accept(BOOT_TIMEOUT))
+            .await
+            .is_ok()
+    });
+    if !linked {
+        h.fail(
+            &vm,
+            "the kontroller never reached Kahuna's RPC with the fetched seed",
+        );
+    }
+    eprintln!(
+        "kontroller (seed URL): RPC link after {:.1}s",
+        vm.uptime().as_secs_f32()
+    );
+    // The metadata (named by the fetched meta-data) is fetched with the instance's
+    // headers, so the seed was read as a whole.
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    while !h.kahuna.downloads().iter().any(|d| {
+        d.path.ends_with(&metadata) && d.instance_id.as_deref() == Some(KONTROLLER_INSTANCE)
+    }) {
+        if Instant::now() >= deadline {
+            h.fail(&vm, "the instance metadata was never fetched");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let console = vm.console();
+    assert!(
+        !console.contains("Timed out waiting for device"),
+        "the boot waited for a seed volume"
+    );
+    assert!(
+        !console.contains(KONTROLLER_TOKEN),
+        "the agent token reached the console"
+    );
+}
+
+const KONVEY_INSTANCE: &str = "i-konvey-qemu";
+/// The Konvey's VIP on its private side: the endpoint is served there.
+const KONVEY_VIP: &str = "10.78.0.253";
+
+/// Konvey metadata as Kahuna serves it: one VIP, a TCP endpoint on port 80 balanced
+/// over two backends (the peer VM's 10.78.0.11 and .12, port 8080).
+fn konvey_metadata() -> Vec<u8> {
+    json!({
+        "instance-id": KONVEY_INSTANCE,
+        "local-hostname": "konvey-qemu",
+        "local-ipv4": "10.0.2.15",
+        "subnet_cidr": "10.78.0.0/24",
+        "peers": null,
+        "konvey": {
+            "private_interface": "ens4",
+            "vrrp_control_interface": "ens4",
+            "virtual_ips": [
+                {"vrrp_id": 43, "interface": "ens4", "vip": KONVEY_VIP, "priority": 100,
+                 "mask": 24, "public": false}
+            ],
+            "endpoints": [
+                {"name": "web", "port": 80, "protocol": "tcp",
+                 "backends": [{"host": "10.78.0.11", "port": 8080},
+                              {"host": "10.78.0.12", "port": 8080}]}
+            ]
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The peer of the Konvey scenario: two backends (busybox httpd on 10.78.0.11 and
+/// .12, answering `a` and `b`) and a client on 10.78.0.5 asking the VIP four times a
+/// round (with nc: the static busybox's wget crashes). Once a round got both answers it stops backend `b` and goes on asking: a
+/// request sent to the dead backend fails (`x`) until Konvey's health check drops it.
+const KONVEY_PEER_SCRIPT: &str = r#"
+ip link set lo up
+ip link set eth0 up
+ip addr add 10.78.0.5/24 dev eth0
+ip addr add 10.78.0.11/24 dev eth0
+ip addr add 10.78.0.12/24 dev eth0
+mkdir -p /www/a /www/b
+echo a > /www/a/index.html
+echo b > /www/b/index.html
+httpd -f -p 10.78.0.11:8080 -h /www/a &
+httpd -f -p 10.78.0.12:8080 -h /www/b &
+B=$!
+echo "PEER: up"
+phase=both
+n=0
+while true; do
+  n=$((n + 1))
+  got=
+  for i in 1 2 3 4; do
+    r=$(printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 @VIP@ 80 2>/dev/null | tail -n 1)
+    got="$got${r:-x}"
+  done
+  if [ $phase = both ] && [ "${got#*a}" != "$got" ] && [ "${got#*b}" != "$got" ]; then
+    echo "PEER[$n]: balanced got=$got"
+    kill $B
+    phase=down
+  else
+    echo "PEER[$n]: phase=$phase got=$got"
+  fi
+  sleep 1
+done
+"#;
+
+/// The kontroller image as Kahuna runs a Konvey: keepalived holds the VIP and
+/// balances a TCP endpoint (IPVS, NAT, masqueraded towards the backends) over two
+/// backends outside the VM; when one goes down, its health check takes it out and
+/// every request reaches the other.
+#[test]
+#[ignore = "boots the kontroller image under QEMU: scripts/test.sh --qemu"]
+fn konvey_balances_a_tcp_endpoint_over_backends_outside_the_vm_and_drops_a_dead_one() {
+    let Some(h) = harness_for("konvey_boot", "kontroller", "Kontroller", KONTROLLER_ID) else {
+        return;
+    };
+    let (runtime, mut rpc) = rpc_kahuna("Kontroller", KONTROLLER_ID, KONTROLLER_TOKEN);
+    let metadata = h.kahuna.serve_file("meta-data", konvey_metadata());
+    let KontrollerVm {
+        config,
+        key,
+        ssh_port,
+        private_port,
+    } = kontroller_vm(&h, &rpc, KONVEY_INSTANCE, "konvey-qemu", &metadata);
+    let vm = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
+    let mut peer = start_peer(
+        &h,
+        &KONVEY_PEER_SCRIPT.replace("@VIP@", KONVEY_VIP),
+        &[private_port],
+    );
+    let linked = runtime.block_on(async {
+        tokio::time::timeout(BOOT_TIMEOUT, rpc.accept(BOOT_TIMEOUT))
+            .await
+            .is_ok()
+    });
+    if !linked {
+        h.fail(&vm, "the kontroller never reached Kahuna's RPC");
+    }
+    let diagnose = |vm: &Vm, why: String| -> ! {
+        let seen = ssh(
+            ssh_port,
+            &key,
+            "cat /proc/net/ip_vs /proc/sys/net/ipv4/vs/conntrack; ip -br addr; \
+             systemctl status --no-pager keepalived | tail -n 20",
+        )
+        .unwrap_or_else(|e| e);
+        h.fail(
+            vm,
+            &format!("{why}\nthe Konvey's IPVS and keepalived:\n{seen}"),
+        )
+    };
+    let balanced = peer
+        .wait_console("balanced got=", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| diagnose(&vm, e.to_string()));
+    eprintln!("konvey: {balanced}");
+    // After `b` went down: within two minutes a whole round reaches `a` alone.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let console = peer.console();
+        let after = console
+            .split_once("balanced got=")
+            .map_or("", |(_, after)| after);
+        if let Some(line) = after.lines().find(|l| l.contains("phase=down got=aaaa")) {
+            eprintln!("konvey, backend b down: {}", line.trim_end_matches('\r'));
+            break;
+        }
+        if Instant::now() >= deadline {
+            diagnose(
+                &vm,
+                format!(
+                    "requests still reach the dead backend:\n{}",
+                    qemu_test::kahuna::tail(after, 10)
+                ),
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let downloads = h.kahuna.downloads();
+    assert!(
+        downloads
+            .iter()
+            .all(|d| d.instance_id.as_deref() == Some(KONVEY_INSTANCE)),
+        "{downloads:?}"
+    );
+}
+
 /// A guest command: wait (at most 90 s) for the VIP on ens4, then print the private
 /// side's addresses and keepalived's state.
 fn vip_held() -> String {
@@ -1130,6 +1527,60 @@ fn vip_held() -> String {
         "for i in $(seq 90); do ip -br -4 addr show dev ens4 | grep -q ' {KAWAII_VIP}/' && break; \
          sleep 1; done; ip -br -4 addr show dev ens4; systemctl is-active keepalived || true"
     )
+}
+
+/// `Kontroller.Reload` of a good document: answered without an error.
+fn reload_applies(runtime: &tokio::runtime::Runtime, conn: &mut RpcConn, h: &Harness, vm: &Vm) {
+    let reply = runtime
+        .block_on(reload(conn))
+        .unwrap_or_else(|e| h.fail(vm, &e));
+    if let Some(e) = reply.error {
+        h.fail(vm, &format!("Kontroller.Reload of a good document: {e}"));
+    }
+}
+
+/// `GET /` through the host's forward on `port` until the answer contains `want`
+/// (the guest's firewall may not be in force yet); the answer.
+fn http_get_until(port: u16, want: &str, within: Duration) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + within;
+    let mut last: String;
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        })();
+        match attempt {
+            Ok(answer) if answer.contains(want) => return Ok(answer),
+            Ok(answer) => last = format!("answer {answer:?}"),
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no {want:?} on 127.0.0.1:{port} within {within:?}: {last}"
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// The SSH server's banner through the host's forward on `port`, if one comes
+/// within 15 s (user-mode networking accepts the host's connection before the guest
+/// answers: a dropped SYN shows as no banner).
+fn ssh_banner(port: u16) -> Option<String> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .ok()?;
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).ok()?;
+    let banner = String::from_utf8_lossy(&buf[..n]).into_owned();
+    banner.starts_with("SSH-").then_some(banner)
 }
 
 /// `Kontroller.Reload`: a whole generation (plan, apply, confirm) on a TCG guest.

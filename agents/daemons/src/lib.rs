@@ -9,5 +9,5 @@
 pub mod reconciler;
 pub mod systemd;
 
-pub use reconciler::{Daemon, DaemonsPlan, DaemonsReconciler, KEEPALIVED, SECTION};
+pub use reconciler::{Daemon, DaemonsPlan, DaemonsReconciler, KEEPALIVED, SECTION, STRONGSWAN};
 pub use systemd::{ActiveState, Bus, Systemd, SystemdError};

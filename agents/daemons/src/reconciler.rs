@@ -5,7 +5,9 @@
 //!   what is on disk. Changes nothing.
 //! - apply: a changed file is written beside the real one, checked by the daemon's own
 //!   check mode (`keepalived -t`), and only then renamed over it (fsynced), and the unit
-//!   reloaded through systemd (`ReloadOrRestartUnit`: started if it was not running).
+//!   reloaded through systemd (`ReloadOrRestartUnit`: started if it was not running),
+//!   waiting for the job to end `done` (a failed `ExecReload=` fails the step). Files
+//!   are written 0600 (strongSwan's holds pre-shared keys).
 //!   A daemon no longer in the table is stopped and its file removed. The check runs at
 //!   apply, after the network reconciler: keepalived refuses a configuration naming an
 //!   interface that does not exist yet, and a generation may create that interface.
@@ -51,6 +53,18 @@ pub const KEEPALIVED: Daemon = Daemon {
     unit: "keepalived.service",
     file: "keepalived.conf",
     check: &["keepalived", "--config-test", "--use-file", "{file}"],
+};
+
+/// strongSwan (`charon-systemd`, loaded with `swanctl`): Kawaii's IPsec. swanctl has no
+/// offline check mode (it loads into a running charon over VICI): the connections are
+/// checked when rendered (the kontroller's `ipsec.rs`), and the unit's reload
+/// (`swanctl --load-all --file`, the image's drop-in) fails its job, so the step,
+/// when charon refuses one. The file holds pre-shared keys: written 0600.
+pub const STRONGSWAN: Daemon = Daemon {
+    name: "strongswan",
+    unit: "strongswan.service",
+    file: "swanctl.conf",
+    check: &[],
 };
 
 /// What one daemon's plan does.

@@ -3,10 +3,16 @@
 //! The calls are `org.freedesktop.systemd1.Manager`'s `ReloadOrRestartUnit`, `StopUnit`
 //! and `GetUnit`, and the unit's `ActiveState` property, as `systemctl reload-or-restart`,
 //! `systemctl stop` and `systemctl is-active` make them, without a child process.
-//! Each call has a deadline: a wedged bus is a failure of the step, never a hang.
+//! Like `systemctl`, a reload or stop waits for its job to end (the manager's
+//! `JobRemoved` signal) and fails unless the job's result is `done`: a reload whose
+//! `ExecReload=` fails (strongSwan's `swanctl --load-all` refusing a connection) is a
+//! failed step, not a success with the old configuration still loaded.
+//! Each call and each job has a deadline: a wedged bus is a failure of the step, never
+//! a hang.
 
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 use zbus::{Connection, Proxy};
 
@@ -18,6 +24,9 @@ const UNIT: &str = "org.freedesktop.systemd1.Unit";
 /// How long one D-Bus call may take. systemd answers a job request at once (the job
 /// runs after the reply), so seconds are plenty.
 pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a job may run: a reload's `ExecReload=`, a start's `ExecStartPost=`, a
+/// daemon's own start-up (systemd's default start timeout).
+pub const DEFAULT_JOB_DEADLINE: Duration = Duration::from_secs(90);
 
 /// Why a call to systemd failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +43,12 @@ pub enum SystemdError {
         unit: String,
         #[source]
         source: zbus::Error,
+    },
+    #[error("systemd {method}({unit}): the job ended `{result}` (journalctl -u {unit})")]
+    Job {
+        method: &'static str,
+        unit: String,
+        result: String,
     },
     #[error("systemd {method}({unit}): no answer within {deadline:?}")]
     Timeout {
@@ -79,6 +94,7 @@ impl ActiveState {
 pub struct Systemd {
     bus: Bus,
     deadline: Duration,
+    job_deadline: Duration,
     connection: tokio::sync::Mutex<Option<Connection>>,
 }
 
@@ -87,6 +103,7 @@ impl Systemd {
         Self {
             bus,
             deadline: DEFAULT_CALL_DEADLINE,
+            job_deadline: DEFAULT_JOB_DEADLINE,
             connection: tokio::sync::Mutex::new(None),
         }
     }
@@ -96,22 +113,25 @@ impl Systemd {
         self
     }
 
+    /// How long a reload or stop job may run before the step fails.
+    pub fn with_job_deadline(mut self, deadline: Duration) -> Self {
+        self.job_deadline = deadline;
+        self
+    }
+
     pub fn bus(&self) -> &Bus {
         &self.bus
     }
 
-    /// `systemctl reload-or-restart UNIT`: reload it if it runs, start it otherwise.
+    /// `systemctl reload-or-restart UNIT`: reload it if it runs, start it otherwise;
+    /// done when the job ended `done`.
     pub async fn reload_or_restart(&self, unit: &str) -> Result<(), SystemdError> {
-        self.manager_call::<OwnedObjectPath>("ReloadOrRestartUnit", unit, &(unit, "replace"))
-            .await
-            .map(drop)
+        self.job("ReloadOrRestartUnit", unit).await
     }
 
-    /// `systemctl stop UNIT`.
+    /// `systemctl stop UNIT`, done when the job ended `done`.
     pub async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
-        self.manager_call::<OwnedObjectPath>("StopUnit", unit, &(unit, "replace"))
-            .await
-            .map(drop)
+        self.job("StopUnit", unit).await
     }
 
     /// `systemctl is-active UNIT`.
@@ -135,6 +155,56 @@ impl Systemd {
             Ok(Ok(state)) => Ok(ActiveState(state)),
             Ok(Err(source)) => Err(self.failed("ActiveState", unit, source).await),
             Err(_) => Err(self.timed_out("ActiveState", unit).await),
+        }
+    }
+
+    /// Queue a job (`method(unit, "replace")`) and wait for its end; its result.
+    async fn job(&self, method: &'static str, unit: &str) -> Result<(), SystemdError> {
+        let connection = self.connection().await?;
+        let run = async {
+            let manager = proxy(
+                &connection,
+                ObjectPath::from_static_str_unchecked(MANAGER_PATH),
+                MANAGER,
+            )
+            .await?;
+            // Listen first: the job may end before its reply reaches us. systemd sends
+            // its signals only once a client subscribed (a second Subscribe is refused
+            // as such, which is fine).
+            let mut removed = manager.receive_signal("JobRemoved").await?;
+            match manager.call::<_, _, ()>("Subscribe", &()).await {
+                Ok(()) => {}
+                Err(e) if already_subscribed(&e) => {}
+                Err(e) => return Err(e),
+            }
+            let job: OwnedObjectPath = manager.call(method, &(unit, "replace")).await?;
+            while let Some(signal) = removed.next().await {
+                let (_id, path, _unit, result): (u32, OwnedObjectPath, String, String) =
+                    signal.body().deserialize()?;
+                if path == job {
+                    return Ok(result);
+                }
+            }
+            Err(zbus::Error::Failure(
+                "the bus closed before the job ended".into(),
+            ))
+        };
+        match tokio::time::timeout(self.job_deadline, run).await {
+            Ok(Ok(result)) if result == "done" => Ok(()),
+            Ok(Ok(result)) => Err(SystemdError::Job {
+                method,
+                unit: unit.to_owned(),
+                result,
+            }),
+            Ok(Err(source)) => Err(self.failed(method, unit, source).await),
+            Err(_) => {
+                self.connection.lock().await.take();
+                Err(SystemdError::Timeout {
+                    method,
+                    unit: unit.to_owned(),
+                    deadline: self.job_deadline,
+                })
+            }
         }
     }
 
@@ -237,6 +307,16 @@ async fn proxy<'a>(
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await
+}
+
+/// systemd refuses a second `Subscribe` from one connection
+/// (`org.freedesktop.systemd1.AlreadySubscribed`, "Client is already subscribed.").
+fn already_subscribed(e: &zbus::Error) -> bool {
+    matches!(e, zbus::Error::MethodError(name, message, _)
+        if name.as_str().ends_with("AlreadySubscribed")
+            || message
+                .as_deref()
+                .is_some_and(|m| m.to_ascii_lowercase().contains("already subscribed")))
 }
 
 fn is_no_such_unit(e: &zbus::Error) -> bool {

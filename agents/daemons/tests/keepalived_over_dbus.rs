@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,8 @@ use std::time::Duration;
 
 use kowabunga_daemons::{Bus, DaemonsReconciler, KEEPALIVED, SECTION};
 use kowabunga_model::{Document, ErrorKind, Format, Reconciler};
-use zbus::zvariant::OwnedObjectPath;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
 const GOOD: &str = "virtual_server 10.0.0.1 80 {\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n    real_server 10.0.0.2 80 {\n        TCP_CHECK {\n            connect_timeout 3\n        }\n    }\n}\n";
 const UNIT_PATH: &str = "/org/freedesktop/systemd1/unit/keepalived_2eservice";
@@ -75,6 +77,25 @@ struct Fake {
     calls: Mutex<Vec<String>>,
     /// `None`: the unit is not loaded (GetUnit answers NoSuchUnit).
     state: Mutex<Option<String>>,
+    /// How the next jobs end (`JobRemoved`'s result); `None` = `done`.
+    job_result: Mutex<Option<String>>,
+    jobs: Mutex<u32>,
+}
+
+impl Fake {
+    /// A new job: its id, path and result.
+    fn job(&self) -> (u32, OwnedObjectPath, String) {
+        let mut jobs = self.jobs.lock().unwrap();
+        *jobs += 1;
+        let path = format!("/org/freedesktop/systemd1/job/{jobs}");
+        let result = self
+            .job_result
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| "done".into());
+        (*jobs, OwnedObjectPath::try_from(path).unwrap(), result)
+    }
 }
 
 #[derive(Debug, zbus::DBusError)]
@@ -83,31 +104,72 @@ enum SystemdError {
     #[zbus(error)]
     ZBus(zbus::Error),
     NoSuchUnit(String),
+    AlreadySubscribed(String),
 }
 
 struct Manager(Arc<Fake>);
 
 #[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
 impl Manager {
-    async fn reload_or_restart_unit(&self, name: String, mode: String) -> OwnedObjectPath {
+    /// As systemd: a client subscribes once; a second call is refused as such.
+    async fn subscribe(&self) -> Result<(), SystemdError> {
+        let mut calls = self.0.calls.lock().unwrap();
+        let again = calls.iter().any(|c| c == "Subscribe");
+        calls.push("Subscribe".into());
+        if again {
+            return Err(SystemdError::AlreadySubscribed(
+                "Client is already subscribed.".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn reload_or_restart_unit(
+        &self,
+        name: String,
+        mode: String,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> OwnedObjectPath {
         self.0
             .calls
             .lock()
             .unwrap()
             .push(format!("ReloadOrRestartUnit {name} {mode}"));
         *self.0.state.lock().unwrap() = Some("active".into());
-        OwnedObjectPath::try_from("/org/freedesktop/systemd1/job/1").unwrap()
+        let (id, job, result) = self.0.job();
+        Self::job_removed(&emitter, id, job.as_ref(), &name, &result)
+            .await
+            .unwrap();
+        job
     }
 
-    async fn stop_unit(&self, name: String, mode: String) -> OwnedObjectPath {
+    async fn stop_unit(
+        &self,
+        name: String,
+        mode: String,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> OwnedObjectPath {
         self.0
             .calls
             .lock()
             .unwrap()
             .push(format!("StopUnit {name} {mode}"));
         *self.0.state.lock().unwrap() = None;
-        OwnedObjectPath::try_from("/org/freedesktop/systemd1/job/2").unwrap()
+        let (id, job, result) = self.0.job();
+        Self::job_removed(&emitter, id, job.as_ref(), &name, &result)
+            .await
+            .unwrap();
+        job
     }
+
+    #[zbus(signal)]
+    async fn job_removed(
+        emitter: &SignalEmitter<'_>,
+        id: u32,
+        job: ObjectPath<'_>,
+        unit: &str,
+        result: &str,
+    ) -> zbus::Result<()>;
 
     async fn get_unit(&self, name: String) -> Result<OwnedObjectPath, SystemdError> {
         if name != "keepalived.service" || self.0.state.lock().unwrap().is_none() {
@@ -190,17 +252,29 @@ async fn keepalived_is_checked_written_when_changed_reloaded_and_stopped_over_db
     let dir = tmp.path().join("daemons");
     let r = DaemonsReconciler::on_bus(&dir, vec![KEEPALIVED], Bus::Address(bus.address.clone()));
     let conf = dir.join("keepalived.conf");
-    let calls = || fake.calls.lock().unwrap().clone();
+    // The calls that change something (each job is preceded by a Subscribe).
+    let calls = || {
+        let mut calls = fake.calls.lock().unwrap().clone();
+        calls.retain(|c| c != "Subscribe");
+        calls
+    };
 
     // A good file: checked, written, the unit reloaded (started: it was not running).
     assert_eq!(reconcile(&r, &doc(Some(GOOD))).await.unwrap(), 1);
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), GOOD);
+    let mode = std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "daemon files may hold secrets");
     assert_eq!(calls(), ["ReloadOrRestartUnit keepalived.service replace"]);
     r.check(&doc(Some(GOOD))).await.unwrap();
 
     // The same file again: nothing written, nothing reloaded.
     assert_eq!(reconcile(&r, &doc(Some(GOOD))).await.unwrap(), 0);
     assert_eq!(calls().len(), 1);
+    assert_eq!(
+        fake.calls.lock().unwrap()[0],
+        "Subscribe",
+        "signals asked for first"
+    );
 
     // keepalived's own check refuses a file: named, the file in force untouched, no
     // reload, no candidate left behind.
@@ -211,6 +285,21 @@ async fn keepalived_is_checked_written_when_changed_reloaded_and_stopped_over_db
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), GOOD);
     assert_eq!(calls().len(), 1);
     assert_eq!(files_in(&dir), std::slice::from_ref(&conf));
+
+    // A reload whose job fails (ExecReload= refused the file): a failed step,
+    // named, for the pipeline to revert.
+    *fake.job_result.lock().unwrap() = Some("failed".into());
+    let changed = GOOD.replace("lb_algo rr", "lb_algo wrr");
+    let e = reconcile(&r, &doc(Some(&changed))).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Apply);
+    assert!(
+        e.message
+            .contains("ReloadOrRestartUnit(keepalived.service): the job ended `failed`"),
+        "{e}"
+    );
+    *fake.job_result.lock().unwrap() = None;
+    assert_eq!(reconcile(&r, &doc(Some(GOOD))).await.unwrap(), 1);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), GOOD);
 
     // The unit fails after a reload: the confirm window's check says so.
     *fake.state.lock().unwrap() = Some("failed".into());

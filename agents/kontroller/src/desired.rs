@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use kowabunga_daemons::{KEEPALIVED, SECTION as DAEMONS};
+use kowabunga_daemons::{KEEPALIVED, SECTION as DAEMONS, STRONGSWAN};
 use kowabunga_model::{firewall, network};
 
 use crate::metadata::InstanceMetadata;
@@ -25,8 +25,18 @@ pub fn tables(
     let subnets = network_config
         .map(NetplanConfig::subnets)
         .unwrap_or_default();
+    let mut daemons = toml::Table::new();
+    let mut xfrm = Vec::new();
     let (firewall, ip_forward, keepalived_conf) = if meta.kawaii.is_some() {
         let kawaii = kawaii::render(meta, &subnets).map_err(|e| e.to_string())?;
+        xfrm.clone_from(&kawaii.xfrm_interfaces);
+        if !kawaii.xfrm_interfaces.is_empty() {
+            // One XFRM interface per IPsec connection: strongSwan runs for them.
+            daemons.insert(
+                STRONGSWAN.name.to_owned(),
+                kawaii.swanctl_conf.expose().into(),
+            );
+        }
         (kawaii.firewall, kawaii.ip_forward, kawaii.keepalived_conf)
     } else if meta.konvey.is_some() {
         let konvey = konvey::render(meta, &subnets).map_err(|e| e.to_string())?;
@@ -40,15 +50,36 @@ pub fn tables(
         .map(|n| n.network.clone())
         .unwrap_or_default();
     net.ip_forward = Some(ip_forward);
+    add_xfrm_interfaces(&mut net, &xfrm);
     let mut tables = Tables::new();
     tables.insert(network::SECTION.to_owned(), table(&net, "network")?);
     tables.insert(firewall::SECTION.to_owned(), table(&firewall, "firewall")?);
-    let mut daemons = toml::Table::new();
     if runs_keepalived(&keepalived_conf) {
         daemons.insert(KEEPALIVED.name.to_owned(), keepalived_conf.into());
     }
     tables.insert(DAEMONS.to_owned(), daemons);
     Ok(tables)
+}
+
+/// One XFRM interface per IPsec connection, on the public link, and the route of the
+/// remote subnet into it: strongSwan's SAs (`if_id_in/out`) carry what enters it, and
+/// strongSwan installs no route itself.
+fn add_xfrm_interfaces(net: &mut network::Network, xfrm: &[kawaii::XfrmInterface]) {
+    for x in xfrm {
+        net.links.push(network::Link {
+            parent: Some(x.dev.clone()),
+            if_id: Some(u32::from(x.if_id)),
+            mtu: Some(x.mtu),
+            ..network::Link::new(x.name.clone(), network::LinkKind::Xfrm)
+        });
+        net.routes.push(network::Route {
+            to: network::Destination::Prefix(x.route),
+            via: None,
+            dev: Some(x.name.clone()),
+            metric: None,
+            table: None,
+        });
+    }
 }
 
 /// keepalived runs only for a configuration with something to hold: a VRRP instance
@@ -79,7 +110,7 @@ mod tests {
     use super::*;
     use kowabunga_model::Document;
     use kowabunga_model::firewall::Firewall;
-    use kowabunga_model::network::Network;
+    use kowabunga_model::network::{LinkKind, Network};
 
     const NETPLAN: &str = "version: 2
 ethernets:
@@ -152,6 +183,59 @@ ethernets:
         let conf = d["keepalived"].as_str().unwrap();
         assert!(conf.contains("virtual_router_id 7"), "{conf}");
         assert!(conf.contains("10.78.0.254/24 dev ens4"), "{conf}");
+    }
+
+    #[test]
+    fn strongswan_is_pushed_for_ipsec_connections_only() {
+        let netplan = crate::netplan::parse(NETPLAN).unwrap();
+        let daemons = |json: &str| {
+            let meta = crate::metadata::parse(json).unwrap();
+            tables(Some(&netplan), &meta).unwrap()[DAEMONS].clone()
+        };
+        assert!(!daemons(&kawaii("drop")).contains_key("strongswan"));
+        let with_ipsec = kawaii("drop").replace(
+            r#""fw_forward_default": "drop","#,
+            r#""fw_forward_default": "drop",
+              "ipsec_connections": [{"name": "hq", "ip": "10.77.0.10", "xfrm_id": 1,
+                "remote_peer": "203.0.113.7", "remote_subnet": "172.16.0.0/16",
+                "pre_shared_key": "correct horse", "start_action": "trap",
+                "phase1_df_group": "modp2048", "phase1_integrity_algorithm": "SHA256",
+                "phase1_encryption_algorithm": "AES256", "phase2_df_group": "modp2048",
+                "phase2_integrity_algorithm": "SHA256",
+                "phase2_encryption_algorithm": "AES256"}],"#,
+        );
+        let d = daemons(&with_ipsec);
+        let conf = d["strongswan"].as_str().unwrap();
+        assert!(conf.contains("if_id_in = 1"), "{conf}");
+        // The key travels hex-encoded in the file (0600), never as written.
+        assert!(!conf.contains("correct horse"), "{conf}");
+        assert!(conf.contains(&hex("correct horse")), "{conf}");
+        // Its XFRM interface, on the public link, with the remote subnet routed in.
+        let meta = crate::metadata::parse(&with_ipsec).unwrap();
+        let mut doc = Document::empty("kawaii-1");
+        for (name, table) in tables(Some(&netplan), &meta).unwrap() {
+            doc.set_pushed(&name, table);
+        }
+        let net: Network = doc.pushed("network").unwrap().unwrap();
+        net.validate().unwrap();
+        let x = net.link("xfrm-1").unwrap();
+        assert_eq!(
+            (x.kind, x.parent.as_deref(), x.if_id, x.mtu),
+            (LinkKind::Xfrm, Some("ens3"), Some(1), Some(1300))
+        );
+        let route = net
+            .routes
+            .iter()
+            .find(|r| r.dev.as_deref() == Some("xfrm-1"))
+            .unwrap();
+        assert_eq!(
+            route.to,
+            network::Destination::Prefix("172.16.0.0/16".parse().unwrap())
+        );
+    }
+
+    fn hex(s: &str) -> String {
+        s.bytes().map(|b| format!("{b:02x}")).collect()
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! IPVS in NAT mode needs the replies of the backends to come back through the
 //! balancer; Kowabunga instances route through Kawaii, not Konvey. So Konvey also
 //! masquerades what it forwards to the backends (as upstream's proxy did implicitly:
-//! backends see Konvey's address) and turns on IPVS connection tracking for that.
+//! backends see Konvey's address). The masquerade reaches IPVS connections only with
+//! `net.ipv4.vs.conntrack = 1`: the kontroller image loads `ip_vs` and sets it at boot
+//! (`overlays/kontroller/usr/lib/{modules-load.d,sysctl.d}/kowabunga-ipvs.conf`), so
+//! no generation has to order a sysctl after a module keepalived loads.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,10 +22,6 @@ use crate::metadata::{Backend, InstanceMetadata};
 use crate::refused::Refused;
 use crate::vrrp::{self, VrrpSpec, check_interface};
 
-/// Sysctls Konvey needs beyond forwarding: IPVS connections go through conntrack, so
-/// the masquerade applies to them.
-pub const SYSCTLS: &[(&str, &str)] = &[("net.ipv4.vs.conntrack", "1")];
-
 /// What a Konvey instance applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KonveyConfig {
@@ -32,8 +31,6 @@ pub struct KonveyConfig {
     pub firewall: Firewall,
     /// IPVS NAT forwards: always true.
     pub ip_forward: bool,
-    /// [`SYSCTLS`].
-    pub sysctls: Vec<(String, String)>,
 }
 
 /// Backend addresses and ports, sorted.
@@ -136,10 +133,6 @@ pub fn render(
             },
         },
         ip_forward: true,
-        sysctls: SYSCTLS
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
     })
 }
 
@@ -333,10 +326,6 @@ virtual_server 10.0.0.100 443 {
 "
         );
         assert!(c.ip_forward);
-        assert_eq!(
-            c.sysctls,
-            [("net.ipv4.vs.conntrack".to_owned(), "1".to_owned())]
-        );
         assert_eq!(c.firewall.nat.masquerade.len(), 1);
         assert_eq!(c.firewall.nat.masquerade[0].oif, "ens4");
         assert!(c.firewall.rules.is_empty());

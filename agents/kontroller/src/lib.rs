@@ -36,6 +36,7 @@ pub mod metadata;
 pub mod netplan;
 pub mod nocloud;
 pub mod reload;
+pub mod seed_source;
 pub mod service;
 
 mod ipsec;

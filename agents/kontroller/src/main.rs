@@ -3,23 +3,19 @@
 //! methods and its services. Its state is pushed, not pulled: the NoCloud seed and the
 //! instance metadata, fetched at start and on every `Kontroller.Reload`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use kontroller::nocloud::Seed;
+use kontroller::seed_source::SeedSource;
 use kontroller::{KontrollerService, Reloader};
 use kowabunga_agent::credentials::Credentials;
 use kowabunga_agent::push::PipelinePusher;
 use kowabunga_agent::role::{KahunaLink, Role, RoleContext, StateSource};
-use kowabunga_daemons::{DaemonsReconciler, KEEPALIVED};
+use kowabunga_daemons::{DaemonsReconciler, KEEPALIVED, STRONGSWAN};
 use kowabunga_firewall::FirewallReconciler;
 use kowabunga_model::{DynReconciler, Supervised, erase};
 use kowabunga_network::NetworkReconciler;
-
-/// Where the image's first-boot unit leaves the NoCloud seed; `KOWABUNGA_SEED_DIR`
-/// overrides it.
-const SEED_DIR: &str = "/run/kowabunga/seed";
 
 struct Kontroller {
     /// The seed, or why it could not be read (reported by `run`; `check` and `schema`
@@ -49,7 +45,10 @@ impl Role for Kontroller {
             .map_err(|e| e.to_string())?
             .reading_pushed();
         // The image's keepalived.service reads its file there (overlays/kontroller).
-        let daemons = DaemonsReconciler::new(context.state_dir.join("daemons"), vec![KEEPALIVED]);
+        let daemons = DaemonsReconciler::new(
+            context.state_dir.join("daemons"),
+            vec![KEEPALIVED, STRONGSWAN],
+        );
         Ok(vec![erase(network), erase(firewall), erase(daemons)])
     }
 
@@ -100,10 +99,13 @@ impl Role for Kontroller {
 }
 
 fn main() -> ExitCode {
-    let dir = std::env::var_os("KOWABUNGA_SEED_DIR")
-        .map_or_else(|| PathBuf::from(SEED_DIR), PathBuf::from);
-    let seed = Seed::from_dir(&dir)
-        .map(Arc::new)
-        .map_err(|e| format!("NoCloud seed {}: {e}", dir.display()));
+    // The cidata volume, or the copy first boot fetched from a seed URL
+    // (`kontroller::seed_source`); `KOWABUNGA_SEED_DIR` overrides both.
+    let seed = SeedSource::of_this_boot().and_then(|source| {
+        let dir = source.dir();
+        Seed::from_dir(&dir)
+            .map(Arc::new)
+            .map_err(|e| format!("NoCloud seed {}: {e}", dir.display()))
+    });
     kowabunga_agent::cli::main(Kontroller { seed })
 }

@@ -313,21 +313,11 @@ fn convert_ethernet(
         out.ignored.push(format!("{at}.optional"));
     }
     out.network.links.push(Link {
-        name,
-        kind: LinkKind::Physical,
         mac,
         mtu: eth.mtu,
-        up: true,
         addresses,
-        rp_filter: None,
         accept_ra: eth.accept_ra,
-        parent: None,
-        id: None,
-        ports: Vec::new(),
-        vlan_filtering: None,
-        mode: None,
-        members: Vec::new(),
-        peer: None,
+        ..Link::new(name, LinkKind::Physical)
     });
     Ok(())
 }

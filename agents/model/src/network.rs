@@ -108,6 +108,10 @@ pub enum LinkKind {
     Bond,
     /// One end of a veth pair; the other end is `peer`.
     Veth,
+    /// An XFRM interface with `if_id` on `parent` (the link its packets leave by):
+    /// routes into it send traffic through the IPsec SAs of the same `if_id`
+    /// (strongSwan's `if_id_in`/`if_id_out`).
+    Xfrm,
 }
 
 impl LinkKind {
@@ -119,6 +123,7 @@ impl LinkKind {
             LinkKind::Bridge => Some("bridge"),
             LinkKind::Bond => Some("bond"),
             LinkKind::Veth => Some("veth"),
+            LinkKind::Xfrm => Some("xfrm"),
         }
     }
 
@@ -220,7 +225,7 @@ pub struct Link {
     #[serde(default)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_ra: Option<bool>,
-    /// VLAN: the link it is stacked on.
+    /// VLAN: the link it is stacked on. XFRM: the link its packets leave by.
     #[serde(default)]
     #[schemars(pattern(IFNAME_PATTERN))]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -246,6 +251,11 @@ pub struct Link {
     #[serde(default)]
     #[schemars(inner(pattern(IFNAME_PATTERN)))]
     pub members: Vec<String>,
+    /// XFRM: the interface id its IPsec SAs carry, 1 to 4294967295.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub if_id: Option<u32>,
     /// Veth: the name of the other end.
     #[serde(default)]
     #[schemars(pattern(IFNAME_PATTERN))]
@@ -255,6 +265,30 @@ pub struct Link {
 
 fn yes() -> bool {
     true
+}
+
+impl Link {
+    /// A link of `kind` named `name`, up, with nothing else set.
+    pub fn new(name: impl Into<String>, kind: LinkKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            mac: None,
+            mtu: None,
+            up: true,
+            addresses: Vec::new(),
+            rp_filter: None,
+            accept_ra: None,
+            parent: None,
+            id: None,
+            ports: Vec::new(),
+            vlan_filtering: None,
+            mode: None,
+            members: Vec::new(),
+            if_id: None,
+            peer: None,
+        }
+    }
 }
 
 /// A static route.
@@ -642,18 +676,16 @@ impl Network {
             if !seen.insert(n) {
                 errs.push(format!("{n}: duplicate interface name"));
             }
-            let misplaced = [
-                ("parent", LinkKind::Vlan, l.parent.is_some()),
-                ("id", LinkKind::Vlan, l.id.is_some()),
-                ("ports", LinkKind::Bridge, !l.ports.is_empty()),
-                (
-                    "vlan_filtering",
-                    LinkKind::Bridge,
-                    l.vlan_filtering.is_some(),
-                ),
-                ("mode", LinkKind::Bond, l.mode.is_some()),
-                ("members", LinkKind::Bond, !l.members.is_empty()),
-                ("peer", LinkKind::Veth, l.peer.is_some()),
+            use LinkKind::{Bond, Bridge, Veth, Vlan, Xfrm};
+            let misplaced: [(&str, &[LinkKind], bool); 8] = [
+                ("parent", &[Vlan, Xfrm], l.parent.is_some()),
+                ("id", &[Vlan], l.id.is_some()),
+                ("if_id", &[Xfrm], l.if_id.is_some()),
+                ("ports", &[Bridge], !l.ports.is_empty()),
+                ("vlan_filtering", &[Bridge], l.vlan_filtering.is_some()),
+                ("mode", &[Bond], l.mode.is_some()),
+                ("members", &[Bond], !l.members.is_empty()),
+                ("peer", &[Veth], l.peer.is_some()),
             ];
             if l.mac.is_some() && k != LinkKind::Physical && k != LinkKind::Bridge {
                 errs.push(format!(
@@ -668,9 +700,13 @@ impl Network {
                     "{n}: MAC {mac} is not a unicast address (a bridge needs one)"
                 ));
             }
-            for (field, kind, present) in misplaced {
-                if present && k != kind {
-                    errs.push(format!("{n}: `{field}` is only for {kind} links, not {k}"));
+            for (field, kinds, present) in misplaced {
+                if present && !kinds.contains(&k) {
+                    let kinds: Vec<String> = kinds.iter().map(ToString::to_string).collect();
+                    errs.push(format!(
+                        "{n}: `{field}` is only for {} links, not {k}",
+                        kinds.join(" and ")
+                    ));
                 }
             }
             match k {
@@ -716,6 +752,25 @@ impl Network {
                         }
                     }
                 },
+                LinkKind::Xfrm => {
+                    match l.if_id {
+                        None => errs.push(format!("{n}: an xfrm link needs `if_id`")),
+                        Some(0) => errs.push(format!(
+                            "{n}: if_id 0 is not an XFRM interface id (1 to 4294967295)"
+                        )),
+                        Some(_) => {}
+                    }
+                    match l.parent.as_deref() {
+                        None => errs.push(format!("{n}: an xfrm link needs `parent`")),
+                        Some(p) if p == n => {
+                            errs.push(format!("{n}: an XFRM interface cannot be its own parent"))
+                        }
+                        Some(p) if self.link(p).is_none() => errs.push(format!(
+                            "{n}: parent {p} is not declared in [[network.links]]"
+                        )),
+                        Some(_) => {}
+                    }
+                }
                 LinkKind::Physical | LinkKind::Bridge => {}
             }
             if let Some(mtu) = l.mtu
@@ -838,9 +893,8 @@ impl Network {
             for p in l.ports.iter().chain(&l.members) {
                 up.entry(p.as_str()).or_default().insert(l.name.as_str());
             }
-            if l.kind == LinkKind::Vlan
-                && let Some(parent) = l.parent.as_deref()
-            {
+            // A VLAN or an XFRM interface is above its parent.
+            if let Some(parent) = l.parent.as_deref() {
                 up.entry(parent).or_default().insert(l.name.as_str());
             }
         }
@@ -1073,6 +1127,30 @@ via = "fd00:101::fe"
     }
 
     #[test]
+    fn xfrm_links_need_an_if_id_and_a_declared_parent() {
+        let ok = "[[links]]\nname = \"eth0\"\n[[links]]\nname = \"xfrm-1\"\nkind = \"xfrm\"\nparent = \"eth0\"\nif_id = 1\n";
+        let n = parse(ok).unwrap();
+        n.validate().unwrap();
+        round_trip(&n);
+        let e = invalid(&ok.replace("if_id = 1\n", ""));
+        assert!(e.contains("xfrm-1: an xfrm link needs `if_id`"), "{e}");
+        let e = invalid(&ok.replace("if_id = 1", "if_id = 0"));
+        assert!(e.contains("if_id 0 is not an XFRM interface id"), "{e}");
+        let e = invalid(&ok.replace("parent = \"eth0\"", "parent = \"eth9\""));
+        assert!(e.contains("xfrm-1: parent eth9 is not declared"), "{e}");
+        let e = invalid("[[links]]\nname = \"eth0\"\nif_id = 3\n");
+        assert!(
+            e.contains("eth0: `if_id` is only for xfrm links, not physical"),
+            "{e}"
+        );
+        let e = invalid("[[links]]\nname = \"eth0\"\nparent = \"lo\"\n");
+        assert!(
+            e.contains("eth0: `parent` is only for vlan and xfrm links, not physical"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn kind_specific_keys_and_members() {
         let e = invalid(
             "[[links]]\nname = \"br0\"\nkind = \"bridge\"\nports = [\"eth7\"]\nmode = \"802.3ad\"\n",
@@ -1192,6 +1270,7 @@ via = "fd00:101::fe"
                 "accept_ra",
                 "addresses",
                 "id",
+                "if_id",
                 "kind",
                 "mac",
                 "members",
@@ -1301,23 +1380,7 @@ via = "fd00:101::fe"
     }
 
     fn link(name: &str, kind: LinkKind) -> Link {
-        Link {
-            name: name.into(),
-            kind,
-            mac: None,
-            mtu: None,
-            up: true,
-            addresses: vec![],
-            rp_filter: None,
-            accept_ra: None,
-            parent: None,
-            id: None,
-            ports: vec![],
-            vlan_filtering: None,
-            mode: None,
-            members: vec![],
-            peer: None,
-        }
+        Link::new(name, kind)
     }
 
     #[test]
@@ -1464,6 +1527,7 @@ via = "fd00:101::fe"
             Just(LinkKind::Bridge),
             Just(LinkKind::Bond),
             Just(LinkKind::Veth),
+            Just(LinkKind::Xfrm),
         ];
         let rp = prop_oneof![
             Just(RpFilter::Off),
@@ -1499,12 +1563,13 @@ via = "fd00:101::fe"
                 proptest::option::of(mode),
                 names(),
                 proptest::option::of(arb_name()),
+                proptest::option::of(any::<u32>()),
             ),
         )
             .prop_map(
                 |(
                     (name, kind, mac, mtu, up, addresses, rp_filter, accept_ra),
-                    (parent, id, ports, vlan_filtering, mode, members, peer),
+                    (parent, id, ports, vlan_filtering, mode, members, peer, if_id),
                 )| Link {
                     name,
                     kind,
@@ -1520,6 +1585,7 @@ via = "fd00:101::fe"
                     vlan_filtering,
                     mode,
                     members,
+                    if_id,
                     peer,
                 },
             )

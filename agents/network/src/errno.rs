@@ -125,12 +125,7 @@ pub fn explain(op: &Op, errno: i32) -> String {
 }
 
 fn kind(spec: &NewLink) -> &'static str {
-    match spec {
-        NewLink::Bridge { .. } => "bridge",
-        NewLink::Bond { .. } => "bond",
-        NewLink::Veth { .. } => "veth",
-        NewLink::Vlan { .. } => "vlan",
-    }
+    spec.kind()
 }
 
 /// Whether a failed removal can be taken as done (the object is already gone).

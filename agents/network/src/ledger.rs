@@ -216,12 +216,7 @@ impl Ledger {
 }
 
 fn kind(spec: &NewLink) -> &'static str {
-    match spec {
-        NewLink::Bridge { .. } => "bridge",
-        NewLink::Bond { .. } => "bond",
-        NewLink::Veth { .. } => "veth",
-        NewLink::Vlan { .. } => "vlan",
-    }
+    spec.kind()
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -17,8 +17,8 @@ use rtnetlink::packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkP
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
-    BondMode as NlBondMode, InfoBond, InfoBridge, InfoData, InfoKind, InfoVlan, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+    BondMode as NlBondMode, InfoBond, InfoBridge, InfoData, InfoKind, InfoVlan, InfoXfrm,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia,
@@ -47,6 +47,10 @@ pub struct LinkState {
     pub vlan_id: Option<u16>,
     pub bond_mode: Option<BondMode>,
     pub vlan_filtering: Option<bool>,
+    /// An XFRM interface's `if_id` and the link its packets leave by
+    /// (`IFLA_XFRM_IF_ID`, `IFLA_XFRM_LINK`).
+    pub xfrm_if_id: Option<u32>,
+    pub xfrm_link: Option<u32>,
 }
 
 /// An address on a link.
@@ -123,6 +127,15 @@ pub fn link_state(m: &LinkMessage) -> LinkState {
                                 }
                             }
                         }
+                        LinkInfo::Data(InfoData::Xfrm(v)) => {
+                            for x in v {
+                                match x {
+                                    InfoXfrm::IfId(id) => s.xfrm_if_id = Some(*id),
+                                    InfoXfrm::Link(i) if *i != 0 => s.xfrm_link = Some(*i),
+                                    _ => {}
+                                }
+                            }
+                        }
                         LinkInfo::Data(InfoData::Bond(v)) => {
                             for x in v {
                                 if let InfoBond::Mode(mode) = x {
@@ -153,6 +166,7 @@ fn kind_name(k: &InfoKind) -> String {
         InfoKind::Vlan => "vlan".into(),
         InfoKind::Veth => "veth".into(),
         InfoKind::Bond => "bond".into(),
+        InfoKind::Xfrm => "xfrm".into(),
         other => other.to_string(),
     }
 }
@@ -347,6 +361,22 @@ mod tests {
             (9, Some(2), Some(101), true)
         );
         assert_eq!(s.mac.unwrap().to_string(), "52:54:00:01:02:03");
+    }
+
+    #[test]
+    fn xfrm_link_is_read() {
+        let mut m = LinkMessage::default();
+        m.header.index = 11;
+        m.attributes = vec![
+            LinkAttribute::IfName("xfrm-1".into()),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Xfrm),
+                LinkInfo::Data(InfoData::Xfrm(vec![InfoXfrm::Link(2), InfoXfrm::IfId(1)])),
+            ]),
+        ];
+        let s = link_state(&m);
+        assert_eq!(s.kind.as_deref(), Some("xfrm"));
+        assert_eq!((s.xfrm_if_id, s.xfrm_link), (Some(1), Some(2)));
     }
 
     #[test]

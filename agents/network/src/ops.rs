@@ -20,7 +20,7 @@ use rtnetlink::packet_route::route::{
 };
 use rtnetlink::{
     AddressMessageBuilder, LinkBond, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth,
-    LinkVlan, RouteMessageBuilder,
+    LinkVlan, LinkXfrm, RouteMessageBuilder,
 };
 
 /// A link the plan creates.
@@ -42,6 +42,23 @@ pub enum NewLink {
         parent: String,
         id: u16,
     },
+    Xfrm {
+        parent: String,
+        if_id: u32,
+    },
+}
+
+impl NewLink {
+    /// The kernel's name of the kind (`IFLA_INFO_KIND`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NewLink::Bridge { .. } => "bridge",
+            NewLink::Bond { .. } => "bond",
+            NewLink::Veth { .. } => "veth",
+            NewLink::Vlan { .. } => "vlan",
+            NewLink::Xfrm { .. } => "xfrm",
+        }
+    }
 }
 
 /// Why a link is set down before another change.
@@ -118,7 +135,7 @@ impl Op {
             } => 4,
             Op::Rename { .. } => 5,
             Op::Create {
-                spec: NewLink::Vlan { .. },
+                spec: NewLink::Vlan { .. } | NewLink::Xfrm { .. },
                 ..
             } => 7,
             Op::Create { .. } => 6,
@@ -161,7 +178,7 @@ impl Op {
             Op::Rename { from, .. } => vec![from],
             Op::SetMaster { link, master } => vec![link, master],
             Op::Create {
-                spec: NewLink::Vlan { parent, .. },
+                spec: NewLink::Vlan { parent, .. } | NewLink::Xfrm { parent, .. },
                 ..
             } => vec![parent],
             Op::AddRoute { dev: Some(dev), .. } => vec![dev],
@@ -287,6 +304,9 @@ impl Op {
                     NewLink::Bond { mode } => LinkBond::new(name).mode(bond_mode(*mode)).build(),
                     NewLink::Veth { peer } => LinkVeth::new(name, peer).build(),
                     NewLink::Vlan { parent, id } => LinkVlan::new(name, idx(parent)?, *id).build(),
+                    NewLink::Xfrm { parent, if_id } => {
+                        LinkXfrm::new(name, idx(parent)?, *if_id).build()
+                    }
                 };
                 nl(
                     RouteNetlinkMessage::NewLink(m),
@@ -394,6 +414,9 @@ impl fmt::Display for Op {
                 NewLink::Veth { peer } => write!(f, "create veth pair {name} <-> {peer}"),
                 NewLink::Vlan { parent, id } => {
                     write!(f, "create vlan {name} (id {id} on {parent})")
+                }
+                NewLink::Xfrm { parent, if_id } => {
+                    write!(f, "create xfrm {name} (if_id {if_id} on {parent})")
                 }
             },
             Op::SetMtu { link, mtu } => write!(f, "set mtu of {link} to {mtu}"),

@@ -71,8 +71,10 @@ pub fn diff(
     p.renames();
     // Links that others stack on first, so that a VLAN knows whether its parent is
     // re-created under it.
-    let (vlans, others): (Vec<&Link>, Vec<&Link>) =
-        desired.links.iter().partition(|l| l.kind == LinkKind::Vlan);
+    let (vlans, others): (Vec<&Link>, Vec<&Link>) = desired
+        .links
+        .iter()
+        .partition(|l| matches!(l.kind, LinkKind::Vlan | LinkKind::Xfrm));
     for l in others.into_iter().chain(vlans) {
         p.link_existence(l);
     }
@@ -236,6 +238,13 @@ impl<'a> Planner<'a> {
                 },
                 _ => return,
             },
+            LinkKind::Xfrm => match (&d.parent, d.if_id) {
+                (Some(parent), Some(if_id)) => NewLink::Xfrm {
+                    parent: parent.clone(),
+                    if_id,
+                },
+                _ => return,
+            },
         };
         let kind = d.kind.kernel_kind().unwrap_or("link");
         let create = match observed {
@@ -253,6 +262,13 @@ impl<'a> Planner<'a> {
                             o.vlan_id == Some(*id)
                                 && o.link.and_then(|i| self.index_name(i)) == Some(parent.as_str())
                                 // The kernel deletes a VLAN with its parent.
+                                && !self.fresh.contains(parent.as_str())
+                        }
+                        NewLink::Xfrm { parent, if_id } => {
+                            o.xfrm_if_id == Some(*if_id)
+                                && o.xfrm_link.and_then(|i| self.index_name(i))
+                                    == Some(parent.as_str())
+                                // A re-created parent has a new index.
                                 && !self.fresh.contains(parent.as_str())
                         }
                     };
@@ -686,6 +702,7 @@ fn leak_kind(kind: &str) -> &'static str {
         "bond" => "bond",
         "veth" => "veth",
         "vlan" => "vlan",
+        "xfrm" => "xfrm",
         _ => "link",
     }
 }
@@ -859,6 +876,52 @@ mod tests {
                 "delete vlan vlan101",
                 "create vlan vlan101 (id 101 on eth0)"
             ]
+        );
+    }
+
+    const XFRM: &str = "[[links]]\nname = \"eth0\"\n[[links]]\nname = \"xfrm-1\"\nkind = \"xfrm\"\nparent = \"eth0\"\nif_id = 1\nmtu = 1300\n[[routes]]\nto = \"172.16.0.0/16\"\ndev = \"xfrm-1\"\n";
+
+    #[test]
+    fn xfrm_interfaces_are_created_on_their_parent_and_kept_or_recreated() {
+        let got = plan(XFRM, "", &base()).unwrap();
+        assert_eq!(
+            got,
+            [
+                "create xfrm xfrm-1 (if_id 1 on eth0)",
+                "set mtu of xfrm-1 to 1300",
+                "set xfrm-1 up",
+                "set route 172.16.0.0/16 dev xfrm-1",
+            ]
+        );
+        // As the kernel shows it once made: nothing to do.
+        let mut obs = base();
+        let made = LinkState {
+            xfrm_if_id: Some(1),
+            xfrm_link: Some(2),
+            mtu: Some(1300),
+            ..link(11, "xfrm-1", Some("xfrm"), true)
+        };
+        obs.links.push(made.clone());
+        obs.routes.push(RouteState {
+            key: RouteKey {
+                table: 254,
+                dst: "172.16.0.0/16".parse().unwrap(),
+                metric: 0,
+            },
+            gateway: None,
+            oif: Some(11),
+        });
+        assert_eq!(plan(XFRM, XFRM, &obs).unwrap(), Vec::<String>::new());
+        // Another if_id: the SAs would not match it: re-created.
+        obs.links.pop();
+        obs.links.push(LinkState {
+            xfrm_if_id: Some(7),
+            ..made
+        });
+        let got = plan(XFRM, XFRM, &obs).unwrap();
+        assert_eq!(
+            &got[..2],
+            ["delete xfrm xfrm-1", "create xfrm xfrm-1 (if_id 1 on eth0)"]
         );
     }
 
