@@ -30,6 +30,7 @@
 
 pub mod desired;
 pub mod first_boot;
+mod http;
 pub mod kawaii;
 pub mod konvey;
 pub mod metadata;

@@ -15,7 +15,7 @@ use crate::metadata;
 use crate::nocloud::Seed;
 
 /// Largest metadata document read (Kahuna's are a few KiB).
-const MAX_METADATA_BYTES: usize = 1 << 20;
+const MAX_METADATA_BYTES: u64 = 1 << 20;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Fetches the metadata and pushes what it asks for. Cloning shares it.
@@ -33,7 +33,7 @@ impl Reloader {
     pub fn new(seed: Result<Arc<Seed>, String>, pusher: PipelinePusher) -> Self {
         Self {
             seed,
-            client: client(),
+            client: crate::http::client(TIMEOUT, "metadata"),
             pusher,
             running: Arc::default(),
         }
@@ -77,7 +77,7 @@ impl Reloader {
         if let Some(ip) = meta_data.local_ip {
             request = request.header("X-Kowabunga-Source-Ip", ip.to_string());
         }
-        let mut response = request
+        let response = request
             .send()
             .await
             .map_err(|e| format!("instance metadata {url}: {e}"))?;
@@ -87,31 +87,12 @@ impl Reloader {
                 response.status()
             ));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("instance metadata {url}: {e}"))?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_METADATA_BYTES {
-                return Err(format!(
-                    "instance metadata {url}: larger than {MAX_METADATA_BYTES} bytes"
-                ));
-            }
-        }
+        let body = crate::http::body_within(
+            response,
+            MAX_METADATA_BYTES,
+            &format!("instance metadata {url}"),
+        )
+        .await?;
         String::from_utf8(body).map_err(|_| format!("instance metadata {url}: not UTF-8"))
     }
-}
-
-/// HTTPS with the system's roots; no redirects (Kahuna answers itself: a redirect would
-/// send the instance's headers elsewhere).
-fn client() -> Result<reqwest::Client, String> {
-    let tls = kowabunga_rpc::client_tls_config(None)?;
-    reqwest::Client::builder()
-        .use_preconfigured_tls(Arc::unwrap_or_clone(tls))
-        .timeout(TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("metadata client: {e}"))
 }

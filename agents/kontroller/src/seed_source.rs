@@ -14,7 +14,6 @@
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use kernel_cmdline::HttpUrl;
@@ -91,7 +90,7 @@ pub fn file_urls(base: &HttpUrl) -> Vec<(&'static str, String)> {
 /// until `within` has passed. Returns the names of the files fetched. No redirect is
 /// followed: the seed carries the agent's token, and it goes nowhere it was not asked.
 pub async fn fetch(base: &HttpUrl, dir: &Path, within: Duration) -> Result<Vec<String>, String> {
-    let client = client()?;
+    let client = crate::http::client(REQUEST_TIMEOUT, "seed")?;
     let deadline = tokio::time::Instant::now() + within;
     let mut backoff =
         kowabunga_backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
@@ -109,16 +108,6 @@ pub async fn fetch(base: &HttpUrl, dir: &Path, within: Duration) -> Result<Vec<S
     }
 }
 
-fn client() -> Result<reqwest::Client, String> {
-    let tls = kowabunga_rpc::client_tls_config(None)?;
-    reqwest::Client::builder()
-        .use_preconfigured_tls(Arc::unwrap_or_clone(tls))
-        .timeout(REQUEST_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("seed client: {e}"))
-}
-
 /// Every seed file once: meta-data must be there, the others may be absent (404).
 async fn fetch_once(
     client: &reqwest::Client,
@@ -126,7 +115,7 @@ async fn fetch_once(
 ) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     let mut files = Vec::new();
     for (name, url) in file_urls(base) {
-        let mut response = client
+        let response = client
             .get(&url)
             .send()
             .await
@@ -138,17 +127,8 @@ async fn fetch_once(
         if !status.is_success() {
             return Err(format!("seed {url}: HTTP {status}"));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("seed {url}: {e}"))?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() as u64 > MAX_FILE_BYTES {
-                return Err(format!("seed {url}: larger than {MAX_FILE_BYTES} bytes"));
-            }
-        }
+        let body =
+            crate::http::body_within(response, MAX_FILE_BYTES, &format!("seed {url}")).await?;
         files.push((name, body));
     }
     Ok(files)
