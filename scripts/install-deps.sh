@@ -48,7 +48,7 @@ MKOSI_DIR=/opt/kowabunga/mkosi
 # systemd-boot/systemd-boot-efi 254 from backports (and with them the host's
 # systemd, which they require): scripts/personalize-image.sh runs the host's
 # ukify and its addon stub (254+) to write the credentials add-on.
-PKGS_qemu=(qemu-system-x86/bpo ovmf qemu-utils/bpo busybox-static minisign iproute2 cpio zstd socat mtools xorriso openssh-client fdisk python3 systemd/bpo systemd-boot/bpo systemd-boot-efi/bpo python3-pefile)
+PKGS_qemu=(qemu-system-x86/bpo ovmf qemu-utils/bpo busybox-static ipxe minisign iproute2 cpio zstd socat mtools xorriso openssh-client fdisk python3 systemd/bpo systemd-boot/bpo systemd-boot-efi/bpo python3-pefile)
 RUSTUP_COMPONENTS=(rustfmt clippy)
 RUSTUP_TARGETS=()
 

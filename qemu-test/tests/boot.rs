@@ -10,6 +10,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use kowabunga_rpc::fake_kahuna::{Conn as RpcConn, Expect, FakeKahuna as RpcKahuna};
 use qemu_test::artifacts::{self, Artifacts};
 use qemu_test::document::document;
@@ -486,6 +487,17 @@ action = "accept"
     )
 }
 
+/// Adds a NIC with `mac` on a QEMU socket network listening on loopback (for a peer
+/// VM to connect to); its port.
+fn listening_nic(config: &mut VmConfig, mac: &str) -> u16 {
+    let port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
+    config.extra_nics.push(SocketNic {
+        mac: mac.into(),
+        socket: format!("listen=127.0.0.1:{port}"),
+    });
+    port
+}
+
 /// Boots the peer VM (busybox, the image's own kernel) running `script`; its NICs
 /// `eth0`, `eth1`... join the node's socket NICs listening on `ports`, in order.
 fn start_peer(h: &Harness, script: &str, ports: &[u16]) -> Vm {
@@ -514,7 +526,18 @@ fn start_peer(h: &Harness, script: &str, ports: &[u16]) -> Vm {
 
 /// Waits for a peer status line containing every `want` fragment.
 fn peer_sees(peer: &mut Vm, node: &Vm, h: &Harness, want: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    peer_sees_within(peer, node, h, want, Duration::from_secs(120))
+}
+
+/// [`peer_sees`] with its own deadline.
+fn peer_sees_within(
+    peer: &mut Vm,
+    node: &Vm,
+    h: &Harness,
+    want: &[&str],
+    within: Duration,
+) -> String {
+    let deadline = Instant::now() + within;
     loop {
         let console = peer.console();
         if let Some(line) = console.lines().rev().find(|l| l.starts_with("PEER[")) {
@@ -546,18 +569,10 @@ fn vlan_bond_bridge_and_firewall_seen_from_a_peer_vm_and_a_route_cut_is_reverted
     let Some(h) = harness("network") else { return };
     h.publish(1, &network_v1());
     let disk = h.personalized_disk();
-    let port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
     let mut config = VmConfig::new("node", Boot::Uefi { disk });
     config.kahuna_port = Some(h.kahuna.port());
-    config.extra_nics.push(SocketNic {
-        mac: NODE_NIC_MAC.into(),
-        socket: format!("listen=127.0.0.1:{port}"),
-    });
-    let bond_port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
-    config.extra_nics.push(SocketNic {
-        mac: NODE_BOND_NIC_MAC.into(),
-        socket: format!("listen=127.0.0.1:{bond_port}"),
-    });
+    let port = listening_nic(&mut config, NODE_NIC_MAC);
+    let bond_port = listening_nic(&mut config, NODE_BOND_NIC_MAC);
     let mut node = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
 
     let mut peer = start_peer(&h, PEER_SCRIPT, &[port, bond_port]);
@@ -645,12 +660,23 @@ fn kaktus_image_boots_and_kahuna_drives_its_pools_over_rpc() {
         return;
     };
     let (runtime, mut rpc) = rpc_kahuna("Kaktus", KAKTUS_ID, API_KEY);
-    let bridge = r#"[network]
+    // br0 bridges the instances to the second NIC, where the peer VM is.
+    let bridge = &format!(
+        r#"[network]
+[[network.links]]
+name = "test0"
+mac = "{NODE_NIC_MAC}"
+
 [[network.links]]
 name = "br0"
 kind = "bridge"
+ports = ["test0"]
 addresses = ["10.60.0.1/24"]
-"#;
+
+[kaktus]
+console_address = "{KAKTUS_CONSOLE_ADDR}"
+"#
+    );
     h.publish(1, bridge);
     let template = serve_template(&h);
     let disk = h.personalized_disk_with_rpc();
@@ -658,7 +684,15 @@ addresses = ["10.60.0.1/24"]
     config.kahuna_port = Some(h.kahuna.port());
     config.rpc_port = Some(rpc.addr().port());
     config.memory_mib = 2048;
+    let peer_port = listening_nic(&mut config, NODE_NIC_MAC);
+    let vnc_port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
+    config.host_forwards.push((vnc_port, 5900));
     let mut vm = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
+    let mut peer = start_peer(
+        &h,
+        &KAKTUS_PEER_SCRIPT.replace("@ADDR@", INSTANCE_ADDR),
+        &[peer_port],
+    );
     let ready = h.expect_report(&mut vm, 1, "applied");
     eprintln!(
         "kaktus boot: report of v1 after {:.1}s",
@@ -685,8 +719,8 @@ addresses = ["10.60.0.1/24"]
         applied.as_secs_f32()
     );
 
+    let mut conn = runtime.block_on(rpc.accept(BOOT_TIMEOUT));
     let steps = runtime.block_on(async {
-        let mut conn = rpc.accept(BOOT_TIMEOUT).await;
         let mut steps = Vec::new();
         let caps = rpc_ok(&mut conn, "NodeCapabilities", json!({})).await?;
         // libvirt counts the VM's memory (its NUMA cell: what the guest kernel has,
@@ -787,7 +821,99 @@ addresses = ["10.60.0.1/24"]
             "the refused template left a volume behind",
         )
         .await?;
-        for volume in ["vm2-os", "tmpl"] {
+        steps.push(format!("template {created}"));
+        Ok::<_, String>((steps, before))
+    });
+    let pool_before = match steps {
+        Ok((steps, before)) => {
+            eprintln!("kaktus over RPC: {}", steps.join("; "));
+            before
+        }
+        Err(e) => h.fail(&vm, &format!("Kahuna over RPC: {e}")),
+    };
+
+    // An instance as Kahuna defines it (its OS volume vm2-os, cloned from the imported
+    // template, as an RBD disk of the local pool; a NoCloud ISO as a cdrom; a virtio NIC
+    // on br0; a VNC console), started. The template is Debian's iPXE image: the nested
+    // guest boots it under the node's TCG, takes a lease from the peer VM's DHCP server
+    // and its script over HTTP, then answers the peer's pings through the node's bridge.
+    // Its console URL is reached from outside through the host's forward.
+    let seed = seed_iso(&h, "i-vm2", "vm2", "/latest/meta-data", INSTANCE_SSH_KEY);
+    let seed = std::fs::read(&seed).unwrap_or_else(|e| panic!("{}: {e}", seed.display()));
+    let started = runtime.block_on(async {
+        let content = base64::engine::general_purpose::STANDARD.encode(&seed);
+        let iso =
+            json!({"Pool": "local", "Volume": "vm2-ci", "Size": seed.len(), "Content": content});
+        rpc_ok(&mut conn, "CreateIsoVolume", iso).await?;
+        let xml = instance_xml("vm2");
+        rpc_ok(
+            &mut conn,
+            "CreateInstance",
+            json!({"Name": "vm2", "XML": xml}),
+        )
+        .await?;
+        let vm2 = json!({"Name": "vm2"});
+        rpc_ok(
+            &mut conn,
+            "InstanceOperation",
+            json!({"Name": "vm2", "Action": 1}),
+        )
+        .await?;
+        let running = rpc_ok(&mut conn, "InstanceIsRunning", vm2.clone()).await?;
+        if running["Running"] != json!(true) {
+            return Err(format!("InstanceIsRunning after Start: {running}"));
+        }
+        let url = rpc_ok(&mut conn, "GetInstanceRemoteConnectionUrl", vm2).await?;
+        Ok::<_, String>(url["URL"].as_str().unwrap_or_default().to_owned())
+    });
+    let url = started.unwrap_or_else(|e| h.fail(&vm, &format!("instance vm2 over RPC: {e}")));
+    if url != format!("vnc://{KAKTUS_CONSOLE_ADDR}:5900") {
+        h.fail(&vm, &format!("vm2's console URL: {url}"));
+    }
+    let banner = rfb_banner(vnc_port).unwrap_or_else(|e| h.fail(&vm, &e));
+    eprintln!("kaktus: vm2 console {url} answers {banner:?} from outside");
+    let seen = peer_sees_within(
+        &mut peer,
+        &vm,
+        &h,
+        &["vm2=up", "instance-mac=yes"],
+        INSTANCE_BOOT_TIMEOUT,
+    );
+    eprintln!("kaktus: vm2 booted iPXE from its OS volume, answers the peer: {seen}");
+
+    // Soft shutdown (ACPI: iPXE ignores it, so the instance keeps running), then hard;
+    // deleted with its volumes; the pool back where it started.
+    let stopped = runtime.block_on(async {
+        let vm2 = json!({"Name": "vm2"});
+        rpc_ok(
+            &mut conn,
+            "InstanceOperation",
+            json!({"Name": "vm2", "Action": 5}),
+        )
+        .await?;
+        let state = rpc_ok(&mut conn, "GetInstanceState", vm2.clone()).await?;
+        if state["State"] != "Running" && state["State"] != "Shutting Down" {
+            return Err(format!("GetInstanceState after SoftShutdown: {state}"));
+        }
+        rpc_ok(
+            &mut conn,
+            "InstanceOperation",
+            json!({"Name": "vm2", "Action": 4}),
+        )
+        .await?;
+        let state = rpc_ok(&mut conn, "GetInstanceState", vm2.clone()).await?;
+        if state["State"] != "Shutoff" {
+            return Err(format!("GetInstanceState after HardShutdown: {state}"));
+        }
+        rpc_ok(&mut conn, "DeleteInstance", vm2.clone()).await?;
+        rpc_refused(
+            &mut conn,
+            "GetInstanceState",
+            vm2,
+            "vm2 still known after DeleteInstance",
+        )
+        .await?;
+        for volume in ["vm2-ci", "vm2-os", "tmpl"] {
             rpc_ok(
                 &mut conn,
                 "DeleteVolume",
@@ -795,13 +921,20 @@ addresses = ["10.60.0.1/24"]
             )
             .await?;
         }
-        steps.push(format!("template {created}"));
-        Ok::<_, String>(steps)
+        let after = rpc_ok(&mut conn, "GetStoragePoolStats", json!({"Pool": "local"})).await?;
+        let allocated = |s: &serde_json::Value| s["Allocated"].as_u64().unwrap_or(0);
+        // The pool's file system also holds the journal: a margin, not equality.
+        if allocated(&after).abs_diff(allocated(&pool_before)) > POOL_MARGIN
+            || after["Capacity"] != pool_before["Capacity"]
+        {
+            return Err(format!("pool stats before {pool_before}, after {after}"));
+        }
+        Ok::<_, String>(after)
     });
-    match steps {
-        Ok(steps) => eprintln!("kaktus over RPC: {}", steps.join("; ")),
-        Err(e) => h.fail(&vm, &format!("Kahuna over RPC: {e}")),
-    }
+    let after =
+        stopped.unwrap_or_else(|e| h.fail(&vm, &format!("instance vm2 stopped and deleted: {e}")));
+    eprintln!("kaktus: vm2 stopped and deleted, pool {after}");
+    peer_sees(&mut peer, &vm, &h, &["vm2=down", "arp=none"]);
     h.assert_all_authenticated();
     let downloads = h.kahuna.downloads();
     assert!(
@@ -814,6 +947,87 @@ addresses = ["10.60.0.1/24"]
     );
 }
 
+/// The kaktus VM's address on its management NIC (QEMU's user network): where its
+/// instances' consoles listen and what their URLs name.
+const KAKTUS_CONSOLE_ADDR: &str = "10.0.2.15";
+/// The instance's address, leased by the peer's DHCP server.
+const INSTANCE_ADDR: &str = "10.60.0.100";
+/// From start to answering pings: SeaBIOS and iPXE under TCG inside TCG, a DHCP lease.
+const INSTANCE_BOOT_TIMEOUT: Duration = Duration::from_secs(360);
+/// The user's key in the instance's NoCloud ISO (nothing in iPXE reads it).
+const INSTANCE_SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHZtMi1ub2Nsb3VkLXRlc3Qta2V5LW9ubHk vm2";
+/// How far the pool's allocation may move while the test runs (journal, logs).
+const POOL_MARGIN: u64 = 32 << 20;
+
+/// The peer behind the kaktus VM's bridge: DHCP (one lease, for the instance, with an
+/// iPXE script over HTTP as its boot file), then pings the instance's address and asks
+/// who holds it (ARP): `instance-mac=yes` only when the instance itself answers, so a
+/// node that took the lease on its own NIC cannot pass for the instance.
+const KAKTUS_PEER_SCRIPT: &str = r#"
+ip link set eth0 up
+ip addr add 10.60.0.2/24 dev eth0
+mkdir -p /etc /www /var/lib/misc /var/run
+touch /var/lib/misc/udhcpd.leases
+printf '#!ipxe\necho vm2 up at ${net0/ip}\nsleep 3600\n' > /www/boot.ipxe
+printf 'start @ADDR@\nend @ADDR@\ninterface eth0\nsiaddr 10.60.0.2\nboot_file http://10.60.0.2/boot.ipxe\noption subnet 255.255.255.0\noption lease 3600\n' > /etc/udhcpd.conf
+udhcpd /etc/udhcpd.conf
+httpd -p 80 -h /www
+echo "PEER: up"
+n=0
+while true; do
+  n=$((n + 1))
+  a=down; ping -c 1 -W 1 @ADDR@ >/dev/null 2>&1 && a=up
+  m=$(arping -c 1 -w 2 -I eth0 @ADDR@ 2>/dev/null | sed -n 's/.*\[\(.*\)\].*/\1/p' | head -n 1)
+  i=no; echo "$m" | grep -qiE '^52:54:0?0:aa:0?0:0?1$' && i=yes
+  echo "PEER[$n]: vm2=$a arp=${m:-none} instance-mac=$i"
+  sleep 1
+done
+"#;
+
+/// The domain XML Kahuna sends for an instance of the `local` pool: its OS volume and
+/// NoCloud ISO as the RBD volumes `local/<name>-os` and `local/<name>-ci`, a virtio NIC
+/// on br0, a VNC console. `qemu`, not `kvm`: the kaktus VM itself runs under TCG.
+fn instance_xml(name: &str) -> String {
+    format!(
+        "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os><features><acpi/></features><devices>\
+         <disk type='network' device='disk'><driver name='qemu' type='raw' cache='writeback'/>\
+           <source protocol='rbd' name='local/{name}-os'><host name='10.0.0.1' port='3300'/></source>\
+           <target dev='vda' bus='virtio'/></disk>\
+         <disk type='network' device='cdrom'><driver name='qemu' type='raw'/>\
+           <source protocol='rbd' name='local/{name}-ci'/><target dev='hda' bus='ide'/><readonly/>\
+           <serial>cloudinit</serial></disk>\
+         <interface type='bridge'><mac address='52:54:00:aa:00:01'/><source bridge='br0'/>\
+           <model type='virtio'/></interface>\
+         <graphics type='vnc' autoport='yes' listen='0.0.0.0'/></devices></domain>"
+    )
+}
+
+/// The first line a VNC server sends (its protocol version), through the host's
+/// forward on `port`.
+fn rfb_banner(port: u16) -> Result<String, String> {
+    use std::io::Read;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| format!("the instance's console on 127.0.0.1:{port}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut version = [0u8; 12];
+    stream
+        .read_exact(&mut version)
+        .map_err(|e| format!("the instance's console sent no RFB version: {e}"))?;
+    let version = String::from_utf8_lossy(&version).trim_end().to_owned();
+    if version.starts_with("RFB 003.") {
+        Ok(version)
+    } else {
+        Err(format!(
+            "the instance's console answered {version:?}, not RFB"
+        ))
+    }
+}
+
 /// Virtual size of the template the kaktus scenario serves.
 const TEMPLATE_BYTES: u64 = 64 << 20;
 
@@ -823,11 +1037,16 @@ struct ServedTemplate {
     sha256: String,
 }
 
-/// Makes a compressed qcow2 (64 MiB virtual, the first MiB 0xAB) and serves it.
+/// Debian's iPXE image (`ipxe` package; isohybrid, so a bootable disk too).
+const IPXE_IMAGE: &str = "/usr/lib/ipxe/ipxe.iso";
+
+/// Makes the template, a compressed qcow2 of the iPXE image padded to 64 MiB virtual,
+/// and serves it.
 fn serve_template(h: &Harness) -> ServedTemplate {
     let raw = h.dir.join("template.raw");
     let qcow2 = h.dir.join("template.qcow2");
-    let mut content = vec![0xAB_u8; 1 << 20];
+    let mut content =
+        std::fs::read(IPXE_IMAGE).unwrap_or_else(|e| panic!("{IPXE_IMAGE} (package ipxe): {e}"));
     content.resize(usize::try_from(TEMPLATE_BYTES).unwrap_or(usize::MAX), 0);
     std::fs::write(&raw, &content).unwrap_or_else(|e| panic!("writing {}: {e}", raw.display()));
     run_tool(
@@ -1095,11 +1314,7 @@ fn kontroller_vm(
     config.readonly_disks.push(iso);
     let ssh_port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
     config.ssh_port = Some(ssh_port);
-    let private_port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
-    config.extra_nics.push(SocketNic {
-        mac: KONTROLLER_PRIVATE_MAC.into(),
-        socket: format!("listen=127.0.0.1:{private_port}"),
-    });
+    let private_port = listening_nic(&mut config, KONTROLLER_PRIVATE_MAC);
     KontrollerVm {
         config,
         key,
@@ -1321,11 +1536,8 @@ fn kontroller_netboots_with_its_seed_url_on_the_kernel_command_line() {
     config.memory_mib = 1536;
     config.kahuna_port = Some(h.kahuna.port());
     config.rpc_port = Some(rpc.addr().port());
-    let private_port = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
-    config.extra_nics.push(SocketNic {
-        mac: KONTROLLER_PRIVATE_MAC.into(),
-        socket: format!("listen=127.0.0.1:{private_port}"),
-    });
+    // The private NIC its network-config names by MAC; no peer joins it here.
+    listening_nic(&mut config, KONTROLLER_PRIVATE_MAC);
     let mut vm = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
     let fetched = vm
         .wait_console("kowabunga: first boot: seed fetched from ", BOOT_TIMEOUT)

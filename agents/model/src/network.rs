@@ -663,6 +663,21 @@ impl Network {
         out
     }
 
+    /// A stacked link's (VLAN, XFRM) `parent`: given, not the link itself, declared.
+    /// `what` names the link in the errors: (its kind, the kind as a noun).
+    fn check_parent(&self, l: &Link, what: (&str, &str), errs: &mut Vec<String>) {
+        let n = l.name.as_str();
+        let (kind, noun) = what;
+        match l.parent.as_deref() {
+            None => errs.push(format!("{n}: {kind} needs `parent`")),
+            Some(p) if p == n => errs.push(format!("{n}: {noun} cannot be its own parent")),
+            Some(p) if self.link(p).is_none() => errs.push(format!(
+                "{n}: parent {p} is not declared in [[network.links]]"
+            )),
+            Some(_) => {}
+        }
+    }
+
     /// Check the rules that tie objects together. Errors name the object.
     pub fn validate(&self) -> Result<(), Invalid> {
         let mut errs: Vec<String> = Vec::new();
@@ -718,16 +733,7 @@ impl Network {
                         }
                         Some(_) => {}
                     }
-                    match l.parent.as_deref() {
-                        None => errs.push(format!("{n}: a vlan link needs `parent`")),
-                        Some(p) if p == n => {
-                            errs.push(format!("{n}: a VLAN cannot be its own parent"))
-                        }
-                        Some(p) if self.link(p).is_none() => errs.push(format!(
-                            "{n}: parent {p} is not declared in [[network.links]]"
-                        )),
-                        Some(_) => {}
-                    }
+                    self.check_parent(l, ("a vlan link", "a VLAN"), &mut errs);
                 }
                 LinkKind::Bond => {
                     if l.mode.is_none() {
@@ -760,16 +766,7 @@ impl Network {
                         )),
                         Some(_) => {}
                     }
-                    match l.parent.as_deref() {
-                        None => errs.push(format!("{n}: an xfrm link needs `parent`")),
-                        Some(p) if p == n => {
-                            errs.push(format!("{n}: an XFRM interface cannot be its own parent"))
-                        }
-                        Some(p) if self.link(p).is_none() => errs.push(format!(
-                            "{n}: parent {p} is not declared in [[network.links]]"
-                        )),
-                        Some(_) => {}
-                    }
+                    self.check_parent(l, ("an xfrm link", "an XFRM interface"), &mut errs);
                 }
                 LinkKind::Physical | LinkKind::Bridge => {}
             }
