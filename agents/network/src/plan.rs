@@ -5,9 +5,7 @@
 //! the [`Ledger`] says the agent created (left behind by a failed generation whose
 //! revert could not remove them). Links, addresses and routes nobody declared nor
 //! created (libvirt's `vnet*`, `docker0`, addresses from DHCP, the kernel's connected
-//! and link-local routes) are never touched, with one exception: a link the document
-//! makes a bridge port or bond member loses every address but its link-local ones (a
-//! port carries none; one left there would answer on the bridge's segment).
+//! and link-local routes) are never touched.
 //!
 //! Compared per object, and nothing else:
 //! - link: existence, kind and the attributes fixed at creation (VLAN parent and id,
@@ -524,13 +522,8 @@ impl<'a> Planner<'a> {
                 .collect(),
             None => Vec::new(),
         };
-        // A bridge port or bond member carries no addresses: any there (a DHCP lease
-        // taken before the document enslaved it included) would make the node answer
-        // for it on the bridge's segment. Link-local ones are the kernel's.
-        let port = want.is_some();
         for a in &have {
-            let foreign_on_port = port && !is_link_local(&a.addr);
-            if !d.addresses.contains(a) && (foreign_on_port || self.address_was_ours(name, a)) {
+            if !d.addresses.contains(a) && self.address_was_ours(name, a) {
                 self.ops.push(Op::DelAddress {
                     link: name.to_string(),
                     addr: *a,
@@ -686,14 +679,6 @@ impl<'a> Planner<'a> {
 
 /// The MAC of a bridge about to be deleted, remembered so that re-creating it gives it
 /// back (`None` for other kinds: VLANs and bonds inherit theirs, veths are random).
-/// IPv4 169.254.0.0/16 or IPv6 fe80::/10.
-fn is_link_local(addr: &std::net::IpAddr) -> bool {
-    match addr {
-        std::net::IpAddr::V4(v4) => v4.is_link_local(),
-        std::net::IpAddr::V6(v6) => v6.is_unicast_link_local(),
-    }
-}
-
 fn bridge_mac(o: &LinkState) -> Option<MacAddr> {
     o.mac.filter(|_| o.kind.as_deref() == Some("bridge"))
 }
@@ -876,31 +861,6 @@ mod tests {
         assert_eq!(got[0], "delete route 10.9.0.0/16");
     }
 
-    /// A NIC that took a DHCP lease at boot (networkd's management fallback) and that
-    /// the document makes a bridge port loses the lease's address, not its link-local
-    /// one: otherwise the node answers for that address on the bridge's segment. The
-    /// same NIC outside a bridge keeps it (not ours).
-    #[test]
-    fn a_link_made_a_bridge_port_loses_its_foreign_addresses() {
-        let mut obs = base();
-        for addr in ["10.60.0.100/24", "fe80::5054:ff:fe12:3402/64"] {
-            obs.addrs.push(AddrState {
-                index: 2,
-                addr: addr.parse().unwrap(),
-            });
-        }
-        let bridged = "[[links]]\nname = \"eth0\"\n[[links]]\nname = \"br0\"\nkind = \"bridge\"\nports = [\"eth0\"]\n";
-        let got = plan(bridged, "", &obs).unwrap();
-        assert!(
-            got.contains(&"delete address 192.168.1.10/24 from eth0".to_string())
-                && got.contains(&"delete address 10.60.0.100/24 from eth0".to_string()),
-            "{got:?}"
-        );
-        assert!(!got.iter().any(|op| op.contains("fe80")), "{got:?}");
-        let alone = plan("[[links]]\nname = \"eth0\"\n", "", &obs).unwrap();
-        assert!(!alone.iter().any(|op| op.contains("address")), "{alone:?}");
-    }
-
     #[test]
     fn wrong_fixed_attributes_mean_recreation() {
         let mut obs = base();
@@ -972,8 +932,6 @@ mod tests {
         assert_eq!(
             got,
             [
-                // eth0's DHCP address: a member carries none.
-                "delete address 192.168.1.10/24 from eth0",
                 "create bond bond0 (mode active-backup)",
                 "set eth0 down (to enslave it)",
                 "attach eth0 to bond0",
