@@ -12,7 +12,7 @@
 #     agent's own "ROLE ready" journal line on the console for the others, printed
 #     once the agent notified systemd); the node is personalized with a Kahuna that
 #     does not answer, so nothing waits on the network (a kontroller gets a NoCloud
-#     seed ISO with only an instance-id and a hostname, as its first boot needs);
+#     seed ISO with an instance-id, a hostname and Kahuna's keys);
 #   - peer: the login prompt on the serial console.
 # The image must have been built first (scripts/build-image.sh ROLE).
 set -euo pipefail
@@ -50,10 +50,16 @@ if [ "$peer_build" = 1 ] || [ ! -f "$peer_dir/out/peer.raw" ]; then
            "$repo/image/mkosi.conf" "$repo/image/mkosi.profiles/$role/mkosi.conf" 2>/dev/null | sort -u | tr '\n' ' ')
   kernel_pkg=linux-image-amd64
   [ "$role" = kontroller ] && kernel_pkg=linux-image-cloud-amd64
+  # The same tools tree as our build (Debian trixie's systemd, kmod, repart...), so
+  # nothing depends on the host's own tools.
   cat > "$peer_dir/mkosi.conf" <<EOF
 [Distribution]
 Distribution=debian
 Release=trixie
+
+[Host]
+ToolsTree=default
+ToolsTreeRelease=trixie
 
 [Output]
 Format=disk
@@ -70,7 +76,7 @@ EOF
   [ -d "$pm" ] || die "$pm missing: build the image first (it writes the apt sources)"
   cache="${KOWABUNGA_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kowabunga/mkosi}"
   mkosi --directory "$peer_dir" --output peer --output-dir "$peer_dir/out" \
-    --package-manager-tree "$pm" --package-cache-dir "$cache/packages" --force build \
+    --package-manager-tree "$pm" --tools-tree-package-manager-tree "$pm" --package-cache-dir "$cache/packages" --force build \
     > "$peer_dir/mkosi.log" 2>&1 || { tail -20 "$peer_dir/mkosi.log" >&2; die "peer build failed ($peer_dir/mkosi.log)"; }
 fi
 
@@ -116,7 +122,10 @@ fi
 if [ "$role" = kontroller ]; then
   command -v xorriso >/dev/null || die "xorriso not found (scripts/install-deps.sh --for qemu)"
   mkdir -p "$work/seed"
-  printf 'instance-id: bench\nlocal-hostname: bench\n' > "$work/seed/meta-data"
+  # Kahuna's keys too (an address nothing answers on): without them the agent
+  # refuses to run, this not being a Kahuna service VM.
+  printf 'instance-id: bench\nlocal-hostname: bench\nkowabunga_controller_uri: ws://10.0.2.100:81/ws\nkowabunga_controller_agent_id: bench\nkowabunga_controller_agent_token: bench-token\n' \
+    > "$work/seed/meta-data"
   xorriso -as mkisofs -quiet -V cidata -o "$work/seed.iso" "$work/seed"
   ours_args=(-drive "if=virtio,format=raw,readonly=on,file=$work/seed.iso")
 fi
