@@ -43,7 +43,8 @@ PKGS_image=(
 )
 MKOSI_DIR=/opt/kowabunga/mkosi
 # QEMU tier: system emulator, UEFI firmware, a busybox for the peer VM, xorriso
-# for the kontroller scenario's NoCloud seed ISO, ssh to log in to it.
+# for the kontroller scenario's NoCloud seed ISO, ssh to log in to it, iPXE's
+# image as the kaktus scenario's instance template.
 # qemu comes from backports (10.x) so that qemu-utils and qemu-system agree.
 # systemd-boot/systemd-boot-efi 254 from backports (and with them the host's
 # systemd, which they require): scripts/personalize-image.sh runs the host's

@@ -885,24 +885,12 @@ console_address = "{KAKTUS_CONSOLE_ADDR}"
     // deleted with its volumes; the pool back where it started.
     let stopped = runtime.block_on(async {
         let vm2 = json!({"Name": "vm2"});
-        rpc_ok(
-            &mut conn,
-            "InstanceOperation",
-            json!({"Name": "vm2", "Action": 5}),
-        )
-        .await?;
-        let state = rpc_ok(&mut conn, "GetInstanceState", vm2.clone()).await?;
-        if state["State"] != "Running" && state["State"] != "Shutting Down" {
+        let state = operate(&mut conn, "vm2", SOFT_SHUTDOWN).await?;
+        if state != "Running" && state != "Shutting Down" {
             return Err(format!("GetInstanceState after SoftShutdown: {state}"));
         }
-        rpc_ok(
-            &mut conn,
-            "InstanceOperation",
-            json!({"Name": "vm2", "Action": 4}),
-        )
-        .await?;
-        let state = rpc_ok(&mut conn, "GetInstanceState", vm2.clone()).await?;
-        if state["State"] != "Shutoff" {
+        let state = operate(&mut conn, "vm2", HARD_SHUTDOWN).await?;
+        if state != "Shutoff" {
             return Err(format!("GetInstanceState after HardShutdown: {state}"));
         }
         rpc_ok(&mut conn, "DeleteInstance", vm2.clone()).await?;
@@ -1106,6 +1094,19 @@ async fn rpc_refused(
     reply
         .error
         .ok_or_else(|| format!("{accepted} (Kaktus.{method} answered {})", reply.result))
+}
+
+/// Upstream's `InstanceOperation` actions used here.
+const HARD_SHUTDOWN: u8 = 4;
+const SOFT_SHUTDOWN: u8 = 5;
+
+/// `Kaktus.InstanceOperation` with `action` on `name`, then the instance's state as
+/// `GetInstanceState` names it.
+async fn operate(conn: &mut RpcConn, name: &str, action: u8) -> Result<String, String> {
+    let op = json!({"Name": name, "Action": action});
+    rpc_ok(conn, "InstanceOperation", op).await?;
+    let state = rpc_ok(conn, "GetInstanceState", json!({"Name": name})).await?;
+    Ok(state["State"].as_str().unwrap_or_default().to_owned())
 }
 
 /// `Kaktus.<method>`'s result, or its error with the method named.
