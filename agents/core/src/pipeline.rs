@@ -5,7 +5,11 @@
 //! Nothing on the system changes before every reconciler has planned successfully, so a
 //! rejected document never touches the running system. Once a generation is staged, the
 //! store's `pending` pointer marks it: if the agent dies before the commit, the next start
-//! re-applies `current` (see [`Pipeline::restore`]).
+//! re-applies `current` (see [`Pipeline::restore`]). A reconciler whose apply is one
+//! transaction the system takes or refuses whole (nftables) is checked by the system
+//! before anything changes ([`precheck`](kowabunga_model::Reconciler::precheck)) only
+//! when an earlier reconciler changes something; as the generation's first change, its
+//! apply is the check, and a refusal there rejects the document, nothing changed.
 //!
 //! Failures are sorted by whose fault they are. A bad document (signature, header,
 //! validation) is **rejected** and its version used up. A document that could not be
@@ -254,9 +258,16 @@ impl Pipeline {
         let in_force = current.as_ref().map(|g| &g.document);
         let mut actions = Vec::new();
         for reconciler in &self.reconcilers {
+            let refused = |e| plan_failure(reconciler.name(), document.header.version, e);
             let plan = plan_one(reconciler.as_ref(), &document, in_force)
                 .await
-                .map_err(|e| plan_failure(reconciler.name(), document.header.version, e))?;
+                .map_err(refused)?;
+            // Nothing is applied here: every change is checked by the system.
+            if !plan.actions.is_empty() {
+                precheck_one(reconciler.as_ref(), plan.payload.as_ref())
+                    .await
+                    .map_err(refused)?;
+            }
             actions.extend(
                 plan.actions
                     .iter()
@@ -480,6 +491,26 @@ impl Pipeline {
                 }
             }
         }
+        // The system's own check of a whole-or-nothing plan (nftables), where an earlier
+        // reconciler changes something first; otherwise that apply is the check.
+        let first_change = plans.iter().position(|p| !p.actions.is_empty());
+        let later_changes =
+            self.reconcilers
+                .iter()
+                .zip(&plans)
+                .enumerate()
+                .filter(|(i, (_, plan))| {
+                    first_change.is_some_and(|f| f < *i) && !plan.actions.is_empty()
+                });
+        for (_, (reconciler, plan)) in later_changes {
+            let checked = tokio::select! {
+                checked = precheck_one(reconciler.as_ref(), plan.payload.as_ref()) => checked,
+                () = stop_requested(self.shutdown.clone()) => return stopping(),
+            };
+            if let Err(e) = checked {
+                return plan_failure(reconciler.name(), version, e).with_generation(current_seq);
+            }
+        }
         let actions: Vec<String> = self
             .reconcilers
             .iter()
@@ -525,6 +556,7 @@ impl Pipeline {
         self.failpoints.hit("staged");
 
         // 3. Apply, in order, each within its deadline.
+        let mut changed_before = false;
         for (reconciler, plan) in self.reconcilers.iter().zip(plans) {
             if self.stopping() {
                 let error = "the agent is stopping".to_owned();
@@ -539,8 +571,15 @@ impl Pipeline {
                     )
                     .await;
             }
+            let changes = !plan.actions.is_empty();
             if let Err(e) = apply_one(reconciler.as_ref(), plan.payload).await {
                 let error = format!("{}: {e}", reconciler.name());
+                if e.kind == ErrorKind::Invalid && !changed_before {
+                    // Refused whole by the system, the first change of the generation
+                    // (its precheck): nothing changed, the document is at fault.
+                    tracing::warn!("apply {version}: refused, nothing changed: {error}");
+                    return self.refused_whole(seq, version, error, current_seq).await;
+                }
                 tracing::error!("apply {version}: {error}");
                 return self
                     .revert(
@@ -553,6 +592,7 @@ impl Pipeline {
                     )
                     .await;
             }
+            changed_before |= changes;
             self.failpoints
                 .hit(&format!("applied:{}", reconciler.name()));
         }
@@ -660,6 +700,27 @@ impl Pipeline {
                 .map_err(|e| (e.kind.into(), format!("{}: {e}", reconciler.name())))?;
         }
         Ok(())
+    }
+
+    /// Generation `seq` was refused whole by its first change (see
+    /// [`Reconciler::precheck`](kowabunga_model::Reconciler::precheck)): the system is
+    /// as it was, so nothing is undone; the generation is recorded as reverted with the
+    /// refusal, and the document is rejected (its version used up).
+    async fn refused_whole(
+        &mut self,
+        seq: u64,
+        version: u64,
+        error: String,
+        in_force: Option<u64>,
+    ) -> Outcome {
+        let recorded = error.clone();
+        if let Err(e) = self
+            .with_store("abandon", move |store| store.abandon(seq, &recorded))
+            .await
+        {
+            tracing::error!("recording the refusal of generation {seq}: {e}");
+        }
+        Outcome::rejected(Some(version), Reason::Invalid, error).with_generation(in_force)
     }
 
     /// Set the system back to `current` (or to nothing) after `failed` was partly or
@@ -856,6 +917,20 @@ async fn plan_one(
         .unwrap_or_else(|_| {
             Err(ReconcileError::observe(format!(
                 "planning did not finish within {PLAN_DEADLINE:?}"
+            )))
+        })
+}
+
+/// One reconciler's precheck, within [`PLAN_DEADLINE`] (it is part of planning).
+async fn precheck_one(
+    reconciler: &dyn DynReconciler,
+    payload: &(dyn std::any::Any + Send + Sync),
+) -> Result<(), ReconcileError> {
+    timeout(PLAN_DEADLINE, reconciler.precheck(payload))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ReconcileError::observe(format!(
+                "the system's check did not finish within {PLAN_DEADLINE:?}"
             )))
         })
 }

@@ -1,12 +1,14 @@
 //! Benchmark body for `scripts/bench-network.sh` (run it there, as root, inside a
 //! fresh network namespace).
 //!
-//! `bench-firewall [N] [--script FILE]` reconciles N filter rules from nothing:
-//! render + list + `nft -c` (plan; the check runs alongside the listing) + `nft -f`
-//! (apply), and prints the times. Then it deletes the agent's tables by hand and
-//! reconciles again: a ruleset this process loaded before (drift put back, a revert)
-//! needs no `nft -c`. With `--script FILE` it also writes the rendered script there,
-//! for timing a bare `nft -f FILE` on the same ruleset.
+//! `bench-firewall [N] [--script FILE]` reconciles N filter rules from nothing, as the
+//! pipeline does when the firewall is the generation's first change: render + list
+//! (plan) + `nft -f` (apply; the load is the kernel's check), and prints the times.
+//! Then, with the tables deleted by hand, a ruleset this process loaded before (drift
+//! put back, a revert) is reconciled again. Last, another new ruleset with the
+//! precheck the pipeline runs when an earlier reconciler changes the node first:
+//! plan, `nft -c`, `nft -f`. With `--script FILE` it also writes the first rendered
+//! script there, for timing a bare `nft -f FILE` on the same ruleset.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool: panics are fine
 
@@ -15,7 +17,7 @@ use std::time::Instant;
 use kowabunga_firewall::{FirewallReconciler, desired, render};
 use kowabunga_model::{Document, Format, Reconciler};
 
-fn document(n: usize) -> String {
+fn document(n: usize, tag: &str) -> String {
     let mut s = String::from(
         "version = 1\nnode = \"bench\"\nissued_at = \"2026-01-01T00:00:00Z\"\nexpires_at = \"2036-01-01T00:00:00Z\"\n\
          [network]\n[[network.links]]\nname = \"eth0\"\n[[network.links]]\nname = \"eth1\"\n\
@@ -28,7 +30,7 @@ fn document(n: usize) -> String {
             ("forward", "iif = \"eth1\"\noif = \"eth0\"")
         };
         s.push_str(&format!(
-            "[[firewall.rules]]\nchain = \"{chain}\"\n{iface}\nsaddr = \"10.{}.{}.0/24\"\nproto = \"tcp\"\ndport = {}\naction = \"accept\"\ncomment = \"rule {i}\"\n",
+            "[[firewall.rules]]\nchain = \"{chain}\"\n{iface}\nsaddr = \"10.{}.{}.0/24\"\nproto = \"tcp\"\ndport = {}\naction = \"accept\"\ncomment = \"{tag} {i}\"\n",
             i / 256,
             i % 256,
             1000 + i
@@ -44,7 +46,8 @@ fn main() {
         .iter()
         .position(|a| a == "--script")
         .and_then(|i| args.get(i + 1));
-    let doc = Document::parse(document(n).as_bytes(), Format::Toml).unwrap();
+    let doc = Document::parse(document(n, "rule").as_bytes(), Format::Toml).unwrap();
+    let other = Document::parse(document(n, "other").as_bytes(), Format::Toml).unwrap();
     let fw = FirewallReconciler::new().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -79,9 +82,14 @@ fn main() {
         assert!(!plan.actions.is_empty());
         fw.apply(plan.payload).await.unwrap();
         let t7 = Instant::now();
+        // Another new ruleset after an earlier reconciler's change: prechecked.
+        let plan = fw.plan(&other, Some(&doc)).await.unwrap();
+        fw.precheck(&plan.payload).await.unwrap();
+        fw.apply(plan.payload).await.unwrap();
+        let t8 = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
         println!(
-            "ours: render {:.1} ms; plan (parse + validate + render + list || nft -c) {:.1} ms; apply (nft -f) {:.1} ms; total {:.1} ms ({} rules); first check (list) {:.1} ms; re-plan {:.1} ms, 0 actions; put back a known ruleset (plan + apply, no nft -c) {:.1} ms; {} checks, {} loads",
+            "ours: render {:.1} ms; plan (parse + validate + render + list) {:.1} ms; apply (nft -f) {:.1} ms; total {:.1} ms ({} rules); first check (list) {:.1} ms; re-plan {:.1} ms, 0 actions; put back a known ruleset (plan + apply) {:.1} ms; another ruleset with the precheck (plan + nft -c + apply) {:.1} ms; {} checks, {} loads",
             ms(t0, t1),
             ms(t2, t3),
             ms(t3, t4),
@@ -90,11 +98,13 @@ fn main() {
             ms(t4, t_check),
             ms(t_check, t5),
             ms(t6, t7),
+            ms(t7, t8),
             fw.checks(),
             fw.loads()
         );
         println!("ours_total_ms={:.1}", ms(t2, t4));
         println!("ours_known_ms={:.1}", ms(t6, t7));
         println!("ours_apply_ms={:.1}", ms(t3, t4));
+        println!("ours_prechecked_ms={:.1}", ms(t7, t8));
     });
 }

@@ -1,9 +1,9 @@
 //! The `[firewall]` reconciler: nftables through one `nft -f` transaction.
 //!
 //! The agent owns exactly two tables, `table inet kowabunga` (filter) and
-//! `table ip kowabunga_nat` (NAT). Each generation renders both whole ([`render`]),
-//! checks the script with `nft -c -f` while planning, and swaps them in with one
-//! `nft -f` when applying. Ownership is by table name, so `in_force` is not needed:
+//! `table ip kowabunga_nat` (NAT). Each generation renders both whole ([`render`])
+//! and swaps them in with one `nft -f` when applying: one transaction, taken whole or
+//! refused whole by the kernel. Ownership is by table name, so `in_force` is not needed:
 //! whatever the previous generation loaded lives in those tables and nowhere else, and
 //! other owners' tables (libvirt, docker) are never named.
 //!
@@ -17,9 +17,13 @@
 //! loading, their listing is still what it was then (so a rule deleted or edited by
 //! hand is put back on the next pass).
 //!
-//! Cost ([`memory`] has the reasons): `nft -c` runs at plan only for a ruleset this
-//! process has not loaded before, alongside the listing; apply is one `nft -f` and no
-//! read-back (the confirm window's check reads the tables anyway).
+//! Cost ([`memory`] has the reasons): plan lists the tables; apply is one `nft -f` and
+//! no read-back (the confirm window's check reads the tables anyway). The kernel's
+//! check of a ruleset, `nft -c`, is the [precheck](Reconciler::precheck): the pipeline
+//! runs it only when another reconciler changes the node before the firewall would,
+//! and only for a ruleset this process has not loaded before. Otherwise the load is
+//! the check: a ruleset the kernel refuses changes nothing and is rejected
+//! ([`ErrorKind::Invalid`](kowabunga_model::ErrorKind::Invalid)).
 
 pub mod baseline;
 pub mod memory;
@@ -76,6 +80,8 @@ pub struct FirewallReconciler {
 #[derive(Debug)]
 pub struct FirewallPlan {
     load: Option<Rendered>,
+    /// The kernel took this very ruleset from this process before: no `nft -c`.
+    known: bool,
 }
 
 impl FirewallPlan {
@@ -175,13 +181,6 @@ impl FirewallReconciler {
 
     fn was_accepted(&self, digest: &str) -> bool {
         self.accepted.lock().is_ok_and(|a| a.contains(digest))
-    }
-
-    fn last_loaded_digest(&self) -> Option<String> {
-        self.loaded
-            .lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(|l| l.digest.clone()))
     }
 
     /// Whether the kernel holds exactly `rendered`. The first observation after a load
@@ -314,7 +313,7 @@ impl Reconciler for FirewallReconciler {
     }
 
     /// The document part of plan: `[firewall]` parses strictly and names only
-    /// interfaces `[network]` declares. The kernel's own check (`nft -c`) stays in plan.
+    /// interfaces `[network]` declares. The kernel's own check is `precheck`.
     fn validate(&self, desired_doc: &Document) -> Result<(), ReconcileError> {
         self.effective(desired_doc).map(drop)
     }
@@ -337,27 +336,14 @@ impl Reconciler for FirewallReconciler {
             baseline,
         } = self.effective(desired_doc)?;
         let rendered = render(fw.as_ref());
-        let observe = |e: NftError| ReconcileError::observe(format!("firewall: {e}"));
-        // A ruleset the kernel took from this process before needs no check. One that
-        // differs from the last loaded is almost surely a change: check it while the
-        // tables are listed. Otherwise (drift checks on every poll, the removal script)
-        // list first and check only if a load is needed.
+        let current = self
+            .nft
+            .list_own()
+            .await
+            .map_err(|e| ReconcileError::observe(format!("firewall: {e}")))?;
         let known = self.was_accepted(&rendered.digest);
-        let changed = self.last_loaded_digest().as_deref() != Some(rendered.digest.as_str());
-        let (current, checked) = if !known && changed && !rendered.tables.is_empty() {
-            let (listed, checked) =
-                tokio::join!(self.nft.list_own(), self.kernel_check(&rendered.script));
-            (listed.map_err(observe)?, Some(checked))
-        } else {
-            (self.nft.list_own().await.map_err(observe)?, None)
-        };
         if self.in_sync(&rendered, &current) {
-            return Ok(Planned::nothing(FirewallPlan { load: None }));
-        }
-        match checked {
-            Some(checked) => checked.map_err(refused)?,
-            None if known => {}
-            None => self.kernel_check(&rendered.script).await.map_err(refused)?,
+            return Ok(Planned::nothing(FirewallPlan { load: None, known }));
         }
         let mut actions = describe(&rendered, &current, fw.as_ref());
         if baseline && let Some(first) = actions.first_mut() {
@@ -373,8 +359,20 @@ impl Reconciler for FirewallReconciler {
             }],
             payload: FirewallPlan {
                 load: Some(rendered),
+                known,
             },
         })
+    }
+
+    /// `nft -c` of the ruleset: the kernel runs the whole transaction and aborts it.
+    /// Not needed for a ruleset the kernel took from this process before.
+    async fn precheck(&self, plan: &FirewallPlan) -> Result<(), ReconcileError> {
+        match &plan.load {
+            Some(rendered) if !plan.known => {
+                self.kernel_check(&rendered.script).await.map_err(refused)
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn apply(&self, plan: FirewallPlan) -> Result<(), ReconcileError> {
@@ -386,10 +384,12 @@ impl Reconciler for FirewallReconciler {
         if let Ok(mut g) = self.loaded.lock() {
             *g = None;
         }
-        self.nft
-            .load(&rendered.script)
-            .await
-            .map_err(|e| ReconcileError::apply(format!("firewall: {e}")))?;
+        // A refusal is the kernel's check (see `precheck`): one transaction, nothing
+        // changed, the ruleset is invalid. Anything else failed the apply.
+        self.nft.load(&rendered.script).await.map_err(|e| match e {
+            NftError::Refused { .. } => refused(e),
+            other => ReconcileError::apply(format!("firewall: {other}")),
+        })?;
         // One transaction, accepted: the kernel holds exactly this script. Its listing
         // is read at the next observation (the confirm window's check).
         if let Ok(mut a) = self.accepted.lock() {

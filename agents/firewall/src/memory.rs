@@ -2,7 +2,7 @@
 //!
 //! - which rulesets the kernel has accepted in a load by this process ([`Accepted`]):
 //!   loading one of them again (a revert, drift put back, a restart of the same
-//!   generation) needs no `nft -c` at plan, the kernel took that very script before
+//!   generation) needs no `nft -c` precheck, the kernel took that very script before
 //!   (the script names only the agent's own tables, so nothing else can make it fail);
 //! - the ruleset last loaded ([`Loaded`]): its digest, its [`Shape`] (rules per chain,
 //!   a fingerprint computed from the script, no kernel round trip), and the listing

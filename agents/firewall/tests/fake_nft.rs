@@ -1,6 +1,6 @@
 //! What the reconciler asks of `nft`, and when: a fake `nft` (a shell script) keeps the
 //! "kernel" state in a file (the last script loaded: its table blocks read like a
-//! listing), logs every run, and refuses checks on demand. No root needed.
+//! listing), logs every run, and refuses checks and loads on demand. No root needed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -32,7 +32,13 @@ case "$*" in
       echo "/dev/stdin:11:3-8: Error: Could not process rule: Operation not supported" >&2
       exit 1
     fi ;;
-  "-f -") cat > {d}/state ;;
+  "-f -")
+    if [ -e {d}/refuse ]; then
+      cat > /dev/null
+      echo "/dev/stdin:11:3-8: Error: Could not process rule: Operation not supported" >&2
+      exit 1
+    fi
+    cat > {d}/state ;;
 esac
 exit 0
 "#
@@ -85,28 +91,27 @@ fn document(rules: &[u16]) -> Document {
     Document::parse(text.as_bytes(), Format::Toml).unwrap()
 }
 
-fn sorted(mut runs: Vec<String>) -> Vec<String> {
-    runs.sort();
-    runs
-}
-
-/// Plan, apply, check; returns the nft runs of each step.
-async fn converge(fw: &FirewallReconciler, nft: &FakeNft, doc: &Document) -> [Vec<String>; 3] {
+/// Plan, precheck (as the pipeline does when another reconciler changes the node
+/// first), apply, check; returns the nft runs of each step.
+async fn converge(fw: &FirewallReconciler, nft: &FakeNft, doc: &Document) -> [Vec<String>; 4] {
     let planned = fw.plan(doc, None).await.unwrap();
     let plan = nft.runs();
+    fw.precheck(&planned.payload).await.unwrap();
+    let precheck = nft.runs();
     fw.apply(planned.payload).await.unwrap();
     let apply = nft.runs();
     fw.check(doc).await.unwrap();
-    [plan, apply, nft.runs()]
+    [plan, precheck, apply, nft.runs()]
 }
 
 #[tokio::test]
-async fn a_new_ruleset_is_checked_at_plan_and_loaded_without_read_back() {
+async fn a_new_ruleset_is_listed_at_plan_checked_by_the_kernel_and_loaded_without_read_back() {
     let nft = FakeNft::new();
     let fw = FirewallReconciler::with_nft(&nft.bin);
     let a = document(&[22, 80]);
-    let [plan, apply, check] = converge(&fw, &nft, &a).await;
-    assert_eq!(sorted(plan), ["-c -f -", "list ruleset"]);
+    let [plan, precheck, apply, check] = converge(&fw, &nft, &a).await;
+    assert_eq!(plan, ["list ruleset"]);
+    assert_eq!(precheck, ["-c -f -"]);
     assert_eq!(apply, ["-f -"], "apply is one transaction, no read-back");
     assert_eq!(check, ["list ruleset"]);
     assert!(nft.state().contains("tcp dport 80 accept"));
@@ -118,19 +123,44 @@ async fn a_new_ruleset_is_checked_at_plan_and_loaded_without_read_back() {
 }
 
 #[tokio::test]
-async fn a_ruleset_the_kernel_refuses_is_rejected_at_plan_and_nothing_is_loaded() {
+async fn a_ruleset_the_kernel_refuses_at_precheck_is_invalid_and_nothing_is_loaded() {
     let nft = FakeNft::new();
     let fw = FirewallReconciler::with_nft(&nft.bin);
     nft.refuse(true);
-    let err = fw.plan(&document(&[22]), None).await.map(drop).unwrap_err();
+    let planned = fw.plan(&document(&[22]), None).await.unwrap();
+    let err = fw.precheck(&planned.payload).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Invalid, "{err}");
     assert!(
         err.message
             .contains("the kernel refuses the ruleset: Could not process rule"),
         "{err}"
     );
-    assert!(!nft.runs().contains(&"-f -".to_owned()));
+    assert_eq!(nft.runs(), ["list ruleset", "-c -f -"]);
     assert_eq!(nft.state(), "", "nothing loaded");
+}
+
+/// Without a precheck (the firewall is the generation's first change) the load is the
+/// check: the kernel refuses the transaction whole, and that is the document's fault.
+#[tokio::test]
+async fn a_ruleset_the_kernel_refuses_at_load_is_invalid_and_changes_nothing() {
+    let nft = FakeNft::new();
+    let fw = FirewallReconciler::with_nft(&nft.bin);
+    let a = document(&[22]);
+    converge(&fw, &nft, &a).await;
+    let before = nft.state();
+    nft.refuse(true);
+    let planned = fw.plan(&document(&[80]), Some(&a)).await.unwrap();
+    let err = fw.apply(planned.payload).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Invalid, "{err}");
+    assert!(
+        err.message.contains("the kernel refuses the ruleset"),
+        "{err}"
+    );
+    assert_eq!(nft.runs(), ["list ruleset", "-f -"]);
+    assert_eq!(nft.state(), before);
+    // The ruleset in force is still recognised as in force.
+    nft.refuse(false);
+    assert!(fw.plan(&a, Some(&a)).await.unwrap().actions.is_empty());
 }
 
 #[tokio::test]
@@ -139,6 +169,7 @@ async fn drift_is_detected_before_and_after_the_first_observation() {
     let fw = FirewallReconciler::with_nft(&nft.bin);
     let a = document(&[22, 80]);
     let planned = fw.plan(&a, None).await.unwrap();
+    fw.precheck(&planned.payload).await.unwrap();
     fw.apply(planned.payload).await.unwrap();
     // A rule deleted between the load and the first observation: the shape differs.
     nft.edit_state(|s| s.replace("\t\ttcp dport 80 accept\n", ""));
@@ -149,6 +180,7 @@ async fn drift_is_detected_before_and_after_the_first_observation() {
     // Put back without a kernel check: the kernel took this very script before.
     let planned = fw.plan(&a, Some(&a)).await.unwrap();
     assert_eq!(planned.actions.len(), 1, "{:?}", planned.actions);
+    fw.precheck(&planned.payload).await.unwrap();
     assert_eq!(nft.runs(), ["list ruleset"]);
     fw.apply(planned.payload).await.unwrap();
     fw.check(&a).await.unwrap();
@@ -169,8 +201,9 @@ async fn a_revert_to_a_ruleset_loaded_before_needs_no_check() {
     converge(&fw, &nft, &a).await;
     converge(&fw, &nft, &b).await;
     assert_eq!(fw.checks(), 2);
-    let [plan, apply, _] = converge(&fw, &nft, &a).await;
+    let [plan, precheck, apply, _] = converge(&fw, &nft, &a).await;
     assert_eq!(plan, ["list ruleset"]);
+    assert!(precheck.is_empty(), "{precheck:?}");
     assert_eq!(apply, ["-f -"]);
     assert_eq!((fw.checks(), fw.loads()), (2, 3));
     assert!(nft.state().contains("tcp dport 22 accept"));

@@ -61,11 +61,12 @@ async fn a_hung_listing_fails_plan_with_the_timeout() {
 }
 
 #[tokio::test]
-async fn a_hung_check_fails_plan_with_the_timeout() {
+async fn a_hung_check_fails_the_precheck_with_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (bin, pid) = fake_nft(dir.path(), "-c*");
     let fw = FirewallReconciler::with_nft(&bin).with_nft_deadline(Duration::from_millis(300));
-    let err = fw.plan(&document(), None).await.map(drop).unwrap_err();
+    let planned = fw.plan(&document(), None).await.unwrap();
+    let err = fw.precheck(&planned.payload).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Observe, "{err}");
     assert!(
         err.message.contains("-c -f -` did not finish within 300ms"),

@@ -157,6 +157,22 @@ pub trait Reconciler: Send + Sync + 'static {
         in_force: Option<&Document>,
     ) -> impl Future<Output = Result<Planned<Self::Plan>, ReconcileError>> + Send;
 
+    /// The system's own check of a plan, without changing anything, for a reconciler
+    /// whose [`apply`](Reconciler::apply) is one transaction the system takes whole or
+    /// refuses whole (an `nft -f`). The pipeline calls it before anything changes, and
+    /// only when an earlier reconciler of the same generation changes something: when
+    /// none does, the apply is the check, at no extra cost. Such an apply returns
+    /// [`ErrorKind::Invalid`] when the system refuses the transaction, and only then,
+    /// having changed nothing; the pipeline rejects the document as if this had
+    /// refused it. Reconcilers without such a transaction keep the default (nothing to
+    /// check beyond `plan`) and never return `Invalid` from `apply`.
+    fn precheck(
+        &self,
+        _plan: &Self::Plan,
+    ) -> impl Future<Output = Result<(), ReconcileError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Carry out a plan made by `plan` for the current system state.
     fn apply(&self, plan: Self::Plan) -> impl Future<Output = Result<(), ReconcileError>> + Send;
 
@@ -183,6 +199,10 @@ pub trait DynReconciler: Send + Sync {
         desired: &'a Document,
         in_force: Option<&'a Document>,
     ) -> BoxFuture<'a, Result<Planned<AnyPlan>, ReconcileError>>;
+    fn precheck<'a>(
+        &'a self,
+        plan: &'a (dyn Any + Send + Sync),
+    ) -> BoxFuture<'a, Result<(), ReconcileError>>;
     fn apply(&self, plan: AnyPlan) -> BoxFuture<'_, Result<(), ReconcileError>>;
     fn check<'a>(&'a self, desired: &'a Document) -> BoxFuture<'a, Result<(), ReconcileError>>;
 }
@@ -221,14 +241,23 @@ impl<R: Reconciler> DynReconciler for Erased<R> {
         })
     }
 
+    fn precheck<'a>(
+        &'a self,
+        plan: &'a (dyn Any + Send + Sync),
+    ) -> BoxFuture<'a, Result<(), ReconcileError>> {
+        Box::pin(async move {
+            match plan.downcast_ref::<R::Plan>() {
+                Some(plan) => self.0.precheck(plan).await,
+                None => Err(foreign_plan(self.0.name())),
+            }
+        })
+    }
+
     fn apply(&self, plan: AnyPlan) -> BoxFuture<'_, Result<(), ReconcileError>> {
         Box::pin(async move {
             match plan.downcast::<R::Plan>() {
                 Ok(plan) => self.0.apply(*plan).await,
-                Err(_) => Err(ReconcileError::apply(format!(
-                    "{}: was handed a plan made by another reconciler",
-                    self.0.name()
-                ))),
+                Err(_) => Err(foreign_plan(self.0.name())),
             }
         })
     }
@@ -236,6 +265,12 @@ impl<R: Reconciler> DynReconciler for Erased<R> {
     fn check<'a>(&'a self, desired: &'a Document) -> BoxFuture<'a, Result<(), ReconcileError>> {
         Box::pin(self.0.check(desired))
     }
+}
+
+fn foreign_plan(name: &str) -> ReconcileError {
+    ReconcileError::apply(format!(
+        "{name}: was handed a plan made by another reconciler"
+    ))
 }
 
 /// Box a reconciler for a pipeline.
