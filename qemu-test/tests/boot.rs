@@ -1125,6 +1125,8 @@ async fn rpc_ok(
 const KONTROLLER_ID: &str = "kawaii-qemu-01";
 const KONTROLLER_TOKEN: &str = "kw-seed-token-7d1e";
 const KONTROLLER_INSTANCE: &str = "i-kawaii-qemu";
+/// The same disk booted as another instance (a new seed): first boot runs again.
+const KONTROLLER_NEXT_INSTANCE: &str = "i-kawaii-next";
 /// The kontroller's private NIC (the management NIC is its public one, `ens3`).
 const KONTROLLER_PRIVATE_MAC: &str = "52:54:00:12:34:02";
 
@@ -1213,12 +1215,12 @@ fn seed_iso(
     metadata_path: &str,
     ssh_key: &str,
 ) -> PathBuf {
-    let dir = h.dir.join("seed");
+    let dir = h.dir.join(format!("seed-{instance}"));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     for (name, content) in seed_files(instance, hostname, metadata_path, ssh_key) {
         std::fs::write(dir.join(name), content).unwrap_or_else(|e| panic!("{e}"));
     }
-    let iso = h.dir.join("seed.iso");
+    let iso = h.dir.join(format!("seed-{instance}.iso"));
     run_tool(
         Command::new("xorriso")
             .args(["-as", "mkisofs", "-quiet", "-V", "cidata", "-o"])
@@ -1381,15 +1383,20 @@ fn kontroller_image_configures_itself_from_its_seed_and_kahuna_reloads_it() {
         "kontroller: the forwarded port answers {:?}",
         answer.lines().last()
     );
-    // The link made before the firewall was in force may not survive it (conntrack
-    // picks the flow up mid-stream, and its first packets back can be dropped): the
-    // agent then finds Kahuna silent within 10 s and reconnects. Reload goes over the
-    // newest link.
-    if let Ok(newer) = runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(20), rpc.accept(BOOT_TIMEOUT)).await
-    }) {
-        eprintln!("kontroller: the agent reconnected once the firewall was in force");
-        conn = newer;
+    // The link was made before the first firewall generation (input policy drop) and
+    // must survive it: conntrack tracks every flow from boot (nf_conntrack
+    // enable_hooks=1), so the link is established, not picked up mid-stream. The agent
+    // would find Kahuna silent within 10 s and reconnect if it had been cut.
+    if runtime
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(20), rpc.accept(BOOT_TIMEOUT)).await
+        })
+        .is_ok()
+    {
+        h.fail(
+            &vm,
+            "the agent reconnected: its first link did not survive the first firewall",
+        );
     }
     // Reload: SSH now only from 192.0.2.0/24. From outside, sshd's banner no
     // longer comes (its SYN is dropped); the forwarded port still answers.
@@ -1501,6 +1508,35 @@ fn kontroller_image_configures_itself_from_its_seed_and_kahuna_reloads_it() {
     assert!(
         held.contains(KAWAII_VIP),
         "after a reboot keepalived does not hold {KAWAII_VIP}: {held}"
+    );
+
+    // The disk cloned for another instance (Kahuna's template reused): a seed with a
+    // new instance-id and hostname. First boot runs again and the new hostname holds.
+    assert!(vm.powerdown(Duration::from_secs(120)), "no clean power-off");
+    let public =
+        std::fs::read_to_string(key.with_extension("pub")).unwrap_or_else(|e| panic!("{e}"));
+    let renamed = seed_iso(
+        &h,
+        KONTROLLER_NEXT_INSTANCE,
+        "kawaii-next",
+        &metadata,
+        public.trim(),
+    );
+    config.readonly_disks = vec![renamed];
+    let mut vm = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
+    let next = vm
+        .wait_console("kowabunga: first boot: instance ", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| h.fail(&vm, &e.to_string()));
+    assert!(
+        next.contains(&format!("instance {KONTROLLER_NEXT_INSTANCE} set up")),
+        "a new instance-id did not run first boot again: {next}"
+    );
+    vm.wait_console("kowabunga: first boot: hostname kawaii-next", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| h.fail(&vm, &e.to_string()));
+    let who = ssh(ssh_port, &key, "hostname; id -un").unwrap_or_else(|e| h.fail(&vm, &e));
+    assert_eq!(
+        who.split_whitespace().collect::<Vec<_>>(),
+        ["kawaii-next", "ops"]
     );
 }
 
