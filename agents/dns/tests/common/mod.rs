@@ -33,9 +33,18 @@ pub struct FakeRecursor {
 
 impl FakeRecursor {
     pub async fn start() -> Self {
-        let udp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // One port for both: the UDP port the kernel picks may be taken for TCP (another
+        // test's connection): pick again.
+        let mut pair = None;
+        for _ in 0..50 {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            if let Ok(tcp) = TcpListener::bind(addr).await {
+                pair = Some((Arc::new(udp), addr, tcp));
+                break;
+            }
+        }
+        let (udp, addr, tcp) = pair.expect("no loopback port free for both UDP and TCP");
         let queries = Arc::new(Mutex::new(0));
         let q = Arc::clone(&queries);
         let udp_task = tokio::spawn(async move {
