@@ -8,6 +8,7 @@
 //! - [`domain_state`]: libvirt states and reasons in upstream's words.
 //! - [`instances`]: define, describe, operate, delete instances.
 //! - [`storage`], [`template`]: the `local` backend's volumes and template downloads.
+//! - [`rbd`]: Ceph RBD images through the `rbd` and `ceph` commands (the `rbd` backend).
 //! - [`section`], [`reconciler`]: the `[kaktus]` section and its reconciler (pools).
 //! - [`inventory`]: what the node offers instances (pools, bridges), shared by the two.
 //! - [`service`]: the `Kaktus.*` RPC service.
@@ -18,6 +19,7 @@ pub mod domain_xml;
 pub mod instances;
 pub mod inventory;
 pub mod libvirt;
+pub mod rbd;
 pub mod reconciler;
 pub mod section;
 pub mod service;
