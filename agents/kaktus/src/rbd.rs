@@ -127,8 +127,7 @@ pub fn classify(what: &str, code: Option<i32>, stderr: &str) -> RbdError {
     let detail = stderr
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.contains("% complete"))
-        .last()
+        .rfind(|l| !l.is_empty() && !l.contains("% complete"))
         .unwrap_or("failed")
         .to_owned();
     match code {
