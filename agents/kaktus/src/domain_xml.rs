@@ -11,7 +11,7 @@
 
 use std::path::{Component, Path};
 
-use crate::inventory::NodeInventory;
+use crate::inventory::{NodeInventory, PoolBackend, RbdPool};
 use crate::volume_name;
 
 /// What the checked XML becomes: the document libvirt gets.
@@ -134,7 +134,8 @@ fn check_disk(
             let volume = source.attribute("volume").unwrap_or("");
             let pool = inventory.pool(pool).map_err(|e| format!("{what}: {e}"))?;
             volume_name::check(volume).map_err(|e| format!("{what}: {e}"))?;
-            Ok(Some((pool.path.join(volume).display().to_string(), None)))
+            let dir = pool.local_dir(&format!("{what}: a volume disk"))?;
+            Ok(Some((dir.join(volume).display().to_string(), None)))
         }
         "network" => {
             let source = source.ok_or_else(|| format!("{what}: network disk without <source>"))?;
@@ -150,13 +151,21 @@ fn check_disk(
                 .ok_or_else(|| format!("{what}: rbd source {full:?} is not <pool>/<volume>"))?;
             let pool = inventory.pool(pool).map_err(|e| format!("{what}: {e}"))?;
             volume_name::check(volume).map_err(|e| format!("{what}: {e}"))?;
-            let path = pool.path.join(volume);
-            let format = format_of(&path);
-            let rewritten = file_disk(xml, disk, &path, format);
-            Ok(Some((
-                path.display().to_string(),
-                Some((disk.range(), rewritten)),
-            )))
+            match &pool.backend {
+                PoolBackend::Local { path: dir } => {
+                    let path = dir.join(volume);
+                    let format = format_of(&path);
+                    let rewritten = file_disk(xml, disk, &path, format);
+                    Ok(Some((
+                        path.display().to_string(),
+                        Some((disk.range(), rewritten)),
+                    )))
+                }
+                PoolBackend::Rbd(rbd) => Ok(Some((
+                    format!("rbd:{}/{volume}", rbd.ceph_pool),
+                    Some((disk.range(), rbd_disk(xml, disk, rbd, volume))),
+                ))),
+            }
         }
         other => Err(format!(
             "{what}: {other:?} disks are not accepted (only volumes of this node's pools)"
@@ -252,7 +261,7 @@ fn pool_file(what: &str, path: &Path, inventory: &NodeInventory) -> Result<(), S
     let in_pool = inventory
         .pools
         .values()
-        .any(|p| path.parent() == Some(p.path.as_path()));
+        .any(|p| p.dir().is_some() && path.parent() == p.dir());
     if !in_pool {
         return Err(format!(
             "{what}: {} is outside this node's storage pools",
@@ -320,6 +329,51 @@ fn file_disk(xml: &str, disk: roxmltree::Node, path: &Path, format: &str) -> Str
     out
 }
 
+/// The `<disk>` element as an RBD disk of the node's `rbd` pool: the Ceph pool's
+/// image, the node's monitors and the pool's secret (Kahuna's hosts and auth are the
+/// region's); same device, driver options (raw), target and every other child.
+fn rbd_disk(xml: &str, disk: roxmltree::Node, pool: &RbdPool, volume: &str) -> String {
+    let device = disk.attribute("device").unwrap_or("disk");
+    let mut out = format!("<disk type='network' device='{}'>", escape(device));
+    let mut driver = "<driver name='qemu' type='raw'".to_owned();
+    if let Some(d) = child(disk, "driver") {
+        for a in d.attributes() {
+            if a.name() != "name" && a.name() != "type" {
+                driver.push_str(&format!(" {}='{}'", a.name(), escape(a.value())));
+            }
+        }
+    }
+    driver.push_str("/>");
+    out.push_str(&driver);
+    out.push_str(&format!(
+        "<auth username='{}'><secret type='ceph' uuid='{}'/></auth>",
+        escape(&pool.cluster.client),
+        escape(&pool.secret_uuid)
+    ));
+    out.push_str(&format!(
+        "<source protocol='rbd' name='{}/{}'>",
+        escape(&pool.ceph_pool),
+        escape(volume)
+    ));
+    for monitor in &pool.cluster.monitors {
+        let (host, port) = monitor.rsplit_once(':').unwrap_or((monitor, "3300"));
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        out.push_str(&format!(
+            "<host name='{}' port='{}'/>",
+            escape(host),
+            escape(port)
+        ));
+    }
+    out.push_str("</source>");
+    for c in disk.children().filter(|n| n.is_element()) {
+        if !matches!(c.tag_name().name(), "driver" | "source" | "auth") {
+            out.push_str(&xml[c.range()]);
+        }
+    }
+    out.push_str("</disk>");
+    out
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -340,10 +394,7 @@ mod tests {
         let mut inv = NodeInventory::new();
         inv.pools.insert(
             "local".into(),
-            Pool {
-                name: "local".into(),
-                path: "/var/lib/kaktus/pools/local".into(),
-            },
+            Pool::local("local", "/var/lib/kaktus/pools/local"),
         );
         inv.bridges.insert("br0".into());
         inv.bridges.insert("br102".into());

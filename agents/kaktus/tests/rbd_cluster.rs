@@ -1,12 +1,20 @@
-//! The `rbd` wrapper against a real Ceph cluster: `scripts/ceph-single-node.sh start
+//! The `rbd` backend against a real Ceph cluster: `scripts/ceph-single-node.sh start
 //! DIR`, then `KOWABUNGA_CEPH_ENV=DIR/env cargo test -p kaktus --test rbd_cluster`.
-//! Without that variable the test says so and passes (the fast tier has no cluster).
+//! Without that variable the tests say so and pass (the fast tier has no cluster).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::time::Duration;
 
+use base64::Engine;
+use common::{Canned, HttpServer, Node};
+use kaktus::inventory::{PoolBackend, RbdPool};
 use kaktus::rbd::{Cluster, Rbd, RbdError};
+use kaktus::{NodeInventory, Pool};
+use serde_json::json;
 
 /// `KEY=value` lines of the script's env file.
 fn env_file() -> Option<BTreeMap<String, String>> {
@@ -20,6 +28,17 @@ fn env_file() -> Option<BTreeMap<String, String>> {
     )
 }
 
+/// The cluster of the env file, as its client, with the key in a file under `dir`.
+fn cluster(env: &BTreeMap<String, String>, dir: &std::path::Path) -> Cluster {
+    let key_file = dir.join("client.key");
+    std::fs::write(&key_file, &env["CEPH_CLIENT_KEY"]).unwrap();
+    Cluster {
+        monitors: vec![format!("{}:{}", env["CEPH_MON_ADDR"], env["CEPH_MON_PORT"])],
+        client: env["CEPH_ID"].clone(),
+        key_file,
+    }
+}
+
 #[tokio::test]
 async fn templates_clones_and_refusals_on_a_real_cluster() {
     let Some(env) = env_file() else {
@@ -29,13 +48,7 @@ async fn templates_clones_and_refusals_on_a_real_cluster() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("client.key");
-    std::fs::write(&key_file, &env["CEPH_CLIENT_KEY"]).unwrap();
-    let rbd = Rbd::new(Cluster {
-        monitors: vec![format!("{}:{}", env["CEPH_MON_ADDR"], env["CEPH_MON_PORT"])],
-        client: env["CEPH_ID"].clone(),
-        key_file,
-    });
+    let rbd = Rbd::new(cluster(&env, dir.path()));
     let pool = env["CEPH_POOL"].as_str();
     let tag = format!("t{:08x}", fastrand::u32(..));
     let (template, os, work) = (
@@ -98,4 +111,188 @@ async fn templates_clones_and_refusals_on_a_real_cluster() {
     assert_eq!(rbd.info(pool, &template).await.unwrap(), None);
     let err = rbd.remove(pool, &template).await.unwrap_err();
     assert!(matches!(err, RbdError::NotFound { .. }), "{err}");
+}
+
+/// Kahuna's volume methods on an `rbd` pool, over the real WebSocket transport, checked
+/// against Ceph's own view (`rbd info`), not only the replies.
+#[tokio::test(flavor = "multi_thread")]
+async fn volume_methods_on_an_rbd_pool_through_kahuna() {
+    let Some(env) = env_file() else {
+        eprintln!(
+            "KOWABUNGA_CEPH_ENV not set: no cluster to test against (see docs/ceph-single-node.md)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(&env, dir.path());
+    let ceph_pool = env["CEPH_POOL"].clone();
+    let mut inventory = NodeInventory::new();
+    inventory.pools.insert(
+        "ceph".into(),
+        Pool {
+            name: "ceph".into(),
+            backend: PoolBackend::Rbd(RbdPool {
+                ceph_pool: ceph_pool.clone(),
+                cluster: cluster.clone(),
+                secret_uuid: "6a3e1b56-0f2c-4a8e-9d3b-2b1f5c7e9a10".into(),
+            }),
+        },
+    );
+    let mut node = Node::start("test:///default", inventory).await;
+    let rbd = Rbd::new(cluster);
+    let tag = format!("k{:06x}", fastrand::u32(..1 << 24));
+    let name = |what: &str| format!("{tag}-{what}");
+
+    // A qcow2 template served over HTTP: downloaded, converted, imported with its
+    // snapshot; nothing left in the scratch directory.
+    let raw: Vec<u8> = (0..4usize << 20).map(|i| (i / 4096 % 251) as u8).collect();
+    std::fs::write(dir.path().join("src.raw"), &raw).unwrap();
+    let ok = Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(dir.path().join("src.raw"))
+        .arg(dir.path().join("src.qcow2"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let qcow = std::fs::read(dir.path().join("src.qcow2")).unwrap();
+    let http = HttpServer::start(BTreeMap::from([(
+        "/img.qcow2".to_owned(),
+        Canned::ok("application/octet-stream", qcow),
+    )]))
+    .await;
+    let tpl = name("tpl");
+    let r = node
+        .ok(
+            "CreateTemplateVolume",
+            json!({"Pool": "ceph", "Volume": tpl, "SourceURL": http.url("/img.qcow2")}),
+        )
+        .await;
+    assert_eq!(r, json!({"Size": 4u64 << 20}));
+    let info = rbd.info(&ceph_pool, &tpl).await.unwrap().unwrap();
+    assert_eq!((info.size, info.snapshot_count), (4 << 20, 1));
+    let scratch: Vec<String> = std::fs::read_dir(kaktus::storage_rbd::SCRATCH_DIR)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&tpl))
+        .collect();
+    assert!(scratch.is_empty(), "left in the scratch directory: {scratch:?}");
+    let err = node
+        .err(
+            "CreateTemplateVolume",
+            json!({"Pool": "ceph", "Volume": tpl, "SourceURL": http.url("/img.qcow2")}),
+        )
+        .await;
+    assert!(err.contains("already exists"), "{err}");
+
+    // An OS volume: a clone of the template, grown; smaller than the template refused.
+    let os = name("os");
+    node.ok(
+        "CreateOsVolume",
+        json!({"Pool": "ceph", "Volume": os, "Size": 8u64 << 20, "Template": tpl}),
+    )
+    .await;
+    let info = rbd.info(&ceph_pool, &os).await.unwrap().unwrap();
+    assert_eq!(info.size, 8 << 20);
+    assert_eq!(info.parent.unwrap().image, tpl);
+    let err = node
+        .err(
+            "CreateOsVolume",
+            json!({"Pool": "ceph", "Volume": name("small"), "Size": 1u64 << 20, "Template": tpl}),
+        )
+        .await;
+    assert!(err.contains("smaller than its template"), "{err}");
+    let err = node
+        .err(
+            "CreateOsVolume",
+            json!({"Pool": "ceph", "Volume": name("x"), "Size": 0, "Template": name("nope")}),
+        )
+        .await;
+    assert!(err.contains("no such volume"), "{err}");
+    let r = node
+        .ok("GetVolumeInfos", json!({"Pool": "ceph", "Volume": os}))
+        .await;
+    assert_eq!(r, json!({"Size": 8u64 << 20}));
+
+    // Resize: grow, never shrink.
+    node.ok(
+        "ResizeVolume",
+        json!({"Pool": "ceph", "Volume": os, "Size": 16u64 << 20}),
+    )
+    .await;
+    assert_eq!(
+        rbd.info(&ceph_pool, &os).await.unwrap().unwrap().size,
+        16 << 20
+    );
+    let err = node
+        .err(
+            "ResizeVolume",
+            json!({"Pool": "ceph", "Volume": os, "Size": 1u64 << 20}),
+        )
+        .await;
+    assert!(err.contains("cannot shrink"), "{err}");
+
+    // A raw volume and a cloud-init ISO, created then replaced.
+    let data = name("data");
+    node.ok(
+        "CreateRawVolume",
+        json!({"Pool": "ceph", "Volume": data, "Size": 32u64 << 20}),
+    )
+    .await;
+    assert_eq!(
+        rbd.info(&ceph_pool, &data).await.unwrap().unwrap().size,
+        32 << 20
+    );
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let ci = name("ci");
+    node.ok(
+        "CreateIsoVolume",
+        json!({"Pool": "ceph", "Volume": ci, "Size": 1u64 << 20, "Content": b64(b"first")}),
+    )
+    .await;
+    node.ok(
+        "UpdateIsoVolume",
+        json!({"Pool": "ceph", "Volume": ci, "Size": 1u64 << 20, "Content": b64(b"second")}),
+    )
+    .await;
+    assert_eq!(
+        rbd.info(&ceph_pool, &ci).await.unwrap().unwrap().size,
+        1 << 20
+    );
+
+    // Pool statistics from Ceph.
+    let stats = node
+        .ok("GetStoragePoolStats", json!({"Pool": "ceph"}))
+        .await;
+    assert!(stats["Available"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(
+        stats["Capacity"].as_u64().unwrap(),
+        stats["Allocated"].as_u64().unwrap() + stats["Available"].as_u64().unwrap()
+    );
+
+    // Delete: the template is refused while its clone exists; then everything goes,
+    // and no work image is left in the Ceph pool.
+    let err = node
+        .err("DeleteVolume", json!({"Pool": "ceph", "Volume": tpl}))
+        .await;
+    assert!(
+        err.contains(&format!("is the template of volume {os}")),
+        "{err}"
+    );
+    for v in [&os, &tpl, &data, &ci] {
+        node.ok("DeleteVolume", json!({"Pool": "ceph", "Volume": v}))
+            .await;
+    }
+    let left: Vec<String> = rbd
+        .list(&ceph_pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.contains(&tag))
+        .collect();
+    assert!(left.is_empty(), "left in the Ceph pool: {left:?}");
+    let err = node
+        .err("GetVolumeInfos", json!({"Pool": "ceph", "Volume": os}))
+        .await;
+    assert!(err.contains("no such volume"), "{err}");
+    node.stop().await;
 }
