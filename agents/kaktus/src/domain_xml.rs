@@ -458,6 +458,83 @@ mod tests {
     }
 
     #[test]
+    fn keeps_kahunas_rbd_disks_on_an_rbd_pool_with_the_nodes_monitors_and_secret() {
+        let mut inv = inventory();
+        inv.pools.remove("local");
+        inv.pools.insert(
+            "local".into(),
+            Pool {
+                name: "local".into(),
+                backend: PoolBackend::Rbd(RbdPool {
+                    ceph_pool: "rbd".into(),
+                    cluster: crate::rbd::Cluster {
+                        monitors: vec!["10.50.0.21:3300".into(), "[fd00::22]:3300".into()],
+                        client: "kaktus".into(),
+                        key_file: "/var/lib/kowabunga/kaktus/ceph/kaktus.key".into(),
+                    },
+                    secret_uuid: "6a3e1b56-0f2c-4a8e-9d3b-2b1f5c7e9a10".into(),
+                }),
+            },
+        );
+        let checked = check("vm1", &domain(KAHUNA_DEVICES), &inv, &qcow2_for_os).unwrap();
+        assert_eq!(checked.disks, ["rbd:rbd/vm1-os", "rbd:rbd/vm1-ci"]);
+        let doc = roxmltree::Document::parse(&checked.xml).unwrap();
+        let disks: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("disk"))
+            .collect();
+        assert_eq!(disks[0].attribute("type"), Some("network"));
+        let source = child(disks[0], "source").unwrap();
+        assert_eq!(
+            (source.attribute("protocol"), source.attribute("name")),
+            (Some("rbd"), Some("rbd/vm1-os"))
+        );
+        let hosts: Vec<_> = source
+            .children()
+            .filter(|n| n.has_tag_name("host"))
+            .map(|h| {
+                format!(
+                    "{}|{}",
+                    h.attribute("name").unwrap(),
+                    h.attribute("port").unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            hosts,
+            ["10.50.0.21|3300", "fd00::22|3300"],
+            "Kahuna's host replaced"
+        );
+        let auth = child(disks[0], "auth").unwrap();
+        assert_eq!(auth.attribute("username"), Some("kaktus"));
+        assert_eq!(
+            child(auth, "secret").unwrap().attribute("uuid"),
+            Some("6a3e1b56-0f2c-4a8e-9d3b-2b1f5c7e9a10")
+        );
+        let driver = child(disks[0], "driver").unwrap();
+        assert_eq!(
+            (driver.attribute("type"), driver.attribute("cache")),
+            (Some("raw"), Some("writeback"))
+        );
+        // The cdrom keeps its target, serial and read-only flag.
+        assert_eq!(child(disks[1], "serial").unwrap().text(), Some("cloudinit"));
+        assert!(child(disks[1], "readonly").is_some());
+        assert_eq!(
+            child(disks[1], "source").unwrap().attribute("name"),
+            Some("rbd/vm1-ci")
+        );
+        // A volume disk names no Ceph image: refused on an rbd pool.
+        let err = check(
+            "vm1",
+            &domain("<disk type='volume' device='disk'><source pool='local' volume='b'/><target dev='vdb'/></disk>"),
+            &inv,
+            &qcow2_for_os,
+        )
+        .unwrap_err();
+        assert!(err.contains("not available on an rbd pool"), "{err}");
+    }
+
+    #[test]
     fn accepts_file_and_volume_disks_of_the_pools() {
         let devices = "<disk type='file' device='disk'><source file='/var/lib/kaktus/pools/local/a'/><target dev='vda'/></disk>\
             <disk type='volume' device='disk'><source pool='local' volume='b'/><target dev='vdb'/></disk>\

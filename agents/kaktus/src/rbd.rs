@@ -17,6 +17,9 @@ use serde::Deserialize;
 /// Quick calls (info, create, clone, snapshots, resize, remove).
 pub const QUICK: Duration = Duration::from_secs(60);
 
+/// How long a run waits for the monitors before it fails ("connection timed out").
+const MOUNT_TIMEOUT_SECS: u64 = 20;
+
 /// Where and as whom the commands reach the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cluster {
@@ -157,11 +160,14 @@ impl Rbd {
     }
 
     /// The arguments every run starts with: no configuration file, the monitors, the
-    /// client and its key file.
+    /// client and its key file, and a bounded wait for the monitors (librados waits
+    /// 300 s by default; the run's deadline would kill it first without saying why).
     fn connection(&self) -> Vec<OsString> {
         vec![
             "--conf".into(),
             "/dev/null".into(),
+            "--client_mount_timeout".into(),
+            MOUNT_TIMEOUT_SECS.to_string().into(),
             "--mon_host".into(),
             self.cluster.monitors.join(",").into(),
             "--id".into(),
@@ -438,6 +444,8 @@ mod tests {
             [
                 "--conf",
                 "/dev/null",
+                "--client_mount_timeout",
+                "20",
                 "--mon_host",
                 "10.0.0.1:3300,10.0.0.2:3300",
                 "--id",

@@ -175,7 +175,10 @@ async fn volume_methods_on_an_rbd_pool_through_kahuna() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(&tpl))
         .collect();
-    assert!(scratch.is_empty(), "left in the scratch directory: {scratch:?}");
+    assert!(
+        scratch.is_empty(),
+        "left in the scratch directory: {scratch:?}"
+    );
     let err = node
         .err(
             "CreateTemplateVolume",
