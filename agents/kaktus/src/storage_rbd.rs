@@ -295,16 +295,24 @@ impl RbdVolume {
         }
         match running {
             Some(instance) => {
-                // libvirt finds a network disk by its source name.
-                let disk = format!("{}/{}", self.ceph_pool, self.name);
+                let image = format!("{}/{}", self.ceph_pool, self.name);
                 instances
                     .libvirt()
                     .call(move |c| {
                         let dom = virt::domain::Domain::lookup_by_name(c, &instance)
                             .map_err(context(format!("instance {instance}")))?;
-                        dom.block_resize(&disk, size, virt::sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+                        let xml = dom
+                            .get_xml_desc(0)
+                            .map_err(context(format!("instance {instance}")))?;
+                        // libvirt names a network disk by its target, not its source.
+                        let target = rbd_disk_target(&xml, &image).ok_or_else(|| {
+                            format!("instance {instance}: no disk on {image} in its live XML")
+                        })?;
+                        dom.block_resize(&target, size, virt::sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
                             .map(drop)
-                            .map_err(context(format!("instance {instance}: resizing {disk}")))
+                            .map_err(context(format!(
+                                "instance {instance}: resizing {target} ({image})"
+                            )))
                     })
                     .await
             }
@@ -356,6 +364,24 @@ impl RbdVolume {
     }
 }
 
+/// The target (`vda`) of the RBD disk on `image` (`pool/name`) in a domain's XML.
+fn rbd_disk_target(xml: &str, image: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    doc.descendants()
+        .filter(|n| n.has_tag_name("disk"))
+        .find(|d| {
+            d.children().any(|s| {
+                s.has_tag_name("source")
+                    && s.attribute("protocol") == Some("rbd")
+                    && s.attribute("name") == Some(image)
+            })
+        })?
+        .children()
+        .find(|n| n.has_tag_name("target"))?
+        .attribute("dev")
+        .map(str::to_owned)
+}
+
 /// Upstream's pool statistics for an `rbd` pool: what is stored, and what can still be.
 pub async fn pool_stats(name: &str, pool: &RbdPool) -> Result<PoolStats, String> {
     let usage = Rbd::new(pool.cluster.clone())
@@ -367,4 +393,17 @@ pub async fn pool_stats(name: &str, pool: &RbdPool) -> Result<PoolStats, String>
         available: usage.max_avail,
         capacity: usage.stored.saturating_add(usage.max_avail),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_target_of_an_rbd_disk() {
+        let xml = "<domain><devices><disk type='network' device='disk'><source protocol='rbd' name='rbd/vm-os'><host name='m'/></source><target dev='vda' bus='virtio'/></disk><disk type='network' device='cdrom'><source protocol='rbd' name='rbd/vm-ci'/><target dev='hda'/></disk></devices></domain>";
+        assert_eq!(rbd_disk_target(xml, "rbd/vm-ci").as_deref(), Some("hda"));
+        assert_eq!(rbd_disk_target(xml, "rbd/vm-os").as_deref(), Some("vda"));
+        assert_eq!(rbd_disk_target(xml, "rbd/other"), None);
+    }
 }

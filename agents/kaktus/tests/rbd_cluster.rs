@@ -299,3 +299,144 @@ async fn volume_methods_on_an_rbd_pool_through_kahuna() {
     assert!(err.contains("no such volume"), "{err}");
     node.stop().await;
 }
+
+/// An instance on an `rbd` pool, as Kahuna defines one: the reconciler defines the
+/// pool's secret from the key file; the template is imported, the OS volume cloned,
+/// the cloud-init ISO written; Kahuna's RBD disks keep their image and get the node's
+/// monitors and secret; the instance starts under TCG (libvirtd's QEMU opens the image
+/// through librbd: Ceph lists it as a watcher), is grown live, stopped and deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_on_an_rbd_pool_runs_with_its_disk_in_ceph() {
+    let Some(env) = env_file() else {
+        eprintln!(
+            "KOWABUNGA_CEPH_ENV not set: no cluster to test against (see docs/ceph-single-node.md)"
+        );
+        return;
+    };
+    use kaktus::{KaktusReconciler, Libvirt, SharedInventory};
+    use kowabunga_model::{Document, Format, Reconciler};
+    common::ensure_libvirtd();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(&env, dir.path());
+    let ceph_pool = env["CEPH_POOL"].clone();
+    let uuid = format!("6a3e1b56-0f2c-4a8e-9d3b-{:012x}", fastrand::u64(..1 << 48));
+    let text = format!(
+        "version = 1\nnode = \"kaktus-eu-1\"\nissued_at = 2026-01-01T00:00:00Z\nexpires_at = 2099-01-01T00:00:00Z\n\
+         [kaktus]\nconsole_address = \"127.0.0.1\"\n\
+         [kaktus.pools.ceph]\nbackend = \"rbd\"\nceph_pool = \"{ceph_pool}\"\nmonitors = [\"{}\"]\n\
+         client = \"{}\"\nsecret_uuid = \"{uuid}\"\nkey_file = \"{}\"\n",
+        cluster.monitors[0],
+        cluster.client,
+        cluster.key_file.display()
+    );
+    let doc = Document::parse(text.as_bytes(), Format::Toml).unwrap();
+    let libvirt = Libvirt::new(common::SYSTEM);
+    let inventory = SharedInventory::new(NodeInventory::new());
+    let reconciler = KaktusReconciler::new(libvirt.clone(), inventory.clone());
+    let planned = reconciler.plan(&doc, None).await.unwrap();
+    reconciler.apply(planned.payload).await.unwrap();
+    reconciler.check(&doc).await.unwrap();
+    let mut node = Node::start_with(libvirt, inventory).await;
+    let rbd = Rbd::new(cluster.clone());
+    let tag = format!("k{:06x}", fastrand::u32(..1 << 24));
+    let (tpl, os, ci) = (
+        format!("{tag}-tpl"),
+        format!("{tag}-os"),
+        format!("{tag}-ci"),
+    );
+
+    let http = HttpServer::start(BTreeMap::from([(
+        "/tpl.raw".to_owned(),
+        Canned::ok("application/octet-stream", vec![0u8; 16 << 20]),
+    )]))
+    .await;
+    node.ok(
+        "CreateTemplateVolume",
+        json!({"Pool": "ceph", "Volume": tpl, "SourceURL": http.url("/tpl.raw")}),
+    )
+    .await;
+    node.ok(
+        "CreateOsVolume",
+        json!({"Pool": "ceph", "Volume": os, "Size": 32u64 << 20, "Template": tpl}),
+    )
+    .await;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    node.ok(
+        "CreateIsoVolume",
+        json!({"Pool": "ceph", "Volume": ci, "Size": 65536, "Content": b64(&[0u8; 4096])}),
+    )
+    .await;
+
+    let name = common::unique("vm");
+    let xml = format!(
+        "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64'>hvm</type></os><features><acpi/></features><devices>\
+         <disk type='network' device='disk'><driver name='qemu' type='raw' cache='writeback'/>\
+           <auth username='libvirt'><secret type='ceph' uuid='3f8b2a55-1111-2222-3333-444455556666'/></auth>\
+           <source protocol='rbd' name='ceph/{os}'><host name='10.0.0.1' port='3300'/></source><target dev='vda' bus='virtio'/></disk>\
+         <disk type='network' device='cdrom'><driver name='qemu' type='raw'/><source protocol='rbd' name='ceph/{ci}'/>\
+           <target dev='hda' bus='ide'/><readonly/><serial>cloudinit</serial></disk>\
+         <graphics type='vnc' autoport='yes' listen='127.0.0.1'/></devices></domain>"
+    );
+    node.ok("CreateInstance", json!({"Name": name, "XML": xml}))
+        .await;
+    let defined = common::virsh(common::SYSTEM, &["dumpxml", &name]);
+    assert!(
+        defined.contains(&format!("name='{ceph_pool}/{os}'"))
+            && defined.contains(&format!("uuid='{uuid}'"))
+            && !defined.contains("10.0.0.1"),
+        "{defined}"
+    );
+
+    node.ok("InstanceOperation", json!({"Name": name, "Action": 1}))
+        .await;
+    assert_eq!(common::dominfo(common::SYSTEM, &name, "State"), "running");
+    let status = Command::new("rbd")
+        .args(["--conf", "/dev/null", "--mon_host", &cluster.monitors[0]])
+        .args(["--id", &cluster.client, "--keyfile"])
+        .arg(&cluster.key_file)
+        .args(["status", "--format", "json", &format!("{ceph_pool}/{os}")])
+        .output()
+        .unwrap();
+    let watchers: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        watchers["watchers"].as_array().map(Vec::len),
+        Some(1),
+        "QEMU does not hold {ceph_pool}/{os}: {watchers}"
+    );
+
+    // In use: not deletable; grown live through libvirt (the guest sees it).
+    let err = node
+        .err("DeleteVolume", json!({"Pool": "ceph", "Volume": os}))
+        .await;
+    assert!(
+        err.contains(&format!("is in use by instance {name}")),
+        "{err}"
+    );
+    node.ok(
+        "ResizeVolume",
+        json!({"Pool": "ceph", "Volume": os, "Size": 48u64 << 20}),
+    )
+    .await;
+    let blk = common::virsh(common::SYSTEM, &["domblkinfo", &name, "vda"]);
+    assert!(
+        blk.lines()
+            .any(|l| l.starts_with("Capacity:")
+                && l.trim_end().ends_with(&(48u64 << 20).to_string())),
+        "{blk}"
+    );
+    assert_eq!(
+        rbd.info(&ceph_pool, &os).await.unwrap().unwrap().size,
+        48 << 20
+    );
+
+    node.ok("InstanceOperation", json!({"Name": name, "Action": 4}))
+        .await;
+    node.ok("DeleteInstance", json!({"Name": name})).await;
+    for v in [&os, &ci, &tpl] {
+        node.ok("DeleteVolume", json!({"Pool": "ceph", "Volume": v}))
+            .await;
+    }
+    node.stop().await;
+    common::virsh(common::SYSTEM, &["secret-undefine", &uuid]);
+}
