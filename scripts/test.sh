@@ -20,7 +20,7 @@ case "${1:-}" in
   --fast) fuzz=0 qemu=0 ;;
   --fuzz) fast=0 qemu=0 ;;
   --qemu) fast=0 fuzz=0 ;;
-  -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
   *) echo "usage: scripts/test.sh [--fast|--fuzz|--qemu]" >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || { echo "scripts/test.sh: run as root (network namespaces, nftables, image build)" >&2; exit 1; }
