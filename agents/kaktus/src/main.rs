@@ -27,10 +27,10 @@ impl Role for Kaktus {
             .map_err(|e| e.to_string())?;
         Ok(vec![
             erase(network),
-            erase(KaktusReconciler::new(
-                self.libvirt.clone(),
-                self.inventory.clone(),
-            )),
+            erase(
+                KaktusReconciler::new(self.libvirt.clone(), self.inventory.clone())
+                    .with_key_dir(context.state_dir.join("ceph")),
+            ),
         ])
     }
 

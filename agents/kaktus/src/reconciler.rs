@@ -22,7 +22,7 @@ use crate::inventory::{
 };
 use crate::libvirt::{DEFAULT_URI, Libvirt, context};
 use crate::rbd::{Cluster, Rbd};
-use crate::section::{Backend, Kaktus, PoolSpec, SECTION, default_key_file};
+use crate::section::{Backend, Kaktus, PoolSpec, SECTION};
 
 /// One libvirt pool as observed: its target directory and whether it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,11 +63,26 @@ pub struct Plan {
 pub struct KaktusReconciler {
     libvirt: Libvirt,
     inventory: SharedInventory,
+    /// Where `rbd` pools' keys are read when a pool names no `key_file`.
+    key_dir: PathBuf,
 }
+
+/// Where keys are read unless [`KaktusReconciler::with_key_dir`] says otherwise.
+pub const DEFAULT_KEY_DIR: &str = "/var/lib/kowabunga/kaktus/ceph";
 
 impl KaktusReconciler {
     pub fn new(libvirt: Libvirt, inventory: SharedInventory) -> Self {
-        Self { libvirt, inventory }
+        Self {
+            libvirt,
+            inventory,
+            key_dir: PathBuf::from(DEFAULT_KEY_DIR),
+        }
+    }
+
+    /// Read `rbd` pools' keys from `<dir>/<client>.key` when a pool names no `key_file`.
+    pub fn with_key_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.key_dir = dir.into();
+        self
     }
 }
 
@@ -79,7 +94,11 @@ fn section(doc: &Document) -> Result<Kaktus, ReconcileError> {
 }
 
 /// The inventory a document declares.
-fn inventory_of(doc: &Document, k: &Kaktus) -> Result<NodeInventory, ReconcileError> {
+fn inventory_of(
+    doc: &Document,
+    k: &Kaktus,
+    key_dir: &std::path::Path,
+) -> Result<NodeInventory, ReconcileError> {
     let net = doc
         .section::<Network>(network::SECTION)?
         .unwrap_or_default();
@@ -93,7 +112,7 @@ fn inventory_of(doc: &Document, k: &Kaktus) -> Result<NodeInventory, ReconcileEr
         pools: k
             .pools
             .iter()
-            .map(|(name, spec)| (name.clone(), pool_of(name, spec)))
+            .map(|(name, spec)| (name.clone(), pool_of(name, spec, key_dir)))
             .collect(),
         bridges,
         console_address: k.console_address.clone(),
@@ -102,7 +121,7 @@ fn inventory_of(doc: &Document, k: &Kaktus) -> Result<NodeInventory, ReconcileEr
 }
 
 /// The inventory's view of a validated pool.
-fn pool_of(name: &str, spec: &PoolSpec) -> Pool {
+fn pool_of(name: &str, spec: &PoolSpec, key_dir: &std::path::Path) -> Pool {
     let backend = match spec.backend {
         Backend::Local => PoolBackend::Local {
             path: spec.path.clone().unwrap_or_default(),
@@ -112,7 +131,7 @@ fn pool_of(name: &str, spec: &PoolSpec) -> Pool {
             cluster: Cluster {
                 monitors: spec.monitors.clone(),
                 client: spec.client().to_owned(),
-                key_file: key_file(spec),
+                key_file: key_file(spec, key_dir),
             },
             secret_uuid: spec.secret_uuid.clone().unwrap_or_default(),
         }),
@@ -123,10 +142,10 @@ fn pool_of(name: &str, spec: &PoolSpec) -> Pool {
     }
 }
 
-fn key_file(spec: &PoolSpec) -> PathBuf {
+fn key_file(spec: &PoolSpec, key_dir: &std::path::Path) -> PathBuf {
     spec.key_file
         .clone()
-        .unwrap_or_else(|| default_key_file(spec.client()))
+        .unwrap_or_else(|| key_dir.join(format!("{}.key", spec.client())))
 }
 
 /// The `local` pools of a section, with their directories.
@@ -141,7 +160,7 @@ fn local_pools(k: &Kaktus) -> BTreeMap<&String, &std::path::Path> {
 }
 
 /// The secrets the `rbd` pools of a section need (one per UUID).
-fn wanted_secrets(k: &Kaktus) -> BTreeMap<String, WantedSecret> {
+fn wanted_secrets(k: &Kaktus, key_dir: &std::path::Path) -> BTreeMap<String, WantedSecret> {
     k.pools
         .values()
         .filter(|spec| spec.backend == Backend::Rbd)
@@ -152,7 +171,7 @@ fn wanted_secrets(k: &Kaktus) -> BTreeMap<String, WantedSecret> {
                 WantedSecret {
                     uuid,
                     client: spec.client().to_owned(),
-                    key_file: key_file(spec),
+                    key_file: key_file(spec, key_dir),
                 },
             ))
         })
@@ -197,7 +216,7 @@ impl Reconciler for KaktusReconciler {
         in_force: Option<&Document>,
     ) -> Result<Planned<Plan>, ReconcileError> {
         let k = section(desired)?;
-        let inventory = inventory_of(desired, &k)?;
+        let inventory = inventory_of(desired, &k, &self.key_dir)?;
         let uri = k
             .libvirt_uri
             .clone()
@@ -221,7 +240,7 @@ impl Reconciler for KaktusReconciler {
             .collect();
         // The keys the rbd pools' secrets must hold (a missing file: retried later).
         let mut secrets = Vec::new();
-        for wanted in wanted_secrets(&k).into_values() {
+        for wanted in wanted_secrets(&k, &self.key_dir).into_values() {
             let key = CephKey::read(&wanted.key_file).map_err(ReconcileError::observe)?;
             secrets.push((wanted, key.digest));
         }
@@ -410,7 +429,7 @@ impl Reconciler for KaktusReconciler {
         }
         // Every rbd pool's cluster answers, as its client.
         for (name, spec) in &k.pools {
-            if let PoolBackend::Rbd(rbd) = pool_of(name, spec).backend {
+            if let PoolBackend::Rbd(rbd) = pool_of(name, spec, &self.key_dir).backend {
                 Rbd::new(rbd.cluster.clone())
                     .list(&rbd.ceph_pool)
                     .await
@@ -420,7 +439,7 @@ impl Reconciler for KaktusReconciler {
             }
         }
         let names: Vec<String> = local.keys().map(|n| (*n).clone()).collect();
-        let secrets: Vec<String> = wanted_secrets(&k).into_keys().collect();
+        let secrets: Vec<String> = wanted_secrets(&k, &self.key_dir).into_keys().collect();
         if names.is_empty() && secrets.is_empty() {
             return Ok(());
         }

@@ -59,11 +59,6 @@ pub enum Backend {
     Rbd,
 }
 
-/// Where the cephx key of `client` is read when the pool names no `key_file`.
-pub fn default_key_file(client: &str) -> PathBuf {
-    PathBuf::from(format!("/var/lib/kowabunga/kaktus/ceph/{client}.key"))
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSpec {
@@ -85,8 +80,9 @@ pub struct PoolSpec {
     /// it (`<auth><secret type='ceph' uuid=...>`); the agent defines it.
     #[serde(default)]
     pub secret_uuid: Option<String>,
-    /// `rbd`: the file holding the client's key (base64); absent =
-    /// `/var/lib/kowabunga/kaktus/ceph/<client>.key`. Keys never travel in documents.
+    /// `rbd`: the file holding the client's key (base64); absent = `<client>.key` in the
+    /// agent's state directory's `ceph/` (`/var/lib/kowabunga/kaktus/ceph/`). Keys never
+    /// travel in documents.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
 }
