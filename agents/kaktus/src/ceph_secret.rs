@@ -59,6 +59,46 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Write the kernel command line's `kowabunga.ceph_key`s as `<dir>/<client>.key`
+/// (directory 0700, files 0600, replaced atomically, left alone when unchanged), where
+/// `rbd` pools that name no `key_file` read them.
+pub fn persist_keys(
+    dir: &Path,
+    keys: &std::collections::BTreeMap<String, kernel_cmdline::Secret>,
+) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let err = |what: &Path, e: std::io::Error| format!("ceph keys: {}: {e}", what.display());
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| err(dir, e))?;
+    for (client, key) in keys {
+        let path = dir.join(format!("{client}.key"));
+        if std::fs::read_to_string(&path).is_ok_and(|k| k.trim() == key.expose()) {
+            continue;
+        }
+        let tmp = dir.join(format!(".{client}.key.tmp"));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| err(&tmp, e))?;
+        file.write_all(format!("{}\n", key.expose()).as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| err(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
+        tracing::info!("ceph key of client.{client} written to {}", path.display());
+    }
+    Ok(())
+}
+
 /// What a pool wants of its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WantedSecret {
@@ -141,6 +181,35 @@ mod tests {
             err.contains("missing.key") && err.contains("ceph auth get-key"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn keys_from_the_command_line_are_written_once_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("ceph");
+        let key = "AQACAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
+        let keys = std::collections::BTreeMap::from([(
+            "libvirt".to_owned(),
+            kernel_cmdline::Secret::new(key),
+        )]);
+        persist_keys(&keys_dir, &keys).unwrap();
+        let path = keys_dir.join("libvirt.key");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), key);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&keys_dir), mode(&path)), (0o700, 0o600));
+        assert_eq!(CephKey::read(&path).unwrap().digest.len(), 64);
+        // Unchanged: not rewritten.
+        let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+        persist_keys(&keys_dir, &keys).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            before
+        );
+        // Nothing asked: no directory made.
+        let none = dir.path().join("none");
+        persist_keys(&none, &Default::default()).unwrap();
+        assert!(!none.exists());
     }
 
     #[test]
