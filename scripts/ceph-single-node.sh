@@ -14,8 +14,8 @@
 # init'ed) and a client `client.libvirt` with `profile rbd` caps on that pool.
 # Everything it writes is under DIR (config, keyrings, mon/mgr/osd data, logs, pid
 # files, admin sockets); the daemons run as root, daemonized with pid files in DIR/run,
-# no systemd units. Root only. It is one documented command (docs/ceph-single-node.md),
-# not part of CI. A second `start` refuses while the cluster in DIR runs; a DIR left by
+# no systemd units. Root only. scripts/test-rbd.sh (part of scripts/test.sh's fast
+# tier) starts one for the kaktus rbd tests; docs/ceph-single-node.md. A second `start` refuses while the cluster in DIR runs; a DIR left by
 # a failed start (it carries our marker file) is wiped and started afresh.
 #
 # DIR/env (printed at the end) gives the tests CEPH_CONF, CEPH_KEYRING (client.libvirt),
@@ -131,12 +131,8 @@ for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  # scripts/install-deps.sh has no group for Ceph: the four packages, directly.
-  say "installing ${missing[*]} (apt-get)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq || die "apt-get update failed"
-  apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null \
-    || die "apt-get install ${missing[*]} failed"
+  say "installing ${missing[*]} (scripts/install-deps.sh --for ceph)"
+  "$(dirname "$0")/install-deps.sh" --for ceph || die "scripts/install-deps.sh --for ceph failed"
   t0=$(date +%s%N)   # the start time reported below is the cluster's, not apt's
 fi
 for b in ceph-mon ceph-mgr ceph-osd ceph ceph-authtool monmaptool rbd uuidgen python3; do

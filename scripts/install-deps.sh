@@ -50,6 +50,9 @@ MKOSI_DIR=/opt/kowabunga/mkosi
 # systemd, which they require): scripts/personalize-image.sh runs the host's
 # ukify and its addon stub (254+) to write the credentials add-on.
 PKGS_qemu=(qemu-system-x86/bpo ovmf qemu-utils/bpo busybox-static ipxe minisign iproute2 cpio zstd socat mtools xorriso openssh-client fdisk python3 systemd/bpo systemd-boot/bpo systemd-boot-efi/bpo python3-pefile)
+# The kaktus rbd backend's tests (scripts/test-rbd.sh): a one-node Ceph cluster
+# (scripts/ceph-single-node.sh) and QEMU's rbd block driver, from backports like QEMU.
+PKGS_ceph=(ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra/bpo)
 RUSTUP_COMPONENTS=(rustfmt clippy)
 RUSTUP_TARGETS=()
 
@@ -60,7 +63,7 @@ die() { printf '[install-deps] error: %s\n' "$*" >&2; exit 1; }
 groups=() mirror="${KOWABUNGA_MIRROR:-}" check=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --for) [ $# -ge 2 ] || die "--for needs a group (rust|test|image|qemu|all)"; groups+=("$2"); shift 2 ;;
+    --for) [ $# -ge 2 ] || die "--for needs a group (rust|test|ceph|image|qemu|all)"; groups+=("$2"); shift 2 ;;
     --for=*) groups+=("${1#--for=}"); shift ;;
     --mirror) [ $# -ge 2 ] || die "--mirror needs a URL"; mirror="$2"; shift 2 ;;
     --mirror=*) mirror="${1#--mirror=}"; shift ;;
@@ -78,8 +81,9 @@ for g in "${groups[@]}"; do
     test) want+=("${PKGS_base[@]}" "${PKGS_test[@]}"); want_rust=1 ;;
     image|build) want+=("${PKGS_base[@]}" "${PKGS_image[@]}"); want_rust=1 ;;
     qemu) want+=("${PKGS_base[@]}" "${PKGS_qemu[@]}") ;;
-    all) want+=("${PKGS_base[@]}" "${PKGS_test[@]}" "${PKGS_image[@]}" "${PKGS_qemu[@]}"); want_rust=1 ;;
-    *) die "unknown group '$g' (expected rust, test, image, qemu or all)" ;;
+    ceph) want+=("${PKGS_ceph[@]}") ;;
+    all) want+=("${PKGS_base[@]}" "${PKGS_test[@]}" "${PKGS_ceph[@]}" "${PKGS_image[@]}" "${PKGS_qemu[@]}"); want_rust=1 ;;
+    *) die "unknown group '$g' (expected rust, test, ceph, image, qemu or all)" ;;
   esac
 done
 

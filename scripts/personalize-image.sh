@@ -5,6 +5,7 @@
 #   scripts/personalize-image.sh IMAGE.raw --kahuna URL --agent-id ID --api-key-file FILE
 #        [--pubkey BASE64]... [--config-url URL] [--interval S]
 #        [--confirm-window S] [--ca-file PATH] [--insecure] [--cmdline "EXTRA ARGS"]
+#        [--ceph-key CLIENT=FILE]...      (a Kaktus node's cephx keys, for rbd pools)
 #
 # Writes one file to the image's EFI system partition (with mtools, in place):
 #   /loader/addons/kowabunga.addon.efi
@@ -31,20 +32,20 @@ die() { printf 'personalize-image: error: %s\n' "$*" >&2; exit 1; }
 say() { printf 'personalize-image: %s\n' "$*" >&2; }
 
 image="" kahuna="" agent_id="" key_file="" config_url="" interval="" confirm="" ca_file="" insecure=0 extra=""
-pubkeys=()
+pubkeys=() ceph_keys=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --kahuna|--agent-id|--api-key-file|--pubkey|--config-url|--interval|--confirm-window|--ca-file|--cmdline)
+    --kahuna|--agent-id|--api-key-file|--pubkey|--config-url|--interval|--confirm-window|--ca-file|--cmdline|--ceph-key)
       [ $# -ge 2 ] || die "$1 needs a value"
       case "$1" in
         --kahuna) kahuna=$2 ;; --agent-id) agent_id=$2 ;; --api-key-file) key_file=$2 ;;
         --pubkey) pubkeys+=("$2") ;; --config-url) config_url=$2 ;;
         --interval) interval=$2 ;; --confirm-window) confirm=$2 ;; --ca-file) ca_file=$2 ;;
-        --cmdline) extra=$2 ;;
+        --cmdline) extra=$2 ;; --ceph-key) ceph_keys+=("$2") ;;
       esac
       shift 2 ;;
     --insecure) insecure=1; shift ;;
-    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *) [ -z "$image" ] || die "only one IMAGE may be given"; image=$1; shift ;;
   esac
@@ -71,6 +72,19 @@ for k in "${pubkeys[@]}"; do
   case "$k" in *[!A-Za-z0-9+/=]*|"") die "--pubkey '$k' is not base64 (the second line of a minisign .pub file)" ;; esac
 done
 case "$extra" in *kowabunga.api_key*) die "--cmdline must not carry kowabunga.api_key (use --api-key-file)" ;; esac
+case "$extra" in *kowabunga.ceph_key*|*kowabunga.ceph-key*) die "--cmdline must not carry kowabunga.ceph_key (use --ceph-key CLIENT=FILE)" ;; esac
+ceph_args=""
+for spec in "${ceph_keys[@]}"; do
+  client=${spec%%=*} file=${spec#*=}
+  [ "$client" != "$spec" ] && [ -n "$client" ] || die "--ceph-key '$spec' is not CLIENT=FILE"
+  case "$client" in -*|.*|*[!A-Za-z0-9_.-]*) die "--ceph-key: client '$client' is not a Ceph name (letters, digits, _ - .)" ;; esac
+  [ -r "$file" ] || die "--ceph-key $client: '$file' is not a readable file"
+  ckey=$(tr -d '\r\n' < "$file")
+  case "$ckey" in ""|*[!A-Za-z0-9+/=]*) die "--ceph-key $client: '$file' does not hold a base64 key (as \`ceph auth get-key client.$client\` prints it)" ;; esac
+  printf '%s' "$ckey" | base64 -d >/dev/null 2>&1 \
+    || die "--ceph-key $client: '$file' does not hold a base64 key (as \`ceph auth get-key client.$client\` prints it)"
+  ceph_args+=" kowabunga.ceph_key=$client:$ckey"
+done
 
 for tool in sfdisk mmd mcopy mdir; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/install-deps.sh --for qemu)"
@@ -104,6 +118,7 @@ for k in "${pubkeys[@]}"; do cmdline+=" kowabunga.pubkey=$k"; done
 [ -z "$confirm" ] || cmdline+=" kowabunga.confirm_window=$confirm"
 [ -z "$ca_file" ] || cmdline+=" kowabunga.ca_file=$ca_file"
 [ "$insecure" = 0 ] || cmdline+=" kowabunga.insecure"
+[ -z "$ceph_args" ] || cmdline+="$ceph_args"
 [ -z "$extra" ] || cmdline+=" $extra"
 
 tmp=$(mktemp -d)

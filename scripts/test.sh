@@ -3,8 +3,9 @@
 #
 #   scripts/test.sh            every tier
 #   scripts/test.sh --fast     lint + unit/integration tests (kernel tests in network
-#                              namespaces, a fake Kahuna on loopback) + the README and
-#                              docs walkthroughs, run as written: a few minutes
+#                              namespaces, a fake Kahuna on loopback, the rbd backend
+#                              against a one-node Ceph) + the README and docs
+#                              walkthroughs, run as written: a few minutes
 #   scripts/test.sh --fuzz     every fuzz target for 60 s (scripts/fuzz.sh)
 #   scripts/test.sh --qemu     build the images, boot them under QEMU, check from outside
 #
@@ -60,6 +61,8 @@ if [ "$fast" = 1 ]; then
   cargo clippy --workspace --all-targets --locked -- -D warnings
   say "fast tier: cargo test"
   cargo test --workspace --locked --no-fail-fast
+  say "fast tier: the kaktus rbd backend against a one-node Ceph cluster"
+  scripts/test-rbd.sh
   say "docs: README and docs/ walkthroughs, as written"
   scripts/check-docs.sh
   tier_done "fast tier"

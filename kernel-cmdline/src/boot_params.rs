@@ -16,6 +16,7 @@
 //! Keys outside `kowabunga.` are ignored; unknown `kowabunga.*` keys give a
 //! [`Warning::UnknownKey`]. Warnings are returned, never printed.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use crate::http_url::{HttpUrl, InvalidUrl};
 use crate::minisign::MinisignPublicKey;
 use crate::secret::Secret;
 use crate::tokenize::tokenize;
+use base64::Engine;
 
 /// Prefix of every Kowabunga key.
 pub const PREFIX: &str = "kowabunga.";
@@ -64,6 +66,8 @@ pub struct BootParams {
     pub insecure: bool,
     /// `kowabunga.ca_file`: CA bundle to trust instead of the system store.
     pub ca_file: Option<PathBuf>,
+    /// `kowabunga.ceph_key=CLIENT:KEY`, by cephx client (a Kaktus node's `rbd` pools).
+    pub ceph_keys: BTreeMap<String, Secret>,
 }
 
 /// Where the agent's API key comes from.
@@ -135,10 +139,11 @@ enum Field {
     ConfirmWindow,
     Insecure,
     CaFile,
+    CephKey,
 }
 
 impl Field {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::Kahuna,
         Self::AgentId,
         Self::ApiKey,
@@ -149,6 +154,7 @@ impl Field {
         Self::ConfirmWindow,
         Self::Insecure,
         Self::CaFile,
+        Self::CephKey,
     ];
 
     fn name(self) -> &'static str {
@@ -163,6 +169,7 @@ impl Field {
             Self::ConfirmWindow => "kowabunga.confirm_window",
             Self::Insecure => "kowabunga.insecure",
             Self::CaFile => "kowabunga.ca_file",
+            Self::CephKey => "kowabunga.ceph_key",
         }
     }
 
@@ -176,6 +183,7 @@ impl Field {
             Self::Pubkey => "BASE64",
             Self::Interval | Self::ConfirmWindow => "SECONDS",
             Self::Insecure => "BOOL",
+            Self::CephKey => "CLIENT:KEY",
         }
     }
 
@@ -224,7 +232,9 @@ impl BootParams {
                 });
                 continue;
             };
-            if std::mem::replace(&mut seen[key as usize], true) && key != Field::Pubkey {
+            if std::mem::replace(&mut seen[key as usize], true)
+                && !matches!(key, Field::Pubkey | Field::CephKey)
+            {
                 warnings.push(Warning::Repeated { key: key.name() });
             }
             params.set(key, param.value, &mut warnings)?;
@@ -299,6 +309,36 @@ impl BootParams {
                 self.confirm_window = Some(seconds(key, value, CONFIRM_WINDOW_RANGE)?);
             }
             Field::CaFile => self.ca_file = Some(absolute_path(key, value)?),
+            Field::CephKey => {
+                let (client, secret) = value
+                    .split_once(':')
+                    .ok_or_else(|| key.invalid("expected CLIENT:KEY (value not shown)"))?;
+                let client_ok = !client.is_empty()
+                    && client.len() <= 100
+                    && !client.starts_with(['.', '-'])
+                    && client
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+                if !client_ok {
+                    return Err(key.invalid(format!(
+                        "client {client:?} is not a Ceph name (letters, digits, `_`, `-`, `.`)"
+                    )));
+                }
+                let decoded = base64::engine::general_purpose::STANDARD.decode(secret);
+                if !decoded.is_ok_and(|k| !k.is_empty()) {
+                    // Never echo a secret, not even a malformed one.
+                    return Err(key.invalid(format!(
+                        "the key of client {client} is not base64 (value not shown)"
+                    )));
+                }
+                if self
+                    .ceph_keys
+                    .insert(client.to_owned(), Secret::new(secret))
+                    .is_some()
+                {
+                    warnings.push(Warning::Repeated { key: key.name() });
+                }
+            }
             Field::Insecure => {}
         }
         Ok(())
@@ -865,6 +905,38 @@ mod tests {
             !matches!(result, Err(CmdlineError::Read { .. })),
             "{result:?}"
         );
+    }
+
+    #[test]
+    fn ceph_keys_by_client_never_echoed() {
+        let key = "AQACAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
+        let (p, w) = BootParams::from_cmdline(&format!(
+            "kowabunga.ceph_key=libvirt:{key} kowabunga.ceph-key=kaktus:{key}"
+        ))
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(p.ceph_keys.len(), 2);
+        assert_eq!(p.ceph_keys["libvirt"].expose(), key);
+        assert!(!format!("{p:?}").contains("AQAC"));
+        let (_, w) = BootParams::from_cmdline(&format!(
+            "kowabunga.ceph_key=libvirt:{key} kowabunga.ceph_key=libvirt:{key}"
+        ))
+        .unwrap();
+        assert_eq!(
+            w,
+            [Warning::Repeated {
+                key: "kowabunga.ceph_key"
+            }]
+        );
+        for (bad, want) in [
+            ("kowabunga.ceph_key=nocolonS3cret", "expected CLIENT:KEY"),
+            ("kowabunga.ceph_key=-x:AQAC", "is not a Ceph name"),
+            ("kowabunga.ceph_key=libvirt:S3cret!!", "is not base64"),
+        ] {
+            let err = BootParams::from_cmdline(bad).unwrap_err().to_string();
+            assert!(err.contains(want), "{bad}: {err}");
+            assert!(!err.contains("S3cret"), "{bad}: the secret echoed: {err}");
+        }
     }
 
     #[test]

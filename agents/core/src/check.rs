@@ -139,6 +139,7 @@ fn offline_reconcilers<R: Role>(role: &R) -> Result<Vec<Box<dyn DynReconciler>>,
     let context = RoleContext {
         state_dir: scratch.0.clone(),
         progress: Progress::new(),
+        boot: kernel_cmdline::BootParams::default(),
     };
     role.reconcilers(&context)
         .map_err(|e| format!("{}: setting up its reconcilers (offline): {e}", R::NAME))

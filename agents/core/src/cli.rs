@@ -266,10 +266,11 @@ impl Common {
         GenerationStore::open(self.state_dir::<R>()).map_err(|e| e.to_string())
     }
 
-    pub(crate) fn role_context<R: Role>(&self) -> RoleContext {
+    pub(crate) fn role_context<R: Role>(&self, boot: &BootParams) -> RoleContext {
         RoleContext {
             state_dir: self.state_dir::<R>(),
             progress: Progress::new(),
+            boot: boot.clone(),
         }
     }
 }
@@ -303,7 +304,7 @@ async fn apply<R: Role>(
     let candidate = local_candidate(file, local.signature.as_deref())?;
     let trust = TrustPolicy::load(&common.trusted_keys, &common.pubkeys(&boot), insecure)
         .map_err(|e| e.to_string())?;
-    let reconcilers = role.reconcilers(&common.role_context::<R>())?;
+    let reconcilers = role.reconcilers(&common.role_context::<R>(&boot))?;
     let mut pipeline = Pipeline::new(node, reconcilers, common.open_store::<R>()?, trust);
     if let Mode::Apply {
         confirm_window,

@@ -96,6 +96,9 @@ pub struct RoleContext {
     /// The role's own state directory (`<state root>/<NAME>`): reconcilers keep their
     /// records under it (in a subdirectory named after themselves).
     pub state_dir: PathBuf,
+    /// The node's kernel command line (`kowabunga.*`); roles read their own keys from
+    /// it (Kaktus: `kowabunga.ceph_key`). Empty for offline checks.
+    pub boot: kernel_cmdline::BootParams,
     /// Progress of long tasks (downloads, clones), shown in `/status`.
     pub progress: Progress,
 }

@@ -63,7 +63,7 @@ pub(crate) async fn run<R: Role>(
         );
         None
     };
-    let context = common.role_context::<R>();
+    let context = common.role_context::<R>(&boot);
     let reconcilers = role.reconcilers(&context)?;
     let board = StatusBoard::new(R::NAME, &credentials.agent_id, boot.insecure)
         .with_reconcilers(reconcilers.iter().map(|r| r.name()))

@@ -37,13 +37,9 @@ async fn main() -> Result<()> {
         .map_err(|e| format!("SMALL_TEMPLATE_BYTES {small:?}: {e}"))?;
 
     let mut inventory = NodeInventory::new();
-    inventory.pools.insert(
-        "bench".into(),
-        Pool {
-            name: "bench".into(),
-            path: PathBuf::from(dir),
-        },
-    );
+    inventory
+        .pools
+        .insert("bench".into(), Pool::local("bench", PathBuf::from(dir)));
     let inventory = SharedInventory::new(inventory);
     let instances = Instances::new(Libvirt::new("test:///default"), inventory.clone());
     let storage = Storage::new(inventory, instances);

@@ -11,7 +11,7 @@
 
 use std::path::{Component, Path};
 
-use crate::inventory::NodeInventory;
+use crate::inventory::{NodeInventory, PoolBackend, RbdPool};
 use crate::volume_name;
 
 /// What the checked XML becomes: the document libvirt gets.
@@ -134,7 +134,8 @@ fn check_disk(
             let volume = source.attribute("volume").unwrap_or("");
             let pool = inventory.pool(pool).map_err(|e| format!("{what}: {e}"))?;
             volume_name::check(volume).map_err(|e| format!("{what}: {e}"))?;
-            Ok(Some((pool.path.join(volume).display().to_string(), None)))
+            let dir = pool.local_dir(&format!("{what}: a volume disk"))?;
+            Ok(Some((dir.join(volume).display().to_string(), None)))
         }
         "network" => {
             let source = source.ok_or_else(|| format!("{what}: network disk without <source>"))?;
@@ -150,13 +151,21 @@ fn check_disk(
                 .ok_or_else(|| format!("{what}: rbd source {full:?} is not <pool>/<volume>"))?;
             let pool = inventory.pool(pool).map_err(|e| format!("{what}: {e}"))?;
             volume_name::check(volume).map_err(|e| format!("{what}: {e}"))?;
-            let path = pool.path.join(volume);
-            let format = format_of(&path);
-            let rewritten = file_disk(xml, disk, &path, format);
-            Ok(Some((
-                path.display().to_string(),
-                Some((disk.range(), rewritten)),
-            )))
+            match &pool.backend {
+                PoolBackend::Local { path: dir } => {
+                    let path = dir.join(volume);
+                    let format = format_of(&path);
+                    let rewritten = file_disk(xml, disk, &path, format);
+                    Ok(Some((
+                        path.display().to_string(),
+                        Some((disk.range(), rewritten)),
+                    )))
+                }
+                PoolBackend::Rbd(rbd) => Ok(Some((
+                    format!("rbd:{}/{volume}", rbd.ceph_pool),
+                    Some((disk.range(), rbd_disk(xml, disk, rbd, volume))),
+                ))),
+            }
         }
         other => Err(format!(
             "{what}: {other:?} disks are not accepted (only volumes of this node's pools)"
@@ -252,7 +261,7 @@ fn pool_file(what: &str, path: &Path, inventory: &NodeInventory) -> Result<(), S
     let in_pool = inventory
         .pools
         .values()
-        .any(|p| path.parent() == Some(p.path.as_path()));
+        .any(|p| p.dir().is_some() && path.parent() == p.dir());
     if !in_pool {
         return Err(format!(
             "{what}: {} is outside this node's storage pools",
@@ -320,6 +329,51 @@ fn file_disk(xml: &str, disk: roxmltree::Node, path: &Path, format: &str) -> Str
     out
 }
 
+/// The `<disk>` element as an RBD disk of the node's `rbd` pool: the Ceph pool's
+/// image, the node's monitors and the pool's secret (Kahuna's hosts and auth are the
+/// region's); same device, driver options (raw), target and every other child.
+fn rbd_disk(xml: &str, disk: roxmltree::Node, pool: &RbdPool, volume: &str) -> String {
+    let device = disk.attribute("device").unwrap_or("disk");
+    let mut out = format!("<disk type='network' device='{}'>", escape(device));
+    let mut driver = "<driver name='qemu' type='raw'".to_owned();
+    if let Some(d) = child(disk, "driver") {
+        for a in d.attributes() {
+            if a.name() != "name" && a.name() != "type" {
+                driver.push_str(&format!(" {}='{}'", a.name(), escape(a.value())));
+            }
+        }
+    }
+    driver.push_str("/>");
+    out.push_str(&driver);
+    out.push_str(&format!(
+        "<auth username='{}'><secret type='ceph' uuid='{}'/></auth>",
+        escape(&pool.cluster.client),
+        escape(&pool.secret_uuid)
+    ));
+    out.push_str(&format!(
+        "<source protocol='rbd' name='{}/{}'>",
+        escape(&pool.ceph_pool),
+        escape(volume)
+    ));
+    for monitor in &pool.cluster.monitors {
+        let (host, port) = monitor.rsplit_once(':').unwrap_or((monitor, "3300"));
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        out.push_str(&format!(
+            "<host name='{}' port='{}'/>",
+            escape(host),
+            escape(port)
+        ));
+    }
+    out.push_str("</source>");
+    for c in disk.children().filter(|n| n.is_element()) {
+        if !matches!(c.tag_name().name(), "driver" | "source" | "auth") {
+            out.push_str(&xml[c.range()]);
+        }
+    }
+    out.push_str("</disk>");
+    out
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -340,10 +394,7 @@ mod tests {
         let mut inv = NodeInventory::new();
         inv.pools.insert(
             "local".into(),
-            Pool {
-                name: "local".into(),
-                path: "/var/lib/kaktus/pools/local".into(),
-            },
+            Pool::local("local", "/var/lib/kaktus/pools/local"),
         );
         inv.bridges.insert("br0".into());
         inv.bridges.insert("br102".into());
@@ -404,6 +455,83 @@ mod tests {
         );
         // The NIC is passed through untouched.
         assert!(checked.xml.contains("<source bridge='br102'/>"));
+    }
+
+    #[test]
+    fn keeps_kahunas_rbd_disks_on_an_rbd_pool_with_the_nodes_monitors_and_secret() {
+        let mut inv = inventory();
+        inv.pools.remove("local");
+        inv.pools.insert(
+            "local".into(),
+            Pool {
+                name: "local".into(),
+                backend: PoolBackend::Rbd(RbdPool {
+                    ceph_pool: "rbd".into(),
+                    cluster: crate::rbd::Cluster {
+                        monitors: vec!["10.50.0.21:3300".into(), "[fd00::22]:3300".into()],
+                        client: "kaktus".into(),
+                        key_file: "/var/lib/kowabunga/kaktus/ceph/kaktus.key".into(),
+                    },
+                    secret_uuid: "6a3e1b56-0f2c-4a8e-9d3b-2b1f5c7e9a10".into(),
+                }),
+            },
+        );
+        let checked = check("vm1", &domain(KAHUNA_DEVICES), &inv, &qcow2_for_os).unwrap();
+        assert_eq!(checked.disks, ["rbd:rbd/vm1-os", "rbd:rbd/vm1-ci"]);
+        let doc = roxmltree::Document::parse(&checked.xml).unwrap();
+        let disks: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("disk"))
+            .collect();
+        assert_eq!(disks[0].attribute("type"), Some("network"));
+        let source = child(disks[0], "source").unwrap();
+        assert_eq!(
+            (source.attribute("protocol"), source.attribute("name")),
+            (Some("rbd"), Some("rbd/vm1-os"))
+        );
+        let hosts: Vec<_> = source
+            .children()
+            .filter(|n| n.has_tag_name("host"))
+            .map(|h| {
+                format!(
+                    "{}|{}",
+                    h.attribute("name").unwrap(),
+                    h.attribute("port").unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            hosts,
+            ["10.50.0.21|3300", "fd00::22|3300"],
+            "Kahuna's host replaced"
+        );
+        let auth = child(disks[0], "auth").unwrap();
+        assert_eq!(auth.attribute("username"), Some("kaktus"));
+        assert_eq!(
+            child(auth, "secret").unwrap().attribute("uuid"),
+            Some("6a3e1b56-0f2c-4a8e-9d3b-2b1f5c7e9a10")
+        );
+        let driver = child(disks[0], "driver").unwrap();
+        assert_eq!(
+            (driver.attribute("type"), driver.attribute("cache")),
+            (Some("raw"), Some("writeback"))
+        );
+        // The cdrom keeps its target, serial and read-only flag.
+        assert_eq!(child(disks[1], "serial").unwrap().text(), Some("cloudinit"));
+        assert!(child(disks[1], "readonly").is_some());
+        assert_eq!(
+            child(disks[1], "source").unwrap().attribute("name"),
+            Some("rbd/vm1-ci")
+        );
+        // A volume disk names no Ceph image: refused on an rbd pool.
+        let err = check(
+            "vm1",
+            &domain("<disk type='volume' device='disk'><source pool='local' volume='b'/><target dev='vdb'/></disk>"),
+            &inv,
+            &qcow2_for_os,
+        )
+        .unwrap_err();
+        assert!(err.contains("not available on an rbd pool"), "{err}");
     }
 
     #[test]

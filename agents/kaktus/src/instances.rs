@@ -224,15 +224,15 @@ impl Instances {
             .await
     }
 
-    /// Every volume path used by a defined instance, with the instance's name and
-    /// whether it runs.
+    /// Every volume used by a defined instance (a file path, or `rbd:<pool>/<image>`),
+    /// with the instance's name and whether it runs.
     pub async fn disks_in_use(&self) -> Result<Vec<(String, String, bool)>, String> {
         let pools: Vec<(String, std::path::PathBuf)> = self
             .inventory
             .get()
             .pools
             .into_values()
-            .map(|p| (p.name, p.path))
+            .filter_map(|p| Some((p.name.clone(), p.dir()?.to_owned())))
             .collect();
         self.libvirt
             .call(move |c| {
@@ -309,6 +309,10 @@ fn disk_files(xml: &str, pools: &[(String, std::path::PathBuf)]) -> Vec<String> 
             if let Some(file) = s.attribute("file") {
                 return Some(file.to_owned());
             }
+            // <source protocol='rbd' name='pool/image'>: the Ceph image.
+            if s.attribute("protocol") == Some("rbd") {
+                return s.attribute("name").map(|n| format!("rbd:{n}"));
+            }
             // <source pool='local' volume='vm1-os'/>: the pool's file.
             let (pool, volume) = (s.attribute("pool")?, s.attribute("volume")?);
             pools
@@ -367,9 +371,9 @@ mod tests {
 
     #[test]
     fn disks_in_use_are_files_and_pool_volumes() {
-        let xml = "<domain><devices><disk type='file'><source file='/p/a'/></disk><disk type='volume'><source pool='local' volume='b'/></disk><disk type='volume'><source pool='other' volume='c'/></disk><disk type='file' device='cdrom'/></devices></domain>";
+        let xml = "<domain><devices><disk type='file'><source file='/p/a'/></disk><disk type='volume'><source pool='local' volume='b'/></disk><disk type='volume'><source pool='other' volume='c'/></disk><disk type='file' device='cdrom'/><disk type='network'><source protocol='rbd' name='rbd/vm-os'><host name='m' port='3300'/></source></disk></devices></domain>";
         let pools = [("local".to_owned(), std::path::PathBuf::from("/p"))];
-        assert_eq!(disk_files(xml, &pools), ["/p/a", "/p/b"]);
+        assert_eq!(disk_files(xml, &pools), ["/p/a", "/p/b", "rbd:rbd/vm-os"]);
     }
 
     #[test]

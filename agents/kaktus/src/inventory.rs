@@ -4,7 +4,7 @@
 //! only use what is listed here.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// A storage pool of this node, as the RPC methods see it.
@@ -12,8 +12,53 @@ use std::sync::{Arc, PoisonError, RwLock};
 pub struct Pool {
     /// Name in Kahuna's calls (`Pool`) and in libvirt.
     pub name: String,
-    /// The directory holding its volumes (`local` backend).
-    pub path: PathBuf,
+    pub backend: PoolBackend,
+}
+
+/// Where a pool's volumes live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolBackend {
+    /// Files in a directory (a libvirt `dir` pool).
+    Local { path: PathBuf },
+    /// Images of a Ceph pool.
+    Rbd(RbdPool),
+}
+
+/// An `rbd` pool: the Ceph pool, how to reach it, and the libvirt secret instances
+/// authenticate with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbdPool {
+    pub ceph_pool: String,
+    pub cluster: crate::rbd::Cluster,
+    pub secret_uuid: String,
+}
+
+impl Pool {
+    /// A `local` pool.
+    pub fn local(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            backend: PoolBackend::Local { path: path.into() },
+        }
+    }
+
+    /// The directory of a `local` pool; `None` for an `rbd` pool.
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.backend {
+            PoolBackend::Local { path } => Some(path),
+            PoolBackend::Rbd(_) => None,
+        }
+    }
+
+    /// The directory of a `local` pool, or an error naming what needs one.
+    pub fn local_dir(&self, what: &str) -> Result<&Path, String> {
+        self.dir().ok_or_else(|| {
+            format!(
+                "pool {}: {what} is not available on an rbd pool yet",
+                self.name
+            )
+        })
+    }
 }
 
 /// The node's pools and bridges, and the knobs of its RPC methods.

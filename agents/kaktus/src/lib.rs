@@ -8,20 +8,26 @@
 //! - [`domain_state`]: libvirt states and reasons in upstream's words.
 //! - [`instances`]: define, describe, operate, delete instances.
 //! - [`storage`], [`template`]: the `local` backend's volumes and template downloads.
+//! - [`ceph_secret`]: the libvirt secret of an `rbd` pool, from the node's key file.
+//! - [`storage_rbd`]: the `rbd` backend's volumes (templates, clones) on a Ceph pool.
+//! - [`rbd`]: Ceph RBD images through the `rbd` and `ceph` commands (the `rbd` backend).
 //! - [`section`], [`reconciler`]: the `[kaktus]` section and its reconciler (pools).
 //! - [`inventory`]: what the node offers instances (pools, bridges), shared by the two.
 //! - [`service`]: the `Kaktus.*` RPC service.
 
 pub mod capabilities;
+pub mod ceph_secret;
 pub mod domain_state;
 pub mod domain_xml;
 pub mod instances;
 pub mod inventory;
 pub mod libvirt;
+pub mod rbd;
 pub mod reconciler;
 pub mod section;
 pub mod service;
 pub mod storage;
+pub mod storage_rbd;
 pub mod template;
 pub mod volume_name;
 

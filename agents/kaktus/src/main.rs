@@ -23,14 +23,16 @@ impl Role for Kaktus {
 
     /// Bridges first (instances' NICs attach to them), then libvirt's pools.
     fn reconcilers(&self, context: &RoleContext) -> Result<Vec<Box<dyn DynReconciler>>, String> {
+        let keys = context.state_dir.join("ceph");
+        kaktus::ceph_secret::persist_keys(&keys, &context.boot.ceph_keys)?;
         let network = NetworkReconciler::with_state_dir(context.state_dir.join("network"))
             .map_err(|e| e.to_string())?;
         Ok(vec![
             erase(network),
-            erase(KaktusReconciler::new(
-                self.libvirt.clone(),
-                self.inventory.clone(),
-            )),
+            erase(
+                KaktusReconciler::new(self.libvirt.clone(), self.inventory.clone())
+                    .with_key_dir(keys),
+            ),
         ])
     }
 

@@ -1,9 +1,11 @@
 //! The `[kaktus]` reconciler: the node's libvirt connection and storage pools.
 //!
-//! Plan observes libvirt's pools and lists what to do: create a pool's directory,
-//! define it as a `dir` pool, start it, mark it autostart; a pool that left the
-//! document is undefined in libvirt (its directory and volumes are kept: data is
-//! never deleted by a configuration change). Apply carries that out and publishes the
+//! Plan observes libvirt's pools and lists what to do: create a `local` pool's
+//! directory, define it as a `dir` pool, start it, mark it autostart; a pool that left
+//! the document is undefined in libvirt (its directory and volumes are kept: data is
+//! never deleted by a configuration change). An `rbd` pool needs the libvirt secret
+//! its instances authenticate with, defined from the node's key file
+//! ([`ceph_secret`](crate::ceph_secret)); the Ceph pool itself is the cluster's. Apply carries that out and publishes the
 //! node's inventory (pools, `[network]` bridges, RPC knobs) to the RPC methods.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,9 +16,13 @@ use kowabunga_model::network::{self, LinkKind, Network};
 use kowabunga_model::{Action, Document, Planned, ReconcileError, Reconciler};
 use virt::storage_pool::StoragePool;
 
-use crate::inventory::{DEFAULT_TEMPLATE_MAX_BYTES, NodeInventory, Pool, SharedInventory};
+use crate::ceph_secret::{self, CephKey, WantedSecret};
+use crate::inventory::{
+    DEFAULT_TEMPLATE_MAX_BYTES, NodeInventory, Pool, PoolBackend, RbdPool, SharedInventory,
+};
 use crate::libvirt::{DEFAULT_URI, Libvirt, context};
-use crate::section::{Kaktus, SECTION};
+use crate::rbd::{Cluster, Rbd};
+use crate::section::{Backend, Kaktus, PoolSpec, SECTION};
 
 /// One libvirt pool as observed: its target directory and whether it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,10 +36,18 @@ struct Observed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
     MakeDir(PathBuf),
-    Define { name: String, path: PathBuf },
+    Define {
+        name: String,
+        path: PathBuf,
+    },
     Start(String),
     Autostart(String),
     Undefine(String),
+    /// Define the secret and set its value from the key file whose digest plan read.
+    Secret {
+        wanted: WantedSecret,
+        digest: String,
+    },
 }
 
 /// What apply carries out, and the inventory it then publishes.
@@ -49,11 +63,26 @@ pub struct Plan {
 pub struct KaktusReconciler {
     libvirt: Libvirt,
     inventory: SharedInventory,
+    /// Where `rbd` pools' keys are read when a pool names no `key_file`.
+    key_dir: PathBuf,
 }
+
+/// Where keys are read unless [`KaktusReconciler::with_key_dir`] says otherwise.
+pub const DEFAULT_KEY_DIR: &str = "/var/lib/kowabunga/kaktus/ceph";
 
 impl KaktusReconciler {
     pub fn new(libvirt: Libvirt, inventory: SharedInventory) -> Self {
-        Self { libvirt, inventory }
+        Self {
+            libvirt,
+            inventory,
+            key_dir: PathBuf::from(DEFAULT_KEY_DIR),
+        }
+    }
+
+    /// Read `rbd` pools' keys from `<dir>/<client>.key` when a pool names no `key_file`.
+    pub fn with_key_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.key_dir = dir.into();
+        self
     }
 }
 
@@ -65,7 +94,11 @@ fn section(doc: &Document) -> Result<Kaktus, ReconcileError> {
 }
 
 /// The inventory a document declares.
-fn inventory_of(doc: &Document, k: &Kaktus) -> Result<NodeInventory, ReconcileError> {
+fn inventory_of(
+    doc: &Document,
+    k: &Kaktus,
+    key_dir: &std::path::Path,
+) -> Result<NodeInventory, ReconcileError> {
     let net = doc
         .section::<Network>(network::SECTION)?
         .unwrap_or_default();
@@ -79,20 +112,70 @@ fn inventory_of(doc: &Document, k: &Kaktus) -> Result<NodeInventory, ReconcileEr
         pools: k
             .pools
             .iter()
-            .map(|(name, spec)| {
-                (
-                    name.clone(),
-                    Pool {
-                        name: name.clone(),
-                        path: spec.path.clone(),
-                    },
-                )
-            })
+            .map(|(name, spec)| (name.clone(), pool_of(name, spec, key_dir)))
             .collect(),
         bridges,
         console_address: k.console_address.clone(),
         template_max_bytes: k.template_max_bytes.unwrap_or(DEFAULT_TEMPLATE_MAX_BYTES),
     })
+}
+
+/// The inventory's view of a validated pool.
+fn pool_of(name: &str, spec: &PoolSpec, key_dir: &std::path::Path) -> Pool {
+    let backend = match spec.backend {
+        Backend::Local => PoolBackend::Local {
+            path: spec.path.clone().unwrap_or_default(),
+        },
+        Backend::Rbd => PoolBackend::Rbd(RbdPool {
+            ceph_pool: spec.ceph_pool.clone().unwrap_or_else(|| name.to_owned()),
+            cluster: Cluster {
+                monitors: spec.monitors.clone(),
+                client: spec.client().to_owned(),
+                key_file: key_file(spec, key_dir),
+            },
+            secret_uuid: spec.secret_uuid.clone().unwrap_or_default(),
+        }),
+    };
+    Pool {
+        name: name.to_owned(),
+        backend,
+    }
+}
+
+fn key_file(spec: &PoolSpec, key_dir: &std::path::Path) -> PathBuf {
+    spec.key_file
+        .clone()
+        .unwrap_or_else(|| key_dir.join(format!("{}.key", spec.client())))
+}
+
+/// The `local` pools of a section, with their directories.
+fn local_pools(k: &Kaktus) -> BTreeMap<&String, &std::path::Path> {
+    k.pools
+        .iter()
+        .filter_map(|(name, spec)| match (spec.backend, &spec.path) {
+            (Backend::Local, Some(path)) => Some((name, path.as_path())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The secrets the `rbd` pools of a section need (one per UUID).
+fn wanted_secrets(k: &Kaktus, key_dir: &std::path::Path) -> BTreeMap<String, WantedSecret> {
+    k.pools
+        .values()
+        .filter(|spec| spec.backend == Backend::Rbd)
+        .filter_map(|spec| {
+            let uuid = spec.secret_uuid.clone()?;
+            Some((
+                uuid.clone(),
+                WantedSecret {
+                    uuid,
+                    client: spec.client().to_owned(),
+                    key_file: key_file(spec, key_dir),
+                },
+            ))
+        })
+        .collect()
 }
 
 fn pool_xml(name: &str, path: &std::path::Path) -> String {
@@ -133,7 +216,7 @@ impl Reconciler for KaktusReconciler {
         in_force: Option<&Document>,
     ) -> Result<Planned<Plan>, ReconcileError> {
         let k = section(desired)?;
-        let inventory = inventory_of(desired, &k)?;
+        let inventory = inventory_of(desired, &k, &self.key_dir)?;
         let uri = k
             .libvirt_uri
             .clone()
@@ -148,66 +231,94 @@ impl Reconciler for KaktusReconciler {
         } else {
             Libvirt::new(&uri)
         };
-        let names: Vec<String> = k.pools.keys().chain(before.iter()).cloned().collect();
+        let local = local_pools(&k);
+        let names: Vec<String> = local
+            .keys()
+            .copied()
+            .chain(before.iter())
+            .cloned()
+            .collect();
+        // The keys the rbd pools' secrets must hold (a missing file: retried later).
+        let mut secrets = Vec::new();
+        for wanted in wanted_secrets(&k, &self.key_dir).into_values() {
+            let key = CephKey::read(&wanted.key_file).map_err(ReconcileError::observe)?;
+            secrets.push((wanted, key.digest));
+        }
         // No pool declared now or before: nothing to observe, no libvirt needed.
-        let observed: BTreeMap<String, Observed> = if names.is_empty() {
-            BTreeMap::new()
-        } else {
-            probe
-                .call(move |c| {
-                    let mut seen = BTreeMap::new();
-                    for name in names {
-                        let Ok(p) = StoragePool::lookup_by_name(c, &name) else {
-                            continue;
-                        };
-                        let xml = p.get_xml_desc(0).map_err(context(format!("pool {name}")))?;
-                        let path = roxmltree::Document::parse(&xml).ok().and_then(|d| {
-                            d.descendants()
-                                .find(|n| n.has_tag_name("path"))
-                                .and_then(|n| n.text())
-                                .map(PathBuf::from)
-                        });
-                        seen.insert(
-                            name,
-                            Observed {
-                                path,
-                                active: p.is_active().unwrap_or(false),
-                                autostart: p.get_autostart().unwrap_or(false),
-                            },
-                        );
-                    }
-                    Ok(seen)
-                })
-                .await
-                .map_err(ReconcileError::observe)?
-        };
+        let (observed, secrets): (BTreeMap<String, Observed>, Vec<_>) =
+            if names.is_empty() && secrets.is_empty() {
+                (BTreeMap::new(), Vec::new())
+            } else {
+                probe
+                    .call(move |c| {
+                        let mut seen = BTreeMap::new();
+                        for name in names {
+                            let Ok(p) = StoragePool::lookup_by_name(c, &name) else {
+                                continue;
+                            };
+                            let xml = p.get_xml_desc(0).map_err(context(format!("pool {name}")))?;
+                            let path = roxmltree::Document::parse(&xml).ok().and_then(|d| {
+                                d.descendants()
+                                    .find(|n| n.has_tag_name("path"))
+                                    .and_then(|n| n.text())
+                                    .map(PathBuf::from)
+                            });
+                            seen.insert(
+                                name,
+                                Observed {
+                                    path,
+                                    active: p.is_active().unwrap_or(false),
+                                    autostart: p.get_autostart().unwrap_or(false),
+                                },
+                            );
+                        }
+                        let mut missing = Vec::new();
+                        for (wanted, digest) in secrets {
+                            if !ceph_secret::in_place(c, &wanted.uuid, &digest)? {
+                                missing.push((wanted, digest));
+                            }
+                        }
+                        Ok((seen, missing))
+                    })
+                    .await
+                    .map_err(ReconcileError::observe)?
+            };
 
         let mut steps = Vec::new();
         let mut actions = Vec::new();
-        for (name, spec) in &k.pools {
-            if !spec.path.is_dir() {
-                actions.push(Action(format!("create directory {}", spec.path.display())));
-                steps.push(Step::MakeDir(spec.path.clone()));
+        for (wanted, digest) in secrets {
+            actions.push(Action(format!(
+                "define secret {} (cephx key of client.{}, from {})",
+                wanted.uuid,
+                wanted.client,
+                wanted.key_file.display()
+            )));
+            steps.push(Step::Secret { wanted, digest });
+        }
+        for (&name, &path) in &local {
+            if !path.is_dir() {
+                actions.push(Action(format!("create directory {}", path.display())));
+                steps.push(Step::MakeDir(path.to_owned()));
             }
             match observed.get(name) {
                 None => {
                     actions.push(Action(format!(
                         "define pool {name} (local, {})",
-                        spec.path.display()
+                        path.display()
                     )));
                     steps.push(Step::Define {
                         name: name.clone(),
-                        path: spec.path.clone(),
+                        path: path.to_owned(),
                     });
                 }
-                Some(o) if o.path.as_deref() != Some(spec.path.as_path()) => {
+                Some(o) if o.path.as_deref() != Some(path) => {
                     return Err(ReconcileError::invalid(format!(
                         "pool {name}: libvirt already has it on {}, not {}: moving a pool is not supported (remove it first)",
                         o.path
                             .as_deref()
                             .map(|p| p.display().to_string())
                             .unwrap_or_default(),
-                        spec.path.display()
+                        path.display()
                     )));
                 }
                 Some(_) => {}
@@ -222,7 +333,8 @@ impl Reconciler for KaktusReconciler {
                 steps.push(Step::Autostart(name.clone()));
             }
         }
-        for name in before.iter().filter(|n| !k.pools.contains_key(*n)) {
+        // A pool that left the document, or is not a local pool any more.
+        for name in before.iter().filter(|n| !local.contains_key(*n)) {
             if observed.contains_key(name) {
                 actions.push(Action(format!(
                     "undefine pool {name} (its directory and volumes are kept)"
@@ -282,6 +394,9 @@ impl Reconciler for KaktusReconciler {
                                 .and_then(|p| p.set_autostart(true))
                                 .map_err(context(format!("pool {name}: autostart")))?;
                         }
+                        Step::Secret { wanted, digest } => {
+                            ceph_secret::put(c, &wanted, &digest)?;
+                        }
                         Step::Undefine(name) => {
                             let p = StoragePool::lookup_by_name(c, &name)
                                 .map_err(context(format!("pool {name}")))?;
@@ -303,20 +418,37 @@ impl Reconciler for KaktusReconciler {
 
     async fn check(&self, desired: &Document) -> Result<(), ReconcileError> {
         let k = section(desired)?;
-        let names: Vec<String> = k.pools.keys().cloned().collect();
-        for (name, spec) in &k.pools {
-            if !spec.path.is_dir() {
+        let local = local_pools(&k);
+        for (name, path) in &local {
+            if !path.is_dir() {
                 return Err(ReconcileError::unhealthy(format!(
                     "pool {name}: directory {} is missing",
-                    spec.path.display()
+                    path.display()
                 )));
             }
         }
-        if names.is_empty() {
+        // Every rbd pool's cluster answers, as its client.
+        for (name, spec) in &k.pools {
+            if let PoolBackend::Rbd(rbd) = pool_of(name, spec, &self.key_dir).backend {
+                Rbd::new(rbd.cluster.clone())
+                    .list(&rbd.ceph_pool)
+                    .await
+                    .map_err(|e| {
+                        ReconcileError::unhealthy(format!("pool {name}: Ceph pool {e}"))
+                    })?;
+            }
+        }
+        let names: Vec<String> = local.keys().map(|n| (*n).clone()).collect();
+        let secrets: Vec<String> = wanted_secrets(&k, &self.key_dir).into_keys().collect();
+        if names.is_empty() && secrets.is_empty() {
             return Ok(());
         }
         self.libvirt
             .call(move |c| {
+                for uuid in secrets {
+                    virt::secret::Secret::lookup_by_uuid_string(c, &uuid)
+                        .map_err(context(format!("secret {uuid}")))?;
+                }
                 for name in names {
                     let p = StoragePool::lookup_by_name(c, &name)
                         .map_err(context(format!("pool {name}")))?;

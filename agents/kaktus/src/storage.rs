@@ -19,8 +19,9 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 
 use crate::instances::Instances;
-use crate::inventory::{NodeInventory, Pool, SharedInventory};
+use crate::inventory::{NodeInventory, Pool, PoolBackend, SharedInventory};
 use crate::libvirt::context;
+use crate::storage_rbd::{self, RbdVolume};
 use crate::volume_name;
 
 /// `qemu-img` runs at most this long for quick steps (create, info, resize).
@@ -122,12 +123,19 @@ pub struct Storage {
     instances: Instances,
 }
 
-/// A volume: its pool and file.
+/// A volume of a `local` pool: its pool, the pool's directory and its file.
 #[derive(Debug, Clone)]
 pub struct Volume {
     pub pool: Pool,
     pub name: String,
+    pub dir: PathBuf,
     pub path: PathBuf,
+}
+
+/// A volume of either backend.
+pub enum Target {
+    Local(Volume),
+    Rbd(RbdVolume),
 }
 
 impl Storage {
@@ -142,22 +150,40 @@ impl Storage {
         self.inventory.get()
     }
 
-    /// Resolve `pool`/`volume` to a file of this node (the name checked).
+    /// Resolve `pool`/`volume` to a file of a `local` pool (the name checked).
     pub fn volume(&self, pool: &str, volume: &str) -> Result<Volume, String> {
+        match self.target(pool, volume)? {
+            Target::Local(v) => Ok(v),
+            Target::Rbd(v) => Err(format!(
+                "pool {}: an rbd pool has no volume files",
+                v.pool_name
+            )),
+        }
+    }
+
+    /// Resolve `pool`/`volume` for either backend (the name checked).
+    pub fn target(&self, pool: &str, volume: &str) -> Result<Target, String> {
         let inventory = self.inventory.get();
         let pool = inventory.pool(pool)?.clone();
         volume_name::check(volume).map_err(|e| format!("pool {}: {e}", pool.name))?;
-        let path = pool.path.join(volume);
-        Ok(Volume {
-            pool,
-            name: volume.to_owned(),
-            path,
+        Ok(match &pool.backend {
+            PoolBackend::Local { path } => Target::Local(Volume {
+                dir: path.clone(),
+                path: path.join(volume),
+                name: volume.to_owned(),
+                pool,
+            }),
+            PoolBackend::Rbd(rbd) => Target::Rbd(RbdVolume::new(&pool.name, rbd, volume)),
         })
     }
 
-    /// Capacity, allocation and free space of a pool, as libvirt sees it.
+    /// Capacity, allocation and free space of a pool, as libvirt (or Ceph) sees it.
     pub async fn pool_stats(&self, pool: &str) -> Result<PoolStats, String> {
-        let pool = self.inventory.get().pool(pool)?.name.clone();
+        let pool = self.inventory.get().pool(pool)?.clone();
+        if let PoolBackend::Rbd(rbd) = &pool.backend {
+            return storage_rbd::pool_stats(&pool.name, rbd).await;
+        }
+        let pool = pool.name;
         self.instances
             .libvirt()
             .call(move |c| {
@@ -174,9 +200,12 @@ impl Storage {
             .await
     }
 
-    /// A volume's virtual size in bytes, as libvirt sees it.
+    /// A volume's virtual size in bytes, as libvirt (or Ceph) sees it.
     pub async fn volume_size(&self, pool: &str, volume: &str) -> Result<u64, String> {
-        let v = self.volume(pool, volume)?;
+        let v = match self.target(pool, volume)? {
+            Target::Local(v) => v,
+            Target::Rbd(v) => return v.size().await,
+        };
         self.instances
             .libvirt()
             .call(move |c| {
@@ -221,9 +250,12 @@ impl Storage {
 
     /// A sparse raw volume of `size` bytes.
     pub async fn create_raw(&self, pool: &str, volume: &str, size: u64) -> Result<(), String> {
-        let v = self.volume(pool, volume)?;
+        let v = match self.target(pool, volume)? {
+            Target::Local(v) => v,
+            Target::Rbd(v) => return v.create_raw(size).await,
+        };
         refuse_existing(&v)?;
-        let work = WorkFile::new(&v.pool.path, &v.name);
+        let work = WorkFile::new(&v.dir, &v.name);
         let path = work.path().to_owned();
         blocking(move || {
             let f = create_new(&path)?;
@@ -246,7 +278,10 @@ impl Storage {
         size: u64,
         template: &str,
     ) -> Result<(), String> {
-        let v = self.volume(pool, volume)?;
+        let v = match self.target(pool, volume)? {
+            Target::Local(v) => v,
+            Target::Rbd(v) => return v.create_os(size, template).await,
+        };
         let t = self.volume(pool, template)?;
         refuse_existing(&v)?;
         if !t.path.exists() {
@@ -259,7 +294,7 @@ impl Storage {
             ));
         }
         let size = size.max(template_size);
-        let work = WorkFile::new(&v.pool.path, &v.name);
+        let work = WorkFile::new(&v.dir, &v.name);
         let backing_format = format_of(&t.path);
         let out = Invocation::new("qemu-img", QEMU_IMG_QUICK)
             .args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b"])
@@ -291,13 +326,17 @@ impl Storage {
         content: Vec<u8>,
         replace: bool,
     ) -> Result<(), String> {
-        let v = self.volume(pool, volume)?;
+        let target = self.target(pool, volume)?;
         let len = content.len() as u64;
         if size != 0 && size < len {
             return Err(format!(
                 "volume {pool}/{volume}: content is {len} bytes, more than its size {size}"
             ));
         }
+        let v = match target {
+            Target::Local(v) => v,
+            Target::Rbd(v) => return v.write_iso(size, content, replace).await,
+        };
         if replace {
             if !v.path.exists() {
                 return Err(format!("volume {pool}/{volume}: no such volume"));
@@ -305,7 +344,7 @@ impl Storage {
         } else {
             refuse_existing(&v)?;
         }
-        let work = WorkFile::new(&v.pool.path, &v.name);
+        let work = WorkFile::new(&v.dir, &v.name);
         let path = work.path().to_owned();
         blocking(move || {
             let mut f = create_new(&path)?;
@@ -328,7 +367,13 @@ impl Storage {
     /// Grow a volume to `size` bytes; smaller is refused. A volume in use by a running
     /// instance is grown through libvirt (the guest sees the new size).
     pub async fn resize(&self, pool: &str, volume: &str, size: u64) -> Result<(), String> {
-        let v = self.volume(pool, volume)?;
+        let v = match self.target(pool, volume)? {
+            Target::Local(v) => v,
+            Target::Rbd(v) => {
+                let running = self.user_of(&v.disk_key(), true).await?;
+                return v.resize(size, running, &self.instances).await;
+            }
+        };
         if !v.path.exists() {
             return Err(format!("volume {pool}/{volume}: no such volume"));
         }
@@ -382,7 +427,17 @@ impl Storage {
     /// Delete a volume no instance uses and no clone is based on. Local volumes have
     /// no snapshots: `WithSnapshots` changes nothing.
     pub async fn delete(&self, pool: &str, volume: &str) -> Result<(), String> {
-        let v = self.volume(pool, volume)?;
+        let v = match self.target(pool, volume)? {
+            Target::Local(v) => v,
+            Target::Rbd(v) => {
+                if let Some(instance) = self.user_of(&v.disk_key(), false).await? {
+                    return Err(format!(
+                        "volume {pool}/{volume} is in use by instance {instance}: delete the instance first"
+                    ));
+                }
+                return v.delete().await;
+            }
+        };
         if !v.path.exists() {
             return Err(format!("volume {pool}/{volume}: no such volume"));
         }
@@ -398,7 +453,7 @@ impl Storage {
                 "volume {pool}/{volume} is in use by instance {instance}: delete the instance first"
             ));
         }
-        let dir = v.pool.path.clone();
+        let dir = v.dir.clone();
         let target = v.path.clone();
         let clones = blocking(move || Ok(clones_of(&dir, &target))).await?;
         if let Some(clone) = clones.first() {
@@ -410,6 +465,20 @@ impl Storage {
             .map_err(|e| format!("volume {pool}/{volume}: cannot delete: {e}"))?;
         self.refresh(&v.pool.name).await;
         Ok(())
+    }
+}
+
+impl Storage {
+    /// The instance using the disk `key` (a file path, or `rbd:<ceph pool>/<image>`),
+    /// among running instances only when `running`.
+    async fn user_of(&self, key: &str, running: bool) -> Result<Option<String>, String> {
+        Ok(self
+            .instances
+            .disks_in_use()
+            .await?
+            .into_iter()
+            .find(|(k, _, up)| k == key && (*up || !running))
+            .map(|(_, instance, _)| instance))
     }
 }
 
@@ -442,11 +511,11 @@ fn refuse_existing(v: &Volume) -> Result<(), String> {
     if v.path.exists() {
         return Err(format!("volume {}/{} already exists", v.pool.name, v.name));
     }
-    if !v.pool.path.is_dir() {
+    if !v.dir.is_dir() {
         return Err(format!(
             "pool {}: directory {} does not exist",
             v.pool.name,
-            v.pool.path.display()
+            v.dir.display()
         ));
     }
     Ok(())

@@ -13,7 +13,7 @@
 //! Kahuna passes the source URL through untouched, and a fragment is never sent to the
 //! server.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,8 @@ use kowabunga_process::Invocation;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::storage::{Storage, WorkFile, image_info, qcow2_backing_file, virtual_size};
+use crate::storage::{Storage, Target, WorkFile, image_info, qcow2_backing_file, virtual_size};
+use crate::storage_rbd;
 
 /// How long a whole download may take (Kahuna waits up to an hour for the reply).
 pub const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(55 * 60);
@@ -159,15 +160,19 @@ impl Templates {
 
     /// Download `source` into `pool`/`volume` as a raw template; its size in bytes.
     pub async fn create(&self, pool: &str, volume: &str, source: &str) -> Result<u64, String> {
-        let v = self.storage.volume(pool, volume)?;
+        let target = self.storage.target(pool, volume)?;
         let what = format!("template {pool}/{volume}");
-        if v.path.exists() {
+        let (scratch, exists) = match &target {
+            Target::Local(v) => (v.dir.clone(), v.path.exists()),
+            Target::Rbd(v) => (PathBuf::from(storage_rbd::SCRATCH_DIR), v.exists().await?),
+        };
+        if exists {
             return Err(format!("{what}: volume already exists"));
         }
         let (url, sha) = parse_source(source).map_err(|e| format!("{what}: {e}"))?;
         let cap = self.storage.inventory().template_max_bytes;
         let task = format!("template {pool}/{volume}");
-        let download = WorkFile::new(&v.pool.path, volume);
+        let download = WorkFile::new(&scratch, volume);
         let result = async {
             let format = tokio::time::timeout(
                 self.deadline,
@@ -178,7 +183,7 @@ impl Templates {
             let raw = match format {
                 Sniffed::Qcow2 => {
                     self.progress.set(&task, "converting qcow2 to raw");
-                    let raw = WorkFile::new(&v.pool.path, volume);
+                    let raw = WorkFile::new(&scratch, volume);
                     to_raw(download.path(), raw.path()).await?;
                     // qemu-img leaves its output in the page cache.
                     sync(raw.path()).await?;
@@ -190,14 +195,26 @@ impl Templates {
                 }
                 Sniffed::Refused(why) => return Err(why),
             };
-            raw.publish(&v.path)?;
+            match &target {
+                Target::Local(v) => raw.publish(&v.path)?,
+                Target::Rbd(v) => {
+                    self.progress.set(&task, "importing into Ceph");
+                    // The work file is removed when `raw` drops, imported or not.
+                    v.import_template(raw.path(), self.deadline).await?;
+                }
+            }
             Ok::<(), String>(())
         }
         .await;
         self.progress.clear(&task);
         result.map_err(|e| format!("{what} from {url}: {e}"))?;
-        self.storage.refresh(&v.pool.name).await;
-        virtual_size(&v.path).await
+        match target {
+            Target::Local(v) => {
+                self.storage.refresh(&v.pool.name).await;
+                virtual_size(&v.path).await
+            }
+            Target::Rbd(v) => v.size().await,
+        }
     }
 
     /// Stream the body into `into`; what its first bytes say it is.

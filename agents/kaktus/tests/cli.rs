@@ -35,7 +35,12 @@ fn bad_pools_are_rejected_offline() {
         (
             "backend = \"local\"",
             "backend = \"rbd\"",
-            "the rbd backend is not supported",
+            "`path` is for backend = \"local\"",
+        ),
+        (
+            "secret_uuid = \"6a3e1b56-0f2c-4a8e-9d3b-2b1f5c7e9a10\"",
+            "secret_uuid = \"not-a-uuid\"",
+            "is not a UUID",
         ),
         (
             "path = \"/var/lib/kaktus/pools/local\"",

@@ -609,3 +609,71 @@ async fn instance_on_a_local_pool_boots_under_tcg() {
     node.stop().await;
     pool_down(&reconciler, &pool, &dir, &doc).await;
 }
+
+/// An `rbd` pool's libvirt secret, from the node's key file: defined with the key's
+/// digest, left alone while the file is unchanged, put again when it changes; a
+/// missing file is a failure to read the node (retried), naming the file. (The Ceph
+/// cluster itself is not needed here: tests/rbd_cluster.rs has it.)
+#[tokio::test(flavor = "multi_thread")]
+async fn an_rbd_pools_secret_comes_from_the_key_file() {
+    ensure_libvirtd();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("kaktus.key");
+    let key = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    std::fs::write(&key_file, key(&[7u8; 28])).unwrap();
+    let uuid = format!(
+        "6a3e1b56-0f2c-4a8e-9d3b-{:012x}",
+        u64::from(std::process::id()) << 16 | u64::from(fastrand::u16(..))
+    );
+    let doc = |version: u64| {
+        let text = format!(
+            "version = {version}\nnode = \"kaktus-eu-1\"\nissued_at = 2026-01-01T00:00:00Z\nexpires_at = 2099-01-01T00:00:00Z\n\
+             [kaktus.pools.ceph]\nbackend = \"rbd\"\nceph_pool = \"rbd\"\nmonitors = [\"127.0.0.1:3300\"]\n\
+             client = \"kaktus\"\nsecret_uuid = \"{uuid}\"\nkey_file = \"{}\"\n",
+            key_file.display()
+        );
+        Document::parse(text.as_bytes(), Format::Toml).unwrap()
+    };
+    let reconciler = KaktusReconciler::new(
+        Libvirt::new(SYSTEM),
+        SharedInventory::new(NodeInventory::new()),
+    );
+    let plan_apply = |d: Document| {
+        let reconciler = reconciler.clone();
+        async move {
+            let planned = reconciler.plan(&d, None).await?;
+            let actions: Vec<String> = planned.actions.iter().map(|a| a.0.clone()).collect();
+            reconciler.apply(planned.payload).await?;
+            Ok::<_, kowabunga_model::ReconcileError>(actions)
+        }
+    };
+    let actions = plan_apply(doc(1)).await.unwrap();
+    assert_eq!(
+        actions,
+        [format!(
+            "define secret {uuid} (cephx key of client.kaktus, from {})",
+            key_file.display()
+        )]
+    );
+    let xml = virsh(SYSTEM, &["secret-dumpxml", &uuid]);
+    assert!(
+        xml.contains("private='yes'") || xml.contains("private=\"yes\""),
+        "{xml}"
+    );
+    assert!(xml.contains("cephx key of client.kaktus, sha256:"), "{xml}");
+    // Private: libvirt never gives the value back.
+    assert!(!virsh_try(SYSTEM, &["secret-get-value", &uuid]).0);
+
+    // Unchanged: nothing to do. A new key: put again.
+    assert!(plan_apply(doc(2)).await.unwrap().is_empty());
+    std::fs::write(&key_file, key(&[9u8; 28])).unwrap();
+    assert_eq!(plan_apply(doc(3)).await.unwrap().len(), 1);
+    assert!(plan_apply(doc(4)).await.unwrap().is_empty());
+
+    // No key file: the node cannot be read now (retried), and the error names it.
+    std::fs::remove_file(&key_file).unwrap();
+    let err = plan_apply(doc(5)).await.unwrap_err();
+    assert_eq!(err.kind, kowabunga_model::ErrorKind::Observe, "{err}");
+    assert!(err.message.contains("kaktus.key"), "{err}");
+    virsh(SYSTEM, &["secret-undefine", &uuid]);
+}

@@ -36,13 +36,9 @@ async fn stalling_server() -> (String, tokio::task::JoinHandle<()>) {
 async fn a_stalled_download_fails_clearly_shows_progress_and_leaves_nothing() {
     let pool = tempfile::tempdir().unwrap();
     let mut inventory = NodeInventory::new();
-    inventory.pools.insert(
-        "local".into(),
-        Pool {
-            name: "local".into(),
-            path: pool.path().to_owned(),
-        },
-    );
+    inventory
+        .pools
+        .insert("local".into(), Pool::local("local", pool.path()));
     let inventory = SharedInventory::new(inventory);
     let instances = Instances::new(Libvirt::new("test:///default"), inventory.clone());
     let progress = Progress::new();

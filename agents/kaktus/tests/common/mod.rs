@@ -246,13 +246,8 @@ pub fn pool_dir(name: &str) -> PathBuf {
 pub fn inventory_with(pools: &[(&str, &Path)], bridges: &[&str]) -> NodeInventory {
     let mut inv = NodeInventory::new();
     for (name, path) in pools {
-        inv.pools.insert(
-            (*name).to_owned(),
-            Pool {
-                name: (*name).to_owned(),
-                path: path.to_path_buf(),
-            },
-        );
+        inv.pools
+            .insert((*name).to_owned(), Pool::local(*name, *path));
     }
     inv.bridges = bridges.iter().map(|b| (*b).to_owned()).collect();
     inv
