@@ -304,67 +304,58 @@ fn check_interface(
 /// The `<disk>` element as a file disk on `path`: same device, driver options (with
 /// the volume's format), target and every other child; no RBD source, hosts or auth.
 fn file_disk(xml: &str, disk: roxmltree::Node, path: &Path, format: &str) -> String {
-    let device = disk.attribute("device").unwrap_or("disk");
-    let mut out = format!("<disk type='file' device='{}'>", escape(device));
-    let mut driver = format!("<driver name='qemu' type='{format}'");
-    if let Some(d) = child(disk, "driver") {
-        for a in d.attributes() {
-            if a.name() != "name" && a.name() != "type" {
-                driver.push_str(&format!(" {}='{}'", a.name(), escape(a.value())));
-            }
-        }
-    }
-    driver.push_str("/>");
-    out.push_str(&driver);
-    out.push_str(&format!(
-        "<source file='{}'/>",
-        escape(&path.display().to_string())
-    ));
-    for c in disk.children().filter(|n| n.is_element()) {
-        if !matches!(c.tag_name().name(), "driver" | "source" | "auth") {
-            out.push_str(&xml[c.range()]);
-        }
-    }
-    out.push_str("</disk>");
-    out
+    let source = format!("<source file='{}'/>", escape(&path.display().to_string()));
+    rewritten_disk(xml, disk, "file", format, &source)
 }
 
 /// The `<disk>` element as an RBD disk of the node's `rbd` pool: the Ceph pool's
 /// image, the node's monitors and the pool's secret (Kahuna's hosts and auth are the
 /// region's); same device, driver options (raw), target and every other child.
 fn rbd_disk(xml: &str, disk: roxmltree::Node, pool: &RbdPool, volume: &str) -> String {
-    let device = disk.attribute("device").unwrap_or("disk");
-    let mut out = format!("<disk type='network' device='{}'>", escape(device));
-    let mut driver = "<driver name='qemu' type='raw'".to_owned();
-    if let Some(d) = child(disk, "driver") {
-        for a in d.attributes() {
-            if a.name() != "name" && a.name() != "type" {
-                driver.push_str(&format!(" {}='{}'", a.name(), escape(a.value())));
-            }
-        }
-    }
-    driver.push_str("/>");
-    out.push_str(&driver);
-    out.push_str(&format!(
-        "<auth username='{}'><secret type='ceph' uuid='{}'/></auth>",
+    let mut inner = format!(
+        "<auth username='{}'><secret type='ceph' uuid='{}'/></auth><source protocol='rbd' name='{}/{}'>",
         escape(&pool.cluster.client),
-        escape(&pool.secret_uuid)
-    ));
-    out.push_str(&format!(
-        "<source protocol='rbd' name='{}/{}'>",
+        escape(&pool.secret_uuid),
         escape(&pool.ceph_pool),
         escape(volume)
-    ));
+    );
     for monitor in &pool.cluster.monitors {
         let (host, port) = monitor.rsplit_once(':').unwrap_or((monitor, "3300"));
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        out.push_str(&format!(
+        inner.push_str(&format!(
             "<host name='{}' port='{}'/>",
             escape(host),
             escape(port)
         ));
     }
-    out.push_str("</source>");
+    inner.push_str("</source>");
+    rewritten_disk(xml, disk, "network", "raw", &inner)
+}
+
+/// `disk` as a `<disk type='{kind}'>` of the same device: a qemu driver of `format`
+/// with the other driver options kept, then `source` (the new `<source>`, and
+/// `<auth>` if any), then every other child as it was.
+fn rewritten_disk(
+    xml: &str,
+    disk: roxmltree::Node,
+    kind: &str,
+    format: &str,
+    source: &str,
+) -> String {
+    let device = disk.attribute("device").unwrap_or("disk");
+    let mut out = format!(
+        "<disk type='{kind}' device='{}'><driver name='qemu' type='{format}'",
+        escape(device)
+    );
+    if let Some(d) = child(disk, "driver") {
+        for a in d.attributes() {
+            if a.name() != "name" && a.name() != "type" {
+                out.push_str(&format!(" {}='{}'", a.name(), escape(a.value())));
+            }
+        }
+    }
+    out.push_str("/>");
+    out.push_str(source);
     for c in disk.children().filter(|n| n.is_element()) {
         if !matches!(c.tag_name().name(), "driver" | "source" | "auth") {
             out.push_str(&xml[c.range()]);
