@@ -10,7 +10,7 @@
 //! - [`storage`], [`template`]: the `local` backend's volumes and template downloads.
 //! - [`ceph_secret`]: the libvirt secret of an `rbd` pool, from the node's key file.
 //! - [`storage_rbd`]: the `rbd` backend's volumes (templates, clones) on a Ceph pool.
-//! - [`rbd`]: Ceph RBD images through the `rbd` and `ceph` commands (the `rbd` backend).
+//! - [`rbd`]: Ceph RBD images through the `rbd` and `rados` commands (the `rbd` backend).
 //! - [`section`], [`reconciler`]: the `[kaktus]` section and its reconciler (pools).
 //! - [`inventory`]: what the node offers instances (pools, bridges), shared by the two.
 //! - [`service`]: the `Kaktus.*` RPC service.

@@ -1,4 +1,4 @@
-//! Ceph RBD through the `rbd` and `ceph` commands of `ceph-common`, with `--format json`
+//! Ceph RBD through the `rbd` and `rados` commands of `ceph-common`, with `--format json`
 //! replies read into typed values (docs/kaktus.md, "the `rbd` backend", says why not
 //! librbd). Every run goes through `kowabunga-process` with a deadline. The cephx key
 //! is read by the command from a file (`--keyfile`), never passed on a command line.
@@ -31,7 +31,7 @@ pub struct Cluster {
     pub key_file: PathBuf,
 }
 
-/// Why an `rbd` or `ceph` run failed.
+/// Why an `rbd` or `rados` run failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RbdError {
     #[error("{what}: no such image or snapshot")]
@@ -72,13 +72,17 @@ pub struct Child {
     pub image: String,
 }
 
-/// A pool's usage (`ceph df --format json`).
+/// A pool's usage and the cluster's space (`rados df --format json`): the figures
+/// upstream's Kaktus reads through librados (`rados_ioctx_pool_stat`,
+/// `rados_cluster_stat`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolUsage {
-    /// Bytes stored (before replication).
+    /// Bytes stored in the pool (before replication).
     pub stored: u64,
-    /// Bytes that can still be stored (after replication and full ratios).
-    pub max_avail: u64,
+    /// Raw bytes free in the cluster.
+    pub cluster_avail: u64,
+    /// Raw bytes of the cluster.
+    pub cluster_size: u64,
 }
 
 /// Parse `rbd info --format json`.
@@ -96,32 +100,31 @@ pub fn parse_children(json: &[u8]) -> Result<Vec<Child>, String> {
     serde_json::from_slice(json).map_err(|e| format!("rbd children: unexpected reply: {e}"))
 }
 
-/// The usage of `pool` in `ceph df --format json`.
+/// The usage of `pool` in `rados df --format json` (cluster totals in KiB).
 pub fn parse_df(json: &[u8], pool: &str) -> Result<PoolUsage, String> {
     #[derive(Deserialize)]
     struct Df {
         pools: Vec<DfPool>,
+        total_avail: u64,
+        total_space: u64,
     }
     #[derive(Deserialize)]
     struct DfPool {
         name: String,
-        stats: DfStats,
-    }
-    #[derive(Deserialize)]
-    struct DfStats {
-        stored: u64,
-        max_avail: u64,
+        size_bytes: u64,
     }
     let df: Df =
-        serde_json::from_slice(json).map_err(|e| format!("ceph df: unexpected reply: {e}"))?;
+        serde_json::from_slice(json).map_err(|e| format!("rados df: unexpected reply: {e}"))?;
+    let kib = |k: u64| k.saturating_mul(1024);
     df.pools
         .into_iter()
         .find(|p| p.name == pool)
         .map(|p| PoolUsage {
-            stored: p.stats.stored,
-            max_avail: p.stats.max_avail,
+            stored: p.size_bytes,
+            cluster_avail: kib(df.total_avail),
+            cluster_size: kib(df.total_space),
         })
-        .ok_or_else(|| format!("ceph df: the cluster has no pool {pool:?}"))
+        .ok_or_else(|| format!("rados df: the cluster has no pool {pool:?}"))
 }
 
 /// The error a failed run means: by the errno it exits with, else its stderr.
@@ -141,12 +144,12 @@ pub fn classify(what: &str, code: Option<i32>, stderr: &str) -> RbdError {
     }
 }
 
-/// The `rbd` and `ceph` commands for one cluster.
+/// The `rbd` and `rados` commands for one cluster.
 #[derive(Debug, Clone)]
 pub struct Rbd {
     cluster: Cluster,
     rbd: PathBuf,
-    ceph: PathBuf,
+    rados: PathBuf,
 }
 
 impl Rbd {
@@ -155,7 +158,7 @@ impl Rbd {
         Self {
             cluster,
             rbd: PathBuf::from("rbd"),
-            ceph: PathBuf::from("ceph"),
+            rados: PathBuf::from("rados"),
         }
     }
 
@@ -334,10 +337,17 @@ impl Rbd {
         self.rbd(&dst, &["clone", &src, &dst]).await.map(drop)
     }
 
-    /// The usage of `pool`.
+    /// The usage of `pool` and the cluster's space. `rados df` rather than `ceph df`:
+    /// the `ceph` command is a Python program, and without it the image carries no
+    /// Python (docs/images.md).
     pub async fn usage(&self, pool: &str) -> Result<PoolUsage, RbdError> {
         let json = self
-            .run(&self.ceph, pool, &["df", "--format", "json"], QUICK)
+            .run(
+                &self.rados,
+                pool,
+                &["--pool", pool, "df", "--format", "json"],
+                QUICK,
+            )
             .await?;
         parse_df(&json, pool).map_err(|detail| RbdError::Failed {
             what: pool.to_owned(),
@@ -350,11 +360,11 @@ impl Rbd {
 mod tests {
     use super::*;
 
-    // Replies of Ceph 16.2's `rbd` and `ceph` (scripts/ceph-single-node.sh).
+    // Replies of Ceph 16.2's `rbd` and `rados` (scripts/ceph-single-node.sh).
     const INFO_CLONE: &str = r#"{"name":"vm-os","id":"1029beac5b78","size":67108864,"objects":16,"order":22,"object_size":4194304,"snapshot_count":0,"block_name_prefix":"rbd_data.1029beac5b78","format":2,"features":["layering","exclusive-lock","object-map","fast-diff","deep-flatten"],"op_features":[],"flags":[],"create_timestamp":"Thu Dec  3 07:32:04 2026","access_timestamp":"Thu Dec  3 07:32:04 2026","modify_timestamp":"Thu Dec  3 07:32:04 2026","parent":{"pool":"kowabunga","pool_namespace":"","image":"tpl","id":"1023489f4587","snapshot":"kaktus-template","trash":false,"overlap":67108864}}"#;
     const INFO_TEMPLATE: &str = r#"{"name":"tpl","id":"1023489f4587","size":67108864,"objects":16,"order":22,"object_size":4194304,"snapshot_count":1,"block_name_prefix":"rbd_data.1023489f4587","format":2,"features":["layering","exclusive-lock","object-map","fast-diff","deep-flatten"],"op_features":[],"flags":[],"create_timestamp":"Thu Dec  3 07:32:04 2026","access_timestamp":"Thu Dec  3 07:32:04 2026","modify_timestamp":"Thu Dec  3 07:32:04 2026"}"#;
     const CHILDREN: &str = r#"[{"pool":"kowabunga","pool_namespace":"","image":"vm-os"}]"#;
-    const DF: &str = r#"{"stats":{"total_bytes":4294967296,"total_avail_bytes":3990654976,"total_used_bytes":304312320,"total_used_raw_bytes":304312320,"total_used_raw_ratio":0.070853233337402344,"num_osds":1,"num_per_pool_osds":1,"num_per_pool_omap_osds":1},"stats_by_class":{"hdd":{"total_bytes":4294967296,"total_avail_bytes":3990654976,"total_used_bytes":304312320,"total_used_raw_bytes":304312320,"total_used_raw_ratio":0.070853233337402344}},"pools":[{"name":"device_health_metrics","id":1,"stats":{"stored":0,"objects":0,"kb_used":0,"bytes_used":0,"percent_used":0,"max_avail":3775906560}},{"name":"kowabunga","id":2,"stats":{"stored":19,"objects":1,"kb_used":4,"bytes_used":4096,"percent_used":1.0847713838302298e-06,"max_avail":3775906560}}]}"#;
+    const DF: &str = r#"{"pools":[{"name":"kowabunga","id":2,"size_bytes":4096,"size_kb":4,"num_objects":1,"num_object_clones":0,"num_object_copies":1,"num_objects_missing_on_primary":0,"num_objects_unfound":0,"num_objects_degraded":0,"read_ops":0,"read_bytes":0,"write_ops":2,"write_bytes":2048,"compress_bytes_used":0,"compress_under_bytes":0}],"total_objects":1,"total_used":297180,"total_avail":3897124,"total_space":4194304}"#;
 
     #[test]
     fn reads_an_image_and_its_parent() {
@@ -382,8 +392,9 @@ mod tests {
         assert_eq!(
             parse_df(DF.as_bytes(), "kowabunga").unwrap(),
             PoolUsage {
-                stored: 19,
-                max_avail: 3_775_906_560
+                stored: 4096,
+                cluster_avail: 3_990_654_976,
+                cluster_size: 4 << 30
             }
         );
         let missing = parse_df(DF.as_bytes(), "other").unwrap_err();

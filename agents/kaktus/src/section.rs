@@ -94,7 +94,7 @@ impl PoolSpec {
     }
 }
 
-/// Ceph names (pools, clients): what `rbd` and `ceph` accept without quoting.
+/// Ceph names (pools, clients): what `rbd` and `rados` accept without quoting.
 fn ceph_name(what: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 100

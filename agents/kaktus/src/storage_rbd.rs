@@ -382,7 +382,8 @@ fn rbd_disk_target(xml: &str, image: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Upstream's pool statistics for an `rbd` pool: what is stored, and what can still be.
+/// Upstream's pool statistics for an `rbd` pool, as upstream's Kaktus computes them:
+/// the bytes stored in the pool, and the cluster's free and total raw bytes.
 pub async fn pool_stats(name: &str, pool: &RbdPool) -> Result<PoolStats, String> {
     let usage = Rbd::new(pool.cluster.clone())
         .usage(&pool.ceph_pool)
@@ -390,8 +391,8 @@ pub async fn pool_stats(name: &str, pool: &RbdPool) -> Result<PoolStats, String>
         .map_err(|e| format!("pool {name}: {e}"))?;
     Ok(PoolStats {
         allocated: usage.stored,
-        available: usage.max_avail,
-        capacity: usage.stored.saturating_add(usage.max_avail),
+        available: usage.cluster_avail,
+        capacity: usage.cluster_size,
     })
 }
 

@@ -39,6 +39,37 @@ fn cluster(env: &BTreeMap<String, String>, dir: &std::path::Path) -> Cluster {
     }
 }
 
+/// Ceph's own view of the cluster's space (`ceph df`, which the agent does not use):
+/// `(total_bytes, total_avail_bytes)`.
+fn ceph_df(env: &BTreeMap<String, String>) -> (u64, u64) {
+    let out = Command::new("ceph")
+        .args([
+            "--conf",
+            &env["CEPH_CONF"],
+            "--keyring",
+            &env["CEPH_KEYRING"],
+        ])
+        .args(["--id", &env["CEPH_ID"], "df", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let df: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stats = &df["stats"];
+    (
+        stats["total_bytes"].as_u64().unwrap(),
+        stats["total_avail_bytes"].as_u64().unwrap(),
+    )
+}
+
+/// `a` and `b` differ by at most 64 MiB (free space moves as the OSD writes).
+fn close(a: u64, b: u64) -> bool {
+    a.abs_diff(b) <= 64 << 20
+}
+
 #[tokio::test]
 async fn templates_clones_and_refusals_on_a_real_cluster() {
     let Some(env) = env_file() else {
@@ -100,7 +131,15 @@ async fn templates_clones_and_refusals_on_a_real_cluster() {
     let err = rbd.resize(pool, &os, 1 << 20).await.unwrap_err();
     assert!(err.to_string().contains("shrink"), "{err}");
     let usage = rbd.usage(pool).await.unwrap();
-    assert!(usage.max_avail > 0);
+    let (total, avail) = ceph_df(&env);
+    assert_eq!(usage.cluster_size, total, "{usage:?}");
+    assert!(
+        close(usage.cluster_avail, avail),
+        "{usage:?}, ceph df: {avail}"
+    );
+    assert!(usage.stored <= usage.cluster_size, "{usage:?}");
+    let missing = rbd.usage("no-such-pool").await.unwrap_err();
+    assert!(missing.to_string().contains("no-such-pool"), "{missing}");
 
     // Clean up: the clone, then the template's snapshot, then the template.
     rbd.remove(pool, &os).await.unwrap();
@@ -266,11 +305,14 @@ async fn volume_methods_on_an_rbd_pool_through_kahuna() {
     let stats = node
         .ok("GetStoragePoolStats", json!({"Pool": "ceph"}))
         .await;
-    assert!(stats["Available"].as_u64().unwrap() > 0, "{stats}");
-    assert_eq!(
-        stats["Capacity"].as_u64().unwrap(),
-        stats["Allocated"].as_u64().unwrap() + stats["Available"].as_u64().unwrap()
+    // Upstream's figures: the pool's bytes, the cluster's free and total raw bytes.
+    let (total, avail) = ceph_df(&env);
+    assert_eq!(stats["Capacity"].as_u64().unwrap(), total, "{stats}");
+    assert!(
+        close(stats["Available"].as_u64().unwrap(), avail),
+        "{stats}, ceph df: {avail}"
     );
+    assert!(stats["Allocated"].as_u64().unwrap() <= total, "{stats}");
 
     // Delete: the template is refused while its clone exists; then everything goes,
     // and no work image is left in the Ceph pool.
