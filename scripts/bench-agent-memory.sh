@@ -3,6 +3,11 @@
 #
 #   scripts/bench-agent-memory.sh [kiwi|kaktus] [SECONDS]     (default: kiwi, 10 s)
 #
+# kaktus: the document has a `[kaktus]` section with a local pool on the host's
+# libvirtd (qemu:///system, which must run: `systemctl start libvirtd`), so the agent
+# drives libvirt through its helper (`kaktus-libvirt`). Printed: the agent and the
+# helper just after the apply, then the agent once the helper has exited idle.
+#
 # Builds the agent in release mode, serves a signed document from a throwaway directory on
 # loopback (python3's http.server), runs `<role> run` against it with its state in a
 # temporary directory, waits until the document is applied and the agent is idle, then
@@ -44,13 +49,25 @@ node = "$node"
 issued_at = 2026-01-01T00:00:00Z
 expires_at = 2099-01-01T00:00:00Z
 TOML
+interval=5
+if [ "$role" = kaktus ]; then
+  virsh -c qemu:///system version >/dev/null 2>&1 \
+    || { echo "kaktus: no libvirtd at qemu:///system (systemctl start libvirtd)" >&2; exit 1; }
+  pool=bench-memory-$$
+  printf '\n[kaktus]\nlibvirt_uri = "qemu:///system"\n\n[kaktus.pools.%s]\nbackend = "local"\npath = "%s"\n' \
+    "$pool" "$work/pool" >> "$doc"
+  # A poll (and its drift check against libvirt) every 30 s: the helper, idle after
+  # 10 s, exits in between, as with the default 60 s.
+  interval=30
+  trap 'virsh -q -c qemu:///system pool-destroy "$pool" >/dev/null 2>&1; virsh -q -c qemu:///system pool-undefine "$pool" >/dev/null 2>&1; cleanup' EXIT
+fi
 minisign -S -s "$work/key.sec" -m "$doc" -x "$doc.minisig" >/dev/null
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 status_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 in_ns python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work/www" >/dev/null 2>&1 &
 sleep 1
-echo "kowabunga.kahuna=http://127.0.0.1:$port kowabunga.agent_id=$node kowabunga.api_key=bench kowabunga.insecure kowabunga.interval=5" > "$work/cmdline"
+echo "kowabunga.kahuna=http://127.0.0.1:$port kowabunga.agent_id=$node kowabunga.api_key=bench kowabunga.insecure kowabunga.interval=$interval" > "$work/cmdline"
 RUST_LOG=warn in_ns "$bin" run --cmdline "$work/cmdline" --state-root "$work/state" \
   --trusted-keys "$work/keys" --status-addr "127.0.0.1:$status_port" 2>"$work/agent.log" &
 
@@ -59,10 +76,28 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 [ -L "$work/state/$role/current" ] || { cat "$work/agent.log" >&2; echo "the agent did not apply the document" >&2; exit 1; }
-say "document applied; idling ${idle}s (polling every 5s)"
-sleep "$idle"
 agent=$(pgrep -f "^$bin run --cmdline $work/cmdline" | head -n 1)
 [ -n "$agent" ] || { cat "$work/agent.log" >&2; echo "the agent died" >&2; exit 1; }
+mb() { echo "$(awk "/^$2/ {print \$2}" "/proc/$1/status") / 1024" | bc -l; }
+if [ "$role" = kaktus ]; then
+  helper=$(pgrep -P "$agent" -f kaktus-libvirt | head -n 1)
+  [ -n "$helper" ] || { cat "$work/agent.log" >&2; echo "no libvirt helper after the apply" >&2; exit 1; }
+  printf 'kaktus-libvirt binary size: %.1f MB\n' "$(echo "$(stat -c %s "$bin-libvirt") / 1000000" | bc -l)"
+  printf 'after the apply: kaktus RSS %.1f MB + kaktus-libvirt RSS %.1f MB\n' "$(mb "$agent" VmRSS)" "$(mb "$helper" VmRSS)"
+  for _ in $(seq 1 100); do
+    [ -d "/proc/$helper" ] || break
+    sleep 0.2
+  done
+  [ ! -d "/proc/$helper" ] || { echo "the libvirt helper did not exit when idle" >&2; exit 1; }
+  say "the libvirt helper exited idle"
+  cargo build --release -q --locked -p kaktus --example bench_libvirt_helper
+  target/release/examples/bench_libvirt_helper qemu:///system 21 | while IFS=': ' read -r name secs; do
+    printf 'libvirt request, %s helper: %.1f ms (median of 21)\n' "$name" "$(echo "$secs * 1000" | bc -l)"
+  done
+fi
+say "document applied; idling ${idle}s (polling every ${interval}s)"
+sleep "$idle"
+kill -0 "$agent" 2>/dev/null || { cat "$work/agent.log" >&2; echo "the agent died" >&2; exit 1; }
 rss=$(awk '/^VmRSS/ {print $2}' "/proc/$agent/status")
 hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$agent/status")
 size=$(stat -c %s "$bin")

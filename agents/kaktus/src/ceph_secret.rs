@@ -9,10 +9,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
-use virt::connect::Connect;
-use virt::secret::Secret;
 
-use crate::libvirt::context;
+use crate::libvirt_protocol::PoolStep;
 
 /// A cephx key read from its file: the base64 text and its digest. The key itself is
 /// never printed (`Debug` shows the digest only).
@@ -48,7 +46,7 @@ impl CephKey {
     }
 
     /// The key's bytes, as libvirt stores a `ceph` secret's value.
-    fn bytes(&self) -> Vec<u8> {
+    pub fn bytes(&self) -> Vec<u8> {
         base64::engine::general_purpose::STANDARD
             .decode(&self.text)
             .unwrap_or_default()
@@ -131,32 +129,21 @@ pub fn recorded_digest(xml: &str) -> Option<String> {
     text.rsplit_once("sha256:").map(|(_, d)| d.to_owned())
 }
 
-/// Whether libvirt's secret `uuid` holds the key with `digest` (blocking).
-pub fn in_place(c: &Connect, uuid: &str, digest: &str) -> Result<bool, String> {
-    let Ok(secret) = Secret::lookup_by_uuid_string(c, uuid) else {
-        return Ok(false);
-    };
-    let xml = secret
-        .get_xml_desc(0)
-        .map_err(context(format!("secret {uuid}")))?;
-    Ok(recorded_digest(&xml).as_deref() == Some(digest))
+/// Whether libvirt's secret (its XML, `None` when libvirt has none) holds the key with
+/// `digest`.
+pub fn in_place(xml: Option<&str>, digest: &str) -> bool {
+    xml.and_then(recorded_digest).as_deref() == Some(digest)
 }
 
-/// Define (or redefine) the secret and set its value from the key file (blocking).
-/// `digest` is the one plan read: a key file changed since is refused.
-pub fn put(c: &Connect, wanted: &WantedSecret, digest: &str) -> Result<(), String> {
-    let key = CephKey::read(&wanted.key_file)?;
-    if key.digest != digest {
-        return Err(format!(
-            "ceph key file {} changed since the plan: apply again",
-            wanted.key_file.display()
-        ));
+/// The helper's step that defines (or redefines) the secret and sets its value from the
+/// key file. `digest` is the one plan read: a key file changed since is refused.
+pub fn put(wanted: &WantedSecret, digest: &str) -> PoolStep {
+    PoolStep::Secret {
+        uuid: wanted.uuid.clone(),
+        xml: secret_xml(&wanted.uuid, &wanted.client, digest),
+        key_file: wanted.key_file.clone(),
+        digest: digest.to_owned(),
     }
-    let secret = Secret::define_xml(c, &secret_xml(&wanted.uuid, &wanted.client, digest), 0)
-        .map_err(context(format!("secret {}: define", wanted.uuid)))?;
-    secret
-        .set_value(&key.bytes(), 0)
-        .map_err(context(format!("secret {}: set its value", wanted.uuid)))
 }
 
 #[cfg(test)]

@@ -1,18 +1,17 @@
 //! Instances (libvirt domains): define from Kahuna's checked XML, describe, state,
 //! console URL, the eight power operations, delete.
 
-use virt::connect::Connect;
-use virt::domain::Domain;
-use virt::sys;
+use serde::{Deserialize, Serialize};
 
 use crate::domain_state;
 use crate::domain_xml;
 use crate::inventory::SharedInventory;
-use crate::libvirt::{Libvirt, context};
+use crate::libvirt::Libvirt;
+use crate::libvirt_protocol::{DomainDefinition, DomainStatus, Request};
 use crate::storage::format_of;
 
 /// Upstream's `KaktusInstanceOperation`, by number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
     AutoStart,
     Start,
@@ -61,29 +60,21 @@ impl Instances {
     pub async fn create(&self, name: &str, xml: &str) -> Result<(), String> {
         check_name(name)?;
         let checked = domain_xml::check(name, xml, &self.inventory.get(), &format_of)?;
-        let name = name.to_owned();
         self.libvirt
-            .call(move |c| {
-                Domain::define_xml(c, &checked.xml)
-                    .map(drop)
-                    .map_err(context(format!(
-                        "instance {name}: libvirt refused the domain XML"
-                    )))
+            .request(Request::DefineDomain {
+                name: name.to_owned(),
+                xml: checked.xml,
             })
-            .await?;
-        Ok(())
+            .await
     }
 
     /// Redefine an existing instance (keeping its UUID when the XML gives none).
     pub async fn update(&self, name: &str, xml: &str) -> Result<(), String> {
         check_name(name)?;
-        let owned = name.to_owned();
-        let uuid = self
+        let uuid: String = self
             .libvirt
-            .call(move |c| {
-                lookup(c, &owned)?
-                    .get_uuid_string()
-                    .map_err(context(format!("instance {owned}: reading its UUID")))
+            .request(Request::DomainUuid {
+                name: name.to_owned(),
             })
             .await?;
         self.create(name, &domain_xml::with_uuid(xml, &uuid)).await
@@ -91,17 +82,10 @@ impl Instances {
 
     /// The domain XML (`Migratable`: without host-specific parts).
     pub async fn xml(&self, name: &str, migratable: bool) -> Result<String, String> {
-        let name = name.to_owned();
         self.libvirt
-            .call(move |c| {
-                let flags = if migratable {
-                    sys::VIR_DOMAIN_XML_MIGRATABLE
-                } else {
-                    0
-                };
-                lookup(c, &name)?
-                    .get_xml_desc(flags)
-                    .map_err(context(format!("instance {name}: reading its XML")))
+            .request(Request::DomainXml {
+                name: name.to_owned(),
+                migratable,
             })
             .await
     }
@@ -109,62 +93,38 @@ impl Instances {
     /// Stop (if running) and undefine, with its NVRAM, snapshot and checkpoint
     /// metadata and managed save.
     pub async fn delete(&self, name: &str) -> Result<(), String> {
-        let name = name.to_owned();
         self.libvirt
-            .call(move |c| {
-                let dom = lookup(c, &name)?;
-                if dom.is_active().unwrap_or(false) {
-                    dom.destroy()
-                        .map_err(context(format!("instance {name}: stopping it")))?;
-                }
-                let flags = sys::VIR_DOMAIN_UNDEFINE_NVRAM
-                    | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                    | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                    | sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA;
-                match dom.undefine_flags(flags) {
-                    Ok(()) => Ok(()),
-                    // Drivers without those flags (test driver, old QEMU): plain undefine.
-                    Err(e)
-                        if matches!(
-                            e.code(),
-                            virt::error::ErrorNumber::NoSupport
-                                | virt::error::ErrorNumber::InvalidArg
-                        ) =>
-                    {
-                        dom.undefine()
-                            .map_err(context(format!("instance {name}: undefining it")))
-                    }
-                    Err(e) => Err(format!("instance {name}: undefining it: {}", e.message())),
-                }
+            .request(Request::DeleteDomain {
+                name: name.to_owned(),
+            })
+            .await
+    }
+
+    /// libvirt's state, reason and autostart; `None` for an unknown instance.
+    pub async fn status(&self, name: &str) -> Result<Option<DomainStatus>, String> {
+        self.libvirt
+            .request(Request::DomainStatus {
+                name: name.to_owned(),
             })
             .await
     }
 
     /// `(State, Reason)` in upstream's words.
     pub async fn state(&self, name: &str) -> Result<(String, String), String> {
-        let name = name.to_owned();
-        self.libvirt
-            .call(move |c| {
-                let (state, reason) = lookup(c, &name)?
-                    .get_state()
-                    .map_err(context(format!("instance {name}: reading its state")))?;
-                let (s, r) = domain_state::describe(state, reason);
-                Ok((s.to_owned(), r.to_owned()))
-            })
-            .await
+        let status = self
+            .status(name)
+            .await?
+            .ok_or_else(|| format!("instance {name}: no such instance on this node"))?;
+        let (s, r) = domain_state::describe(status.state, status.reason);
+        Ok((s.to_owned(), r.to_owned()))
     }
 
     /// Running or paused; `false` for an unknown instance (as upstream).
     pub async fn is_running(&self, name: &str) -> Result<bool, String> {
-        let name = name.to_owned();
-        self.libvirt
-            .call(move |c| {
-                Ok(Domain::lookup_by_name(c, &name)
-                    .ok()
-                    .and_then(|d| d.get_state().ok())
-                    .is_some_and(|(state, _)| domain_state::is_running(state)))
-            })
-            .await
+        Ok(self
+            .status(name)
+            .await?
+            .is_some_and(|s| domain_state::is_running(s.state)))
     }
 
     /// `spice://<host>:<port>` (or `vnc://` for a VNC-only domain) of a running
@@ -176,50 +136,10 @@ impl Instances {
     }
 
     pub async fn operate(&self, name: &str, op: Operation) -> Result<(), String> {
-        let name = name.to_owned();
         self.libvirt
-            .call(move |c| {
-                let dom = lookup(c, &name)?;
-                let what = |verb: &str| context(format!("instance {name}: {verb}"));
-                let running = || {
-                    dom.get_state()
-                        .map(|(s, _)| domain_state::is_running(s))
-                        .unwrap_or(false)
-                };
-                match op {
-                    Operation::AutoStart => {
-                        dom.set_autostart(true).map_err(what("setting autostart"))?;
-                        if !dom.is_active().unwrap_or(false) {
-                            dom.create().map_err(what("starting it"))?;
-                        }
-                    }
-                    Operation::Start => {
-                        dom.create().map_err(what("starting it"))?;
-                    }
-                    Operation::SoftReboot => dom
-                        .reboot(sys::VIR_DOMAIN_REBOOT_DEFAULT)
-                        .map_err(what("rebooting it"))?,
-                    Operation::HardReboot => {
-                        dom.reset().map_err(what("resetting it"))?;
-                    }
-                    Operation::HardShutdown => {
-                        if running() {
-                            dom.destroy().map_err(what("stopping it"))?;
-                        }
-                    }
-                    Operation::SoftShutdown => {
-                        if running() {
-                            dom.shutdown().map_err(what("shutting it down"))?;
-                        }
-                    }
-                    Operation::PmSuspend => {
-                        dom.suspend().map_err(what("suspending it"))?;
-                    }
-                    Operation::PmResume => {
-                        dom.resume().map_err(what("resuming it"))?;
-                    }
-                }
-                Ok(())
+            .request(Request::Operate {
+                name: name.to_owned(),
+                operation: op,
             })
             .await
     }
@@ -234,58 +154,26 @@ impl Instances {
             .into_values()
             .filter_map(|p| Some((p.name.clone(), p.dir()?.to_owned())))
             .collect();
-        self.libvirt
-            .call(move |c| {
-                let domains = c
-                    .list_all_domains(0)
-                    .map_err(context("listing instances"))?;
-                let mut used = Vec::new();
-                for dom in domains {
-                    let name = dom.get_name().unwrap_or_default();
-                    let running = dom.is_active().unwrap_or(false);
-                    // The persistent definition, and for a running instance what it
-                    // runs with (a disk attached live is only there).
-                    let mut flags = vec![sys::VIR_DOMAIN_XML_INACTIVE];
-                    if running {
-                        flags.push(0);
-                    }
-                    let mut paths = std::collections::BTreeSet::new();
-                    for flag in flags {
-                        let xml = match dom.get_xml_desc(flag) {
-                            Ok(xml) => xml,
-                            // Deleted since it was listed: it uses nothing any more.
-                            Err(e) if e.code() == virt::error::ErrorNumber::NoDomain => {
-                                continue;
-                            }
-                            Err(e) => {
-                                return Err(format!(
-                                    "instance {name}: reading its XML: {}",
-                                    e.message()
-                                ));
-                            }
-                        };
-                        paths.extend(disk_files(&xml, &pools));
-                    }
-                    used.extend(paths.into_iter().map(|p| (p, name.clone(), running)));
-                }
-                Ok(used)
-            })
-            .await
+        let domains: Vec<DomainDefinition> = self.libvirt.request(Request::Domains).await?;
+        let mut used = Vec::new();
+        for domain in domains {
+            let paths: std::collections::BTreeSet<String> = domain
+                .xmls
+                .iter()
+                .flat_map(|xml| disk_files(xml, &pools))
+                .collect();
+            used.extend(
+                paths
+                    .into_iter()
+                    .map(|p| (p, domain.name.clone(), domain.running)),
+            );
+        }
+        Ok(used)
     }
 
     pub fn libvirt(&self) -> &Libvirt {
         &self.libvirt
     }
-}
-
-/// The domain `name`, or "no such instance".
-fn lookup(c: &Connect, name: &str) -> Result<Domain, String> {
-    Domain::lookup_by_name(c, name).map_err(|e| match e.code() {
-        virt::error::ErrorNumber::NoDomain => {
-            format!("instance {name}: no such instance on this node")
-        }
-        _ => format!("instance {name}: {}", e.message()),
-    })
 }
 
 fn check_name(name: &str) -> Result<(), String> {

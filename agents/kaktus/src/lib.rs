@@ -2,7 +2,8 @@
 //! node's storage pools, driven by Kahuna's `Kaktus.*` RPC methods and by the `[kaktus]`
 //! section of the node's desired state.
 //!
-//! - [`libvirt`]: the shared libvirt connection, used off the async runtime.
+//! - [`libvirt`], [`libvirt_protocol`]: libvirt, through the `kaktus-libvirt` helper
+//!   process (the only binary that links it) and the requests it answers.
 //! - [`capabilities`]: `NodeCapabilities` from libvirt's capabilities XML.
 //! - [`domain_xml`]: checks (and local-pool rewrites) of Kahuna's domain XML.
 //! - [`domain_state`]: libvirt states and reasons in upstream's words.
@@ -22,6 +23,7 @@ pub mod domain_xml;
 pub mod instances;
 pub mod inventory;
 pub mod libvirt;
+pub mod libvirt_protocol;
 pub mod rbd;
 pub mod reconciler;
 pub mod section;

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use kowabunga_model::network::{self, LinkKind, Network};
 use kowabunga_model::{Action, Document, Planned, ReconcileError, Reconciler};
-use virt::storage_pool::StoragePool;
 
 use crate::ceph_secret::{self, CephKey, WantedSecret};
 use crate::inventory::{
     DEFAULT_TEMPLATE_MAX_BYTES, NodeInventory, Pool, PoolBackend, RbdPool, SharedInventory,
 };
-use crate::libvirt::{DEFAULT_URI, Libvirt, context};
+use crate::libvirt::{DEFAULT_URI, Libvirt};
+use crate::libvirt_protocol::{self as protocol, PoolStep, Request};
 use crate::rbd::{Cluster, Rbd};
 use crate::section::{Backend, Kaktus, PoolSpec, SECTION};
 
@@ -249,37 +249,7 @@ impl Reconciler for KaktusReconciler {
             if names.is_empty() && secrets.is_empty() {
                 (BTreeMap::new(), Vec::new())
             } else {
-                probe
-                    .call(move |c| {
-                        let mut seen = BTreeMap::new();
-                        for name in names {
-                            let Ok(p) = StoragePool::lookup_by_name(c, &name) else {
-                                continue;
-                            };
-                            let xml = p.get_xml_desc(0).map_err(context(format!("pool {name}")))?;
-                            let path = roxmltree::Document::parse(&xml).ok().and_then(|d| {
-                                d.descendants()
-                                    .find(|n| n.has_tag_name("path"))
-                                    .and_then(|n| n.text())
-                                    .map(PathBuf::from)
-                            });
-                            seen.insert(
-                                name,
-                                Observed {
-                                    path,
-                                    active: p.is_active().unwrap_or(false),
-                                    autostart: p.get_autostart().unwrap_or(false),
-                                },
-                            );
-                        }
-                        let mut missing = Vec::new();
-                        for (wanted, digest) in secrets {
-                            if !ceph_secret::in_place(c, &wanted.uuid, &digest)? {
-                                missing.push((wanted, digest));
-                            }
-                        }
-                        Ok((seen, missing))
-                    })
+                observe(&probe, names, secrets)
                     .await
                     .map_err(ReconcileError::observe)?
             };
@@ -371,45 +341,9 @@ impl Reconciler for KaktusReconciler {
             // Nothing for libvirt to do: do not open it.
             return Ok(());
         }
-        let steps = plan.steps.clone();
+        let steps = plan.steps.iter().filter_map(Step::for_libvirt).collect();
         self.libvirt
-            .call(move |c| {
-                for step in steps {
-                    match step {
-                        Step::MakeDir(_) => {}
-                        Step::Define { name, path } => {
-                            StoragePool::define_xml(c, &pool_xml(&name, &path), 0)
-                                .map_err(context(format!("pool {name}: define")))?;
-                        }
-                        Step::Start(name) => {
-                            let p = StoragePool::lookup_by_name(c, &name)
-                                .map_err(context(format!("pool {name}")))?;
-                            if !p.is_active().unwrap_or(false) {
-                                p.create(0)
-                                    .map_err(context(format!("pool {name}: start")))?;
-                            }
-                        }
-                        Step::Autostart(name) => {
-                            StoragePool::lookup_by_name(c, &name)
-                                .and_then(|p| p.set_autostart(true))
-                                .map_err(context(format!("pool {name}: autostart")))?;
-                        }
-                        Step::Secret { wanted, digest } => {
-                            ceph_secret::put(c, &wanted, &digest)?;
-                        }
-                        Step::Undefine(name) => {
-                            let p = StoragePool::lookup_by_name(c, &name)
-                                .map_err(context(format!("pool {name}")))?;
-                            if p.is_active().unwrap_or(false) {
-                                p.destroy().map_err(context(format!("pool {name}: stop")))?;
-                            }
-                            p.undefine()
-                                .map_err(context(format!("pool {name}: undefine")))?;
-                        }
-                    }
-                }
-                Ok(())
-            })
+            .request::<()>(Request::PoolSteps { steps })
             .await
             .map_err(ReconcileError::apply)?;
         self.inventory.set(plan.inventory);
@@ -444,22 +378,69 @@ impl Reconciler for KaktusReconciler {
             return Ok(());
         }
         self.libvirt
-            .call(move |c| {
-                for uuid in secrets {
-                    virt::secret::Secret::lookup_by_uuid_string(c, &uuid)
-                        .map_err(context(format!("secret {uuid}")))?;
-                }
-                for name in names {
-                    let p = StoragePool::lookup_by_name(c, &name)
-                        .map_err(context(format!("pool {name}")))?;
-                    if !p.is_active().unwrap_or(false) {
-                        return Err(format!("pool {name}: not running in libvirt"));
-                    }
-                }
-                Ok(())
+            .request(Request::CheckPools {
+                secrets,
+                pools: names,
             })
             .await
             .map_err(ReconcileError::unhealthy)
+    }
+}
+
+/// libvirt's view of the named pools and of the secrets `rbd` pools want; returns the
+/// pools libvirt has and the secrets that do not hold their file's key.
+async fn observe(
+    libvirt: &Libvirt,
+    names: Vec<String>,
+    secrets: Vec<(WantedSecret, String)>,
+) -> Result<(BTreeMap<String, Observed>, Vec<(WantedSecret, String)>), String> {
+    let pools: protocol::Pools = libvirt.request(Request::Pools { names }).await?;
+    let observed = pools
+        .into_iter()
+        .map(|(name, pool)| {
+            let path = roxmltree::Document::parse(&pool.xml).ok().and_then(|d| {
+                d.descendants()
+                    .find(|n| n.has_tag_name("path"))
+                    .and_then(|n| n.text())
+                    .map(PathBuf::from)
+            });
+            let observed = Observed {
+                path,
+                active: pool.active,
+                autostart: pool.autostart,
+            };
+            (name, observed)
+        })
+        .collect();
+    if secrets.is_empty() {
+        return Ok((observed, Vec::new()));
+    }
+    let uuids = secrets.iter().map(|(w, _)| w.uuid.clone()).collect();
+    let in_libvirt: protocol::Secrets = libvirt.request(Request::Secrets { uuids }).await?;
+    let missing = secrets
+        .into_iter()
+        .filter(|(wanted, digest)| {
+            !ceph_secret::in_place(in_libvirt.get(&wanted.uuid).map(String::as_str), digest)
+        })
+        .collect();
+    Ok((observed, missing))
+}
+
+impl Step {
+    /// What the libvirt helper does for this step (`None`: the agent's own).
+    fn for_libvirt(&self) -> Option<PoolStep> {
+        let name = |n: &String| n.clone();
+        Some(match self {
+            Step::MakeDir(_) => return None,
+            Step::Define { name, path } => PoolStep::Define {
+                name: name.clone(),
+                xml: pool_xml(name, path),
+            },
+            Step::Start(n) => PoolStep::Start { name: name(n) },
+            Step::Autostart(n) => PoolStep::Autostart { name: name(n) },
+            Step::Undefine(n) => PoolStep::Undefine { name: name(n) },
+            Step::Secret { wanted, digest } => ceph_secret::put(wanted, digest),
+        })
     }
 }
 

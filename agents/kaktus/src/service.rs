@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::capabilities;
 use crate::instances::{Instances, Operation};
-use crate::libvirt::context;
+use crate::libvirt_protocol::{NodeFacts, Request};
 use crate::storage::Storage;
 use crate::template::Templates;
 
@@ -121,18 +121,8 @@ impl KaktusService {
     }
 
     async fn node_capabilities(&self) -> Result<Value, String> {
-        let caps = self
-            .instances
-            .libvirt()
-            .call(|c| {
-                let xml = c
-                    .get_capabilities()
-                    .map_err(context("libvirt capabilities"))?;
-                // virNodeGetInfo reports KiB.
-                let memory = c.get_node_info().map(|i| i.memory * 1024).unwrap_or(0);
-                capabilities::parse(&xml, memory)
-            })
-            .await?;
+        let facts: NodeFacts = self.instances.libvirt().request(Request::NodeFacts).await?;
+        let caps = capabilities::parse(&facts.capabilities, facts.memory)?;
         serde_json::to_value(caps).map_err(|e| e.to_string())
     }
 

@@ -15,12 +15,10 @@ use std::time::Duration;
 
 use kowabunga_process::Invocation;
 use serde::Serialize;
-use virt::storage_pool::StoragePool;
-use virt::storage_vol::StorageVol;
 
 use crate::instances::Instances;
 use crate::inventory::{NodeInventory, Pool, PoolBackend, SharedInventory};
-use crate::libvirt::context;
+use crate::libvirt_protocol::{PoolInfo, Request};
 use crate::storage_rbd::{self, RbdVolume};
 use crate::volume_name;
 
@@ -183,21 +181,16 @@ impl Storage {
         if let PoolBackend::Rbd(rbd) = &pool.backend {
             return storage_rbd::pool_stats(&pool.name, rbd).await;
         }
-        let pool = pool.name;
-        self.instances
+        let info: PoolInfo = self
+            .instances
             .libvirt()
-            .call(move |c| {
-                let p = StoragePool::lookup_by_name(c, &pool)
-                    .map_err(context(format!("pool {pool}: not known to libvirt")))?;
-                let _ = p.refresh(0);
-                let info = p.get_info().map_err(context(format!("pool {pool}")))?;
-                Ok(PoolStats {
-                    allocated: info.allocation,
-                    available: info.available,
-                    capacity: info.capacity,
-                })
-            })
-            .await
+            .request(Request::PoolInfo { pool: pool.name })
+            .await?;
+        Ok(PoolStats {
+            allocated: info.allocation,
+            available: info.available,
+            capacity: info.capacity,
+        })
     }
 
     /// A volume's virtual size in bytes, as libvirt (or Ceph) sees it.
@@ -208,24 +201,9 @@ impl Storage {
         };
         self.instances
             .libvirt()
-            .call(move |c| {
-                let p = StoragePool::lookup_by_name(c, &v.pool.name).map_err(context(format!(
-                    "pool {}: not known to libvirt",
-                    v.pool.name
-                )))?;
-                let _ = p.refresh(0);
-                let vol = StorageVol::lookup_by_name(&p, &v.name).map_err(|e| {
-                    format!(
-                        "volume {}/{}: no such volume ({})",
-                        v.pool.name,
-                        v.name,
-                        e.message()
-                    )
-                })?;
-                let info = vol
-                    .get_info()
-                    .map_err(context(format!("volume {}/{}", v.pool.name, v.name)))?;
-                Ok(info.capacity)
+            .request(Request::VolumeCapacity {
+                pool: v.pool.name.clone(),
+                volume: v.name.clone(),
             })
             .await
     }
@@ -233,14 +211,11 @@ impl Storage {
     /// Have libvirt re-read the pool's directory (a failure is logged: the volume
     /// itself is in place).
     pub async fn refresh(&self, pool: &str) {
-        let name = pool.to_owned();
-        let done = self
+        let done: Result<(), String> = self
             .instances
             .libvirt()
-            .call(move |c| {
-                StoragePool::lookup_by_name(c, &name)
-                    .and_then(|p| p.refresh(0).map(drop))
-                    .map_err(context(format!("pool {name}: refresh")))
+            .request(Request::RefreshPool {
+                pool: pool.to_owned(),
             })
             .await;
         if let Err(e) = done {
@@ -394,15 +369,12 @@ impl Storage {
             .into_iter()
             .find(|(p, _, running)| *p == path && *running);
         if let Some((_, instance, _)) = running_user {
-            let p = path.clone();
             self.instances
                 .libvirt()
-                .call(move |c| {
-                    let dom = virt::domain::Domain::lookup_by_name(c, &instance)
-                        .map_err(context(format!("instance {instance}")))?;
-                    dom.block_resize(&p, size, virt::sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
-                        .map(drop)
-                        .map_err(context(format!("instance {instance}: resizing {p}")))
+                .request::<()>(Request::BlockResize {
+                    instance,
+                    disk: path.clone(),
+                    size,
                 })
                 .await?;
         } else {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::instances::Instances;
 use crate::inventory::RbdPool;
-use crate::libvirt::context;
+use crate::libvirt_protocol::Request;
 use crate::rbd::{Rbd, RbdError};
 use crate::storage::PoolStats;
 
@@ -296,23 +296,17 @@ impl RbdVolume {
         match running {
             Some(instance) => {
                 let image = format!("{}/{}", self.ceph_pool, self.name);
+                // libvirt names a network disk by its target, not its source.
+                let xml = instances.xml(&instance, false).await?;
+                let target = rbd_disk_target(&xml, &image).ok_or_else(|| {
+                    format!("instance {instance}: no disk on {image} in its live XML")
+                })?;
                 instances
                     .libvirt()
-                    .call(move |c| {
-                        let dom = virt::domain::Domain::lookup_by_name(c, &instance)
-                            .map_err(context(format!("instance {instance}")))?;
-                        let xml = dom
-                            .get_xml_desc(0)
-                            .map_err(context(format!("instance {instance}")))?;
-                        // libvirt names a network disk by its target, not its source.
-                        let target = rbd_disk_target(&xml, &image).ok_or_else(|| {
-                            format!("instance {instance}: no disk on {image} in its live XML")
-                        })?;
-                        dom.block_resize(&target, size, virt::sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
-                            .map(drop)
-                            .map_err(context(format!(
-                                "instance {instance}: resizing {target} ({image})"
-                            )))
+                    .request(Request::BlockResize {
+                        instance,
+                        disk: target,
+                        size,
                     })
                     .await
             }

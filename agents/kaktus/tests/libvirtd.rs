@@ -87,17 +87,11 @@ fn files(dir: &Path) -> Vec<String> {
 }
 
 fn qemu_img_info(path: &Path) -> serde_json::Value {
-    let out = Command::new("qemu-img")
-        .args(["info", "--output=json", "-U"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::json_output(
+        Command::new("qemu-img")
+            .args(["info", "--output=json", "-U"])
+            .arg(path),
+    )
 }
 
 /// A raw image with a recognisable pattern, and the same as qcow2 bytes.

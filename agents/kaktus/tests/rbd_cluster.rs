@@ -42,22 +42,16 @@ fn cluster(env: &BTreeMap<String, String>, dir: &std::path::Path) -> Cluster {
 /// Ceph's own view of the cluster's space (`ceph df`, which the agent does not use):
 /// `(total_bytes, total_avail_bytes)`.
 fn ceph_df(env: &BTreeMap<String, String>) -> (u64, u64) {
-    let out = Command::new("ceph")
-        .args([
-            "--conf",
-            &env["CEPH_CONF"],
-            "--keyring",
-            &env["CEPH_KEYRING"],
-        ])
-        .args(["--id", &env["CEPH_ID"], "df", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let df = common::json_output(
+        Command::new("ceph")
+            .args([
+                "--conf",
+                &env["CEPH_CONF"],
+                "--keyring",
+                &env["CEPH_KEYRING"],
+            ])
+            .args(["--id", &env["CEPH_ID"], "df", "--format", "json"]),
     );
-    let df: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let stats = &df["stats"];
     (
         stats["total_bytes"].as_u64().unwrap(),

@@ -120,6 +120,17 @@ impl Node {
 }
 
 /// `virsh -c <uri> <args>`: stdout, or panic with stderr.
+/// What `command` prints on stdout, as JSON; the test fails with its stderr if it fails.
+pub fn json_output(command: &mut Command) -> Value {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 pub fn virsh(uri: &str, args: &[&str]) -> String {
     let out = Command::new("virsh")
         .arg("-c")
