@@ -4,7 +4,8 @@
 #   scripts/install-deps.sh [--for GROUP]... [--mirror URL] [--check]
 #
 # GROUP is one of: rust (toolchain components), test (fast tier), image (build
-# images), qemu (boot images in the QEMU tier), all (default).
+# images), qemu (boot images in the QEMU tier), packages (build and test the
+# agents' .deb packages), all (default).
 # --check  only report what is missing (exit 1 if anything is), install nothing.
 #
 # Idempotent: packages already installed are not reinstalled, apt lists are
@@ -53,6 +54,10 @@ PKGS_qemu=(qemu-system-x86/bpo ovmf qemu-utils/bpo busybox-static ipxe minisign 
 # The kaktus rbd backend's tests (scripts/test-rbd.sh): a one-node Ceph cluster
 # (scripts/ceph-single-node.sh) and QEMU's rbd block driver, from backports like QEMU.
 PKGS_ceph=(ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra/bpo)
+# The agents' .deb packages (scripts/build-packages.sh, scripts/test-packages.sh):
+# dpkg-deb/dpkg-shlibdeps, lintian, clean Debian roots made with debootstrap,
+# minisign to sign the test document; systemd-analyze and unshare are the host's.
+PKGS_packages=(dpkg-dev lintian debootstrap debian-archive-keyring minisign)
 RUSTUP_COMPONENTS=(rustfmt clippy)
 RUSTUP_TARGETS=()
 
@@ -63,7 +68,7 @@ die() { printf '[install-deps] error: %s\n' "$*" >&2; exit 1; }
 groups=() mirror="${KOWABUNGA_MIRROR:-}" check=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --for) [ $# -ge 2 ] || die "--for needs a group (rust|test|ceph|image|qemu|all)"; groups+=("$2"); shift 2 ;;
+    --for) [ $# -ge 2 ] || die "--for needs a group (rust|test|ceph|image|qemu|packages|all)"; groups+=("$2"); shift 2 ;;
     --for=*) groups+=("${1#--for=}"); shift ;;
     --mirror) [ $# -ge 2 ] || die "--mirror needs a URL"; mirror="$2"; shift 2 ;;
     --mirror=*) mirror="${1#--mirror=}"; shift ;;
@@ -82,8 +87,9 @@ for g in "${groups[@]}"; do
     image|build) want+=("${PKGS_base[@]}" "${PKGS_image[@]}"); want_rust=1 ;;
     qemu) want+=("${PKGS_base[@]}" "${PKGS_qemu[@]}") ;;
     ceph) want+=("${PKGS_ceph[@]}") ;;
-    all) want+=("${PKGS_base[@]}" "${PKGS_test[@]}" "${PKGS_ceph[@]}" "${PKGS_image[@]}" "${PKGS_qemu[@]}"); want_rust=1 ;;
-    *) die "unknown group '$g' (expected rust, test, ceph, image, qemu or all)" ;;
+    packages) want+=("${PKGS_base[@]}" "${PKGS_packages[@]}"); want_rust=1 ;;
+    all) want+=("${PKGS_base[@]}" "${PKGS_test[@]}" "${PKGS_ceph[@]}" "${PKGS_image[@]}" "${PKGS_qemu[@]}" "${PKGS_packages[@]}"); want_rust=1 ;;
+    *) die "unknown group '$g' (expected rust, test, ceph, image, qemu, packages or all)" ;;
   esac
 done
 
