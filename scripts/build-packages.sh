@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# Build a Debian package (.deb) of every agent: kiwi, kaktus, kontroller.
+#
+#   scripts/build-packages.sh [--arch amd64] [--out DIR] [--agent NAME]...
+#                             [--bin-dir DIR] [--no-lintian]
+#
+# --arch     amd64 (default). arm64 is not supported yet: it fails at once.
+# --out      output directory (default: dist/packages/)
+# --agent    build only this agent (repeatable; default: all three)
+# --bin-dir  take the agent binaries from DIR instead of `cargo build --release`
+# --no-lintian  skip lintian (it runs by default, and fails on a warning)
+#
+# Writes AGENT_VERSION_ARCH.deb for each agent and SHA256SUMS into --out.
+# Each package: /usr/bin/AGENT, /usr/lib/systemd/system/AGENT.service
+# (generated from the image's unit in overlays/, see package_unit), its
+# maintainer scripts (packaging/deb/common), an example of its credentials and
+# the docs under /usr/share/doc/AGENT. What is in them: docs/packages.md.
+# Host tools: scripts/install-deps.sh --for packages.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+say() { printf '[build-packages] %s\n' "$*" >&2; }
+die() { printf '[build-packages] error: %s\n' "$*" >&2; exit 1; }
+
+arch=amd64 out="$repo/dist/packages" agents=() bin_dir="" lintian=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --arch) [ $# -ge 2 ] || die "--arch needs a value"; arch=$2; shift 2 ;;
+    --out) [ $# -ge 2 ] || die "--out needs a directory"; out=$2; shift 2 ;;
+    --agent) [ $# -ge 2 ] || die "--agent needs a name"; agents+=("$2"); shift 2 ;;
+    --bin-dir) [ $# -ge 2 ] || die "--bin-dir needs a directory"; bin_dir=$2; shift 2 ;;
+    --no-lintian) lintian=0; shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+done
+[ ${#agents[@]} -gt 0 ] || agents=(kiwi kaktus kontroller)
+case "$arch" in
+  amd64) ;;
+  arm64) die "--arch arm64 is not supported yet: it needs an aarch64 cross linker and, for kaktus, libvirt-dev:arm64 (see docs/packages.md)" ;;
+  *) die "unknown --arch '$arch' (amd64; arm64 is not supported yet)" ;;
+esac
+for a in "${agents[@]}"; do
+  case "$a" in kiwi|kaktus|kontroller) ;; *) die "unknown agent '$a' (kiwi, kaktus or kontroller)" ;; esac
+done
+[ "$(dpkg --print-architecture)" = "$arch" ] || die "this host is $(dpkg --print-architecture), not $arch (no cross build yet)"
+for tool in dpkg-deb dpkg-shlibdeps gzip md5sum; do
+  command -v "$tool" >/dev/null || die "$tool not found: run scripts/install-deps.sh --for packages"
+done
+[ "$lintian" = 0 ] || command -v lintian >/dev/null || die "lintian not found: run scripts/install-deps.sh --for packages (or pass --no-lintian)"
+
+version=$(awk '/^\[workspace.package\]/{p=1;next} /^\[/{p=0} p && $1=="version"{gsub(/"/,"",$3); print $3; exit}' "$repo/Cargo.toml")
+license=$(awk '/^\[workspace.package\]/{p=1;next} /^\[/{p=0} p && $1=="license"{gsub(/"/,"",$3); print $3; exit}' "$repo/Cargo.toml")
+[ -n "$version" ] && [ -n "$license" ] || die "no version or license under [workspace.package] in Cargo.toml"
+# The package's version: the workspace's, Debian revision 1 (a non-native
+# package: its changelog is changelog.Debian.gz).
+debversion="$version-1"
+maintainer="Kowabunga OS maintainers <maintainers@kowabunga.cloud>"
+commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+# ---- binaries ------------------------------------------------------------------
+if [ -z "$bin_dir" ]; then
+  . "$repo/scripts/lib/find-cargo.sh"
+  find_cargo || die "cargo not found: install a Rust toolchain with rustup, or set CARGO=/path/to/cargo"
+  pkgs=(); for a in "${agents[@]}"; do pkgs+=(-p "$a"); done
+  say "cargo build --release --locked ${pkgs[*]}"
+  (cd "$repo" && nice -n 10 "$cargo_bin" build --release --locked "${pkgs[@]}") \
+    || die "cargo build --release --locked ${pkgs[*]} failed"
+  bin_dir=${CARGO_TARGET_DIR:-$repo/target}/release
+fi
+for a in "${agents[@]}"; do
+  [ -x "$bin_dir/$a" ] || die "no executable $bin_dir/$a"
+done
+# Reproducible: every date and mtime is the last commit's (set after cargo: a
+# changed SOURCE_DATE_EPOCH makes build scripts rerun).
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)}
+
+# ---- the package's unit --------------------------------------------------------
+# One source of truth: the image's unit (overlays/AGENT/...), made fit for a
+# general-purpose host: no var.mount (the appliance's /var partition), logs to
+# the journal only (an appliance shows them on its console), and kiwi/kaktus
+# read their trusted keys from /etc/kowabunga/trusted-keys (the image bakes them
+# into /usr/share/kowabunga/trusted-keys, the agent's default).
+package_unit() {
+  local agent=$1 src="$repo/overlays/$1/usr/lib/systemd/system/$1.service" keys=""
+  [ -r "$src" ] || die "no unit $src"
+  [ "$agent" = kontroller ] || keys=" --trusted-keys /etc/kowabunga/trusted-keys"
+  printf '# Packaged unit: generated by scripts/build-packages.sh from the image'"'"'s\n'
+  printf '# overlays/%s/usr/lib/systemd/system/%s.service (no var.mount, journal only%s).\n' \
+    "$agent" "$agent" "${keys:+, trusted keys in /etc/kowabunga/trusted-keys}"
+  sed -e 's/^After=var\.mount /After=/' \
+      -e '/^# Logs go to the journal and to the console/,/^# console is where an operator looks first\.$/d' \
+      -e '/^StandardOutput=journal+console$/d' -e '/^StandardError=journal+console$/d' \
+      -e "s|^ExecStart=/usr/bin/$agent run\$|&$keys|" "$src"
+}
+
+# ---- one package ----------------------------------------------------------------
+build_one() {
+  local agent=$1 pkg="$repo/packaging/deb/$1" common="$repo/packaging/deb/common"
+  local root="$work/$agent" doc ready ready_text credentials tmpfiles="" keeps="" purge_leaves f
+  doc="$root/usr/share/doc/$agent"
+  case "$agent" in
+    kontroller)
+      ready="[ -e /dev/disk/by-label/cidata ]"
+      ready_text="the NoCloud seed volume /dev/disk/by-label/cidata"
+      credentials="kontroller reads its credentials (kowabunga_controller_* keys) from the
+VM's NoCloud seed, the volume labelled cidata that Kahuna attaches, mounted
+read-only on /run/kowabunga/seed by run-kowabunga-seed.mount (shipped here).
+An example meta-data: /usr/share/doc/kontroller/examples/meta-data. No
+trusted minisign key is needed (the seed and the instance metadata are
+trusted, as upstream's agents trust them)." ;;
+    *)
+      ready="[ -e /etc/kowabunga/$agent.yml ]"
+      ready_text="/etc/kowabunga/$agent.yml"
+      credentials="Put the agent's Kahuna credentials in /etc/kowabunga/$agent.yml (mode 0600),
+upstream Kowabunga's format, global: {id, endpoint, apiKey}; an example is in
+/usr/share/doc/$agent/examples/$agent.yml.
+
+Trusted signing keys: the agent applies only documents signed (minisign) by
+a key in /etc/kowabunga/trusted-keys/*.pub; the unit passes
+--trusted-keys /etc/kowabunga/trusted-keys. Put Kahuna's public key there
+before starting it. Run \`$agent verify --trusted-keys /etc/kowabunga/trusted-keys FILE\`
+to check a document by hand." ;;
+  esac
+  if [ "$agent" = kaktus ]; then
+    tmpfiles='if command -v systemd-tmpfiles >/dev/null; then systemd-tmpfiles --create kaktus.conf; fi'
+    keeps=" and /var/lib/kaktus (instance volumes)"
+  fi
+  case "$agent" in
+    kontroller) purge_leaves="the seed (a read-only volume) and anything you put under /etc/kowabunga." ;;
+    kaktus) purge_leaves="/etc/kowabunga/kaktus.yml and /etc/kowabunga/trusted-keys (the admin's
+files, with secrets: delete them by hand), and /var/lib/kaktus, the storage
+pools: the instances' volumes are never deleted by a package (remove them by
+hand once no instance uses them)." ;;
+    kiwi) purge_leaves="/etc/kowabunga/kiwi.yml and /etc/kowabunga/trusted-keys (the admin's
+files, with secrets: delete them by hand)." ;;
+  esac
+
+  rm -rf "$root" && mkdir -p "$root/DEBIAN" "$root/usr/bin" "$root/usr/lib/systemd/system" "$doc/examples"
+  install -m 0755 "$bin_dir/$agent" "$root/usr/bin/$agent"
+  package_unit "$agent" > "$root/usr/lib/systemd/system/$agent.service"
+  if grep -v '^#' "$root/usr/lib/systemd/system/$agent.service" | grep -Eq 'var\.mount|journal\+console'; then
+    die "$agent.service: the image unit changed, package_unit no longer adapts it (var.mount or journal+console left)"
+  fi
+  if [ "$agent" = kontroller ]; then
+    install -m 0644 "$repo/overlays/kontroller/usr/lib/systemd/system/run-kowabunga-seed.mount" "$root/usr/lib/systemd/system/"
+    install -m 0644 "$pkg/meta-data" "$doc/examples/meta-data"
+  else
+    install -m 0644 "$pkg/$agent.yml" "$doc/examples/$agent.yml"
+  fi
+  if [ "$agent" = kaktus ]; then
+    install -D -m 0644 "$pkg/kaktus.tmpfiles" "$root/usr/lib/tmpfiles.d/kaktus.conf"
+  fi
+  if [ -r "$pkg/lintian-overrides" ]; then
+    install -D -m 0644 "$pkg/lintian-overrides" "$root/usr/share/lintian/overrides/$agent"
+  fi
+
+  # Docs: DEP-5 copyright, changelog, README.Debian.
+  local years first last
+  first=$(git -C "$repo" log --format=%cd --date=format:%Y 2>/dev/null | tail -1)
+  last=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y)
+  years=${first:-$last}; [ "$years" = "$last" ] || years="$years-$last"
+  cat > "$doc/copyright" <<EOF
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: kowabunga-os
+Source: https://www.kowabunga.cloud/
+
+Files: *
+Copyright: $years Kowabunga OS contributors
+License: $license
+
+License: $license
+ On Debian systems, the full text of the Apache License, Version 2.0 can be
+ found in /usr/share/common-licenses/Apache-2.0.
+EOF
+  [ "$license" = Apache-2.0 ] || die "copyright text is written for Apache-2.0, the workspace says $license"
+  printf '%s (%s) unstable; urgency=medium\n\n  * Built from Kowabunga OS commit %s.\n\n -- %s  %s\n' \
+    "$agent" "$debversion" "$commit" "$maintainer" "$(date -u -R -d "@$SOURCE_DATE_EPOCH")" \
+    | gzip -9n > "$doc/changelog.Debian.gz"
+  subst() {
+    sed -e "s|@AGENT@|$agent|g" -e "s|@READY@|$ready|g" -e "s|@READY_TEXT@|$ready_text|g" \
+        -e "s|@TMPFILES@|$tmpfiles|" -e '/^\t$/d' -e "s|@KEEPS@|$keeps|" "$1"
+  }
+  for f in postinst prerm postrm; do
+    subst "$common/$f" > "$root/DEBIAN/$f" && chmod 0755 "$root/DEBIAN/$f"
+  done
+  # README.Debian: multi-line values, so awk rather than sed.
+  awk -v c="$credentials" -v l="$purge_leaves" -v a="$agent" \
+    '{ gsub(/@AGENT@/, a); if ($0 == "@CREDENTIALS@") { print c; next }
+       if ($0 == "@PURGE_LEAVES@") { print l; next } print }' \
+    "$common/README.Debian" > "$doc/README.Debian"
+
+  # Depends: the shared libraries, from dpkg-shlibdeps (it wants a debian/control).
+  local shl="$work/shlibs-$agent"
+  mkdir -p "$shl/debian"
+  printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$agent" "$agent" > "$shl/debian/control"
+  local shlibs
+  shlibs=$(cd "$shl" && dpkg-shlibdeps -O "$root/usr/bin/$agent" 2>"$shl/err" | sed -n 's/^shlibs:Depends=//p') \
+    || die "dpkg-shlibdeps $agent failed: $(cat "$shl/err")"
+  [ -n "$shlibs" ] || die "dpkg-shlibdeps found no dependency for $agent: $(cat "$shl/err")"
+
+  local size
+  size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+  sed -e "s|@VERSION@|$debversion|" -e "s|@ARCH@|$arch|" -e "s|@MAINTAINER@|$maintainer|" \
+      -e "s|@SIZE@|$size|" -e "s|@SHLIBS@|$shlibs|" "$pkg/control" > "$root/DEBIAN/control"
+  (cd "$root" && find usr -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum) > "$root/DEBIAN/md5sums"
+  chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums"
+  find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+
+  local deb="$out/${agent}_${debversion}_${arch}.deb"
+  dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null || die "dpkg-deb --build $agent failed"
+  say "$(basename "$deb"): $(( $(stat -c %s "$deb") / 1024 )) KiB, Depends: $(dpkg-deb -f "$deb" Depends)"
+  if [ "$lintian" = 1 ]; then
+    lintian --fail-on warning "$deb" >&2 || die "lintian: $(basename "$deb") has warnings or errors (above)"
+  fi
+}
+
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+chmod 0755 "$work"
+for a in "${agents[@]}"; do build_one "$a"; done
+(cd "$out" && sha256sum -- *.deb > SHA256SUMS)
+say "done: $out ($(wc -l < "$out/SHA256SUMS") packages, SHA256SUMS)"
