@@ -134,31 +134,15 @@ say "mkosi $("$mkosi" --version | awk '{print $2}') ($mkosi); build tools from i
 
 # ---- 2. Debian mirror -----------------------------------------------------------
 stage "resolving the Debian mirror"
-host_sources() {
-  # Prints "URI SUITES" for each apt source of the host (one-line and deb822).
-  local f
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [ -r "$f" ] && awk '$1=="deb"{u="";s=""; for(i=2;i<=NF;i++){ if($i ~ /^\[/){ while($i !~ /\]$/) i++; continue } if(u==""){u=$i}else if(s==""){s=$i} } print u, s}' "$f"
-  done
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -r "$f" ] && awk 'BEGIN{RS="";FS="\n"} { u="";s="";t="";en="yes"
-         for(i=1;i<=NF;i++){ line=$i
-           if(line ~ /^URIs:/){sub(/^URIs:[ \t]*/,"",line); split(line,a," "); u=a[1]}
-           if(line ~ /^Suites:/){sub(/^Suites:[ \t]*/,"",line); s=line}
-           if(line ~ /^Types:/){t=line}
-           if(line ~ /^Enabled:[ \t]*no/){en="no"} }
-         if(u!="" && t ~ /deb([ \t]|$)/ && en=="yes") print u, s }' "$f"
-  done
-}
-src=$(host_sources || true)
+. "$repo/scripts/lib/debian-mirror.sh"
 if [ -z "$mirror" ]; then
-  mirror=$(printf '%s\n' "$src" | awk '$0 !~ /security/ && $0 ~ /(bookworm|trixie|stable|sid)/ {print $1; exit}')
+  mirror=$(host_mirror)
   [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt/sources.list*: pass --mirror URL"
   say "mirror from the host's apt sources: $mirror"
 else
   say "mirror from --mirror/KOWABUNGA_MIRROR: $mirror"
 fi
-security=$(printf '%s\n' "$src" | awk '$0 ~ /-security/ {print $1; exit}')
+security=$(host_security)
 mkdir -p "$work/pkgmngr/etc/apt/sources.list.d"
 {
   printf 'Types: deb\nURIs: %s\nSuites: trixie trixie-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror"

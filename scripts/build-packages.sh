@@ -138,6 +138,12 @@ files, with secrets: delete them by hand)." ;;
 
   rm -rf "$root" && mkdir -p "$root/DEBIAN" "$root/usr/bin" "$root/usr/lib/systemd/system" "$doc/examples"
   install -m 0755 "$bin_dir/$agent" "$root/usr/bin/$agent"
+  # A role's helper binaries, as in the images: <role>-<job> (kaktus-libvirt).
+  local helper
+  for helper in "$bin_dir/$agent"-*; do
+    [ -f "$helper" ] && [ -x "$helper" ] || continue
+    install -m 0755 "$helper" "$root/usr/bin/"
+  done
   package_unit "$agent" > "$root/usr/lib/systemd/system/$agent.service"
   if grep -v '^#' "$root/usr/lib/systemd/system/$agent.service" | grep -Eq 'var\.mount|journal\+console'; then
     die "$agent.service: the image unit changed, package_unit no longer adapts it (var.mount or journal+console left)"
@@ -195,7 +201,7 @@ EOF
   mkdir -p "$shl/debian"
   printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$agent" "$agent" > "$shl/debian/control"
   local shlibs
-  shlibs=$(cd "$shl" && dpkg-shlibdeps -O "$root/usr/bin/$agent" 2>"$shl/err" | sed -n 's/^shlibs:Depends=//p') \
+  shlibs=$(cd "$shl" && dpkg-shlibdeps -O "$root"/usr/bin/* 2>"$shl/err" | sed -n 's/^shlibs:Depends=//p') \
     || die "dpkg-shlibdeps $agent failed: $(cat "$shl/err")"
   [ -n "$shlibs" ] || die "dpkg-shlibdeps found no dependency for $agent: $(cat "$shl/err")"
 

@@ -93,25 +93,8 @@ for g in "${groups[@]}"; do
   esac
 done
 
-# Print the first Debian mirror URL found in the host's apt sources.
-host_mirror() {
-  local f
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-    [ -r "$f" ] || continue
-    case "$f" in
-      *.sources)
-        # deb822: take the URIs of the stanza whose Suites carry a plain
-        # release name (not -security).
-        awk 'BEGIN{RS="";FS="\n"}
-             { uris=""; suites="";
-               for(i=1;i<=NF;i++){ if($i ~ /^URIs:/){sub(/^URIs:[ \t]*/,"",$i); uris=$i}
-                                   if($i ~ /^Suites:/){sub(/^Suites:[ \t]*/,"",$i); suites=$i} }
-               if(uris!="" && suites !~ /security/ && suites ~ /(bookworm|trixie|stable)/){ split(uris,u," "); print u[1]; exit } }' "$f" ;;
-      *)
-        awk '$1=="deb" && $0 !~ /security/ { for(i=2;i<=NF;i++) if($i ~ /^[a-z]+:\/\//){print $i; exit} }' "$f" ;;
-    esac
-  done | grep -m1 . || true
-}
+# host_mirror: the first Debian mirror URL of the host's apt sources.
+. "$(dirname "$0")/lib/debian-mirror.sh"
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
 installed_from_bpo() {

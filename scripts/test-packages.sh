@@ -133,6 +133,13 @@ test_agent() {
   [ -x "$root/usr/bin/$a" ] || die "$suite/$a: /usr/bin/$a not installed"
   [ -L "$root/etc/systemd/system/multi-user.target.wants/$a.service" ] || die "$suite/$a: $a.service not enabled by postinst"
   say "$suite/$a: installed and enabled"
+  if [ "$a" = kaktus ]; then
+    # The libvirt helper runs with the libraries the package's Depends brought in.
+    out=$(echo '{"id":1,"request":{"op":"hostname"}}' | chroot "$root" /usr/bin/kaktus-libvirt --uri test:///default 2>"$tmp/helper.err") \
+      && [[ "$out" == '{"id":1,"result":{"Ok":'* ]] \
+      || { printf '%s\n' "$out" >&2; cat "$tmp/helper.err" >&2; die "$suite/kaktus: kaktus-libvirt did not answer a request on libvirt's test driver"; }
+    say "$suite/kaktus: kaktus-libvirt answers on libvirt's test driver"
+  fi
 
   # The root's own systemd (its version's directives); a unit it only names
   # (libvirtd.service for kaktus: a Recommends) is tolerated, any other message fails.

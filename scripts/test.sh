@@ -7,7 +7,8 @@
 #                              against a one-node Ceph) + the README and docs
 #                              walkthroughs, run as written: a few minutes
 #   scripts/test.sh --fuzz     every fuzz target for 60 s (scripts/fuzz.sh)
-#   scripts/test.sh --qemu     build the images, boot them under QEMU, check from outside
+#   scripts/test.sh --qemu     build the images, boot them under QEMU, check from outside;
+#                              then the agents' .deb packages (scripts/test-packages.sh)
 #
 # Installs what it needs first (scripts/install-deps.sh). Needs root: the kernel tests
 # create network namespaces and nftables tables, the QEMU tier builds images.
@@ -85,6 +86,11 @@ if [ "$qemu" = 1 ]; then
   say "QEMU tier: boots"
   KOWABUNGA_QEMU_TESTS=1 cargo test -p qemu-test --locked -- --ignored --test-threads=1
   tier_done "QEMU tier"
+  disk
+  say "packages: each agent's .deb installed, verified and purged in bookworm and trixie roots"
+  scripts/install-deps.sh --for packages
+  scripts/test-packages.sh
+  tier_done "packages"
   disk
 fi
 say "durations: ${timings[*]:-none}; total $((SECONDS - started)) s"
