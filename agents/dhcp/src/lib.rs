@@ -6,7 +6,18 @@
 //! - [`engine`]: the lease engine, what to answer to each client message (RFC 2131),
 //!   time given by the caller. Pure.
 //! - [`store`]: the leases on disk (`leases.json`, written atomically and durably).
+//! - [`wire`]: DHCPv4 messages in and out, by `dhcproto`.
+//! - [`DhcpServer`]: a socket and a thread per served link, the engine behind a lock,
+//!   the store written before a reply that depends on it; its threads run as a
+//!   [`kowabunga_model::Supervised`] service ([`DhcpServer::supervised`]).
+//! - [`DhcpReconciler`]: the `dhcp` reconciler of the apply pipeline.
 
 pub mod engine;
 pub mod model;
+mod reconciler;
+mod server;
 pub mod store;
+pub mod wire;
+
+pub use reconciler::DhcpReconciler;
+pub use server::{Counters, DhcpServer, SERVICE};

@@ -231,6 +231,46 @@ impl LinkConfig {
     }
 }
 
+impl fmt::Display for DhcpConfig {
+    /// A listing of what is served, kept in the generation's `rendered/dhcp/`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[Ipv4Addr]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        for (name, link) in &self.links {
+            writeln!(f, "link {name}")?;
+            writeln!(f, "  subnet {} server {}", link.subnet, link.server)?;
+            for pool in &link.pools {
+                writeln!(f, "  pool {pool}")?;
+            }
+            for (mac, ip) in &link.hosts {
+                writeln!(f, "  host {mac} {ip}")?;
+            }
+            writeln!(f, "  lease-time {}", link.lease_time)?;
+            if let Some(router) = link.router {
+                writeln!(f, "  router {router}")?;
+            }
+            writeln!(f, "  dns {}", list(&link.dns))?;
+            if let Some(domain) = &link.domain {
+                writeln!(f, "  domain {domain}")?;
+            }
+            if !link.ntp.is_empty() {
+                writeln!(f, "  ntp {}", list(&link.ntp))?;
+            }
+            if let Some(mtu) = link.mtu {
+                writeln!(f, "  mtu {mtu}")?;
+            }
+            for (to, via) in &link.routes {
+                writeln!(f, "  route {to} via {via}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The configuration `doc` asks for: its `[dhcp]` section, checked against its
 /// `[network]` section. No section: no link served.
 pub fn effective(doc: &Document) -> Result<DhcpConfig, DhcpError> {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use kowabunga_agent::push::PipelinePusher;
 use kowabunga_agent::role::{Role, RoleContext};
+use kowabunga_dhcp::{DhcpReconciler, DhcpServer};
 use kowabunga_dns::{DnsReconciler, DnsServer, KiwiService};
 use kowabunga_firewall::{Baseline, FirewallReconciler};
 use kowabunga_model::{DynReconciler, Supervised, erase};
@@ -13,6 +14,7 @@ use kowabunga_network::NetworkReconciler;
 
 struct Kiwi {
     dns: DnsServer,
+    dhcp: DhcpServer,
 }
 
 impl Role for Kiwi {
@@ -21,10 +23,12 @@ impl Role for Kiwi {
     const STATUS_PORT: u16 = 9721;
     type Rpc = KiwiService<PipelinePusher>;
 
-    /// Links and addresses first, so the firewall can name them and DNS can bind them.
+    /// Links and addresses first, so the firewall can name them and DNS and DHCP can
+    /// bind them. DHCP keeps its leases under the state directory (`dhcp/leases.json`).
     fn reconcilers(&self, context: &RoleContext) -> Result<Vec<Box<dyn DynReconciler>>, String> {
         let network = NetworkReconciler::with_state_dir(context.state_dir.join("network"))
             .map_err(|e| e.to_string())?;
+        self.dhcp.set_state_dir(context.state_dir.join("dhcp"));
         Ok(vec![
             erase(network),
             // Closed until the document opens it: with no [firewall], the baseline.
@@ -34,6 +38,7 @@ impl Role for Kiwi {
                     .with_baseline(Baseline::kiwi()),
             ),
             erase(DnsReconciler::new(self.dns.clone())),
+            erase(DhcpReconciler::new(self.dhcp.clone())),
         ])
     }
 
@@ -42,15 +47,16 @@ impl Role for Kiwi {
         KiwiService::new(self.dns.clone(), pusher)
     }
 
-    /// The DNS listeners (bound and re-bound by the dns reconciler), restarted by the
-    /// core when one fails.
+    /// The DNS listeners and the DHCP links' serving threads (bound and re-bound by
+    /// their reconcilers), restarted by the core when one fails.
     fn services(&self, _context: &RoleContext, _pusher: PipelinePusher) -> Vec<Supervised> {
-        vec![self.dns.supervised()]
+        vec![self.dns.supervised(), self.dhcp.supervised()]
     }
 }
 
 fn main() -> ExitCode {
     kowabunga_agent::cli::main(Kiwi {
         dns: DnsServer::new(),
+        dhcp: DhcpServer::new(),
     })
 }

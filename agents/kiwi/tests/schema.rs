@@ -169,6 +169,7 @@ fn schema_is_valid_json_schema_and_names_every_section_kiwi_reads() {
         "network",
         "firewall",
         "dns",
+        "dhcp",
     ] {
         assert!(properties.contains_key(key), "no {key} in the schema");
     }

@@ -1,0 +1,477 @@
+//! The DHCP server: one UDP socket per served link (port 67, `SO_BINDTODEVICE` to the
+//! link, broadcast allowed), each served by a plain thread doing blocking
+//! `recv_from`/`send_to`, as the DNS server's UDP listeners do. Every message goes
+//! through the one [`Engine`] under a lock; a change a client is told about (an ACK, a
+//! release, a decline) is written to the [`Store`] before the reply leaves, on that
+//! thread, never on the async runtime. The served links and their configuration change
+//! only through [`DhcpServer::apply`]. A serving thread that stops on its own (a socket
+//! error, a panic) ends the run of [`DhcpServer::supervised`] with the reason; the next
+//! run reopens it.
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kowabunga_model::Supervised;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
+
+use crate::engine::{Engine, Leases, Reply};
+use crate::model::DhcpConfig;
+use crate::store::Store;
+use crate::wire::{self, SERVER_PORT};
+
+/// Name of the supervised service (logs, `/status`, `/metrics`).
+pub const SERVICE: &str = "dhcp";
+
+/// How often a serving thread with nothing to do checks whether it must stop.
+const POLL: Duration = Duration::from_millis(250);
+/// Largest datagram read (a client may announce up to 1500 bytes, RFC 2132 9.10).
+const MAX_DATAGRAM: usize = 1500;
+
+/// Messages seen, by fate (for tests and, later, `/metrics`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub received: AtomicU64,
+    pub dropped_malformed: AtomicU64,
+    pub dropped_unserved: AtomicU64,
+    pub replies: AtomicU64,
+    pub silent: AtomicU64,
+}
+
+struct Shared {
+    engine: Mutex<Engine>,
+    /// Where leases are kept; `None`: in memory only.
+    store: Mutex<Option<Store>>,
+    /// Whether the store was read (at the first apply).
+    loaded: AtomicBool,
+    /// The last store write failure, cleared by the next success.
+    store_error: Mutex<Option<String>>,
+    /// Second of the last expiry sweep.
+    swept: AtomicU64,
+    port: u16,
+    counters: Counters,
+    /// Bumped each time a serving thread stops on its own.
+    failures: watch::Sender<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Shared {
+    /// Write the leases; a failure is logged and kept for [`DhcpServer::check`]: the
+    /// server goes on serving (the leases in memory are right; a restart would lose
+    /// the unwritten ones).
+    fn persist(&self, leases: &Leases) {
+        let Some(store) = lock(&self.store).clone() else {
+            return;
+        };
+        let mut error = lock(&self.store_error);
+        match store.save(leases) {
+            Ok(()) => *error = None,
+            Err(e) => {
+                tracing::error!("dhcp: cannot write the leases: {e}");
+                *error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Answer one datagram received on `link`; the reply and where it goes.
+    fn handle(&self, link: &str, bytes: &[u8]) -> Option<(Vec<u8>, SocketAddrV4)> {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let incoming = match wire::decode(bytes) {
+            Ok(incoming) => incoming,
+            Err(wire::Dropped::Malformed) => {
+                self.counters
+                    .dropped_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(link, len = bytes.len(), "dhcp: malformed datagram dropped");
+                return None;
+            }
+            Err(wire::Dropped::NotServed) => {
+                self.counters
+                    .dropped_unserved
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        let now = unix_now();
+        let mut engine = lock(&self.engine);
+        if self.swept.swap(now, Ordering::Relaxed) != now && engine.expire(now) {
+            self.persist(engine.leases());
+        }
+        let outcome = engine.handle(link, &incoming.request, now);
+        if outcome.changed {
+            self.persist(engine.leases());
+        }
+        let req = &incoming.request;
+        match &outcome.reply {
+            Reply::Ack(g) => {
+                tracing::info!(link, mac = %req.mac, address = %g.address, "dhcp: ACK")
+            }
+            Reply::Nak(why) => tracing::info!(link, mac = %req.mac, why, "dhcp: NAK"),
+            Reply::Silent(why) => {
+                self.counters.silent.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(link, mac = %req.mac, kind = ?req.kind, why, "dhcp: no answer");
+            }
+            Reply::Offer(_) | Reply::InformAck => {}
+        }
+        let cfg = engine.config().links.get(link)?;
+        let out = wire::encode(cfg, &incoming, &outcome.reply);
+        if out.is_some() {
+            self.counters.replies.fetch_add(1, Ordering::Relaxed);
+        }
+        out
+    }
+}
+
+/// One served link: its socket and serving thread, stopped on drop.
+struct Listener {
+    thread: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    /// Why the thread stopped on its own, if it did.
+    exit: Arc<Mutex<Option<String>>>,
+}
+
+impl Listener {
+    fn failure(&self) -> Option<String> {
+        if let Some(reason) = lock(&self.exit).clone() {
+            return Some(reason);
+        }
+        match &self.thread {
+            Some(t) if t.is_finished() => Some("the serving thread stopped".to_owned()),
+            _ => None,
+        }
+    }
+
+    /// Stop and wait until the socket is closed.
+    async fn close(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // The thread notices within POLL and exits, closing the socket.
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Held by a serving thread: when it ends without having been asked to stop (a socket
+/// error, or a panic unwinding), records why and wakes the supervised run.
+struct ExitGuard {
+    link: String,
+    stop: Arc<AtomicBool>,
+    exit: Arc<Mutex<Option<String>>>,
+    shared: Arc<Shared>,
+    reason: Option<String>,
+}
+
+impl ExitGuard {
+    /// The loop returned: with `Err`, that is the reason reported. Takes the guard by
+    /// value so that the thread owns it whole (and drops it when it ends).
+    fn ended(mut self, result: Result<(), String>) {
+        self.reason = result.err();
+    }
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if self.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let reason = self
+            .reason
+            .take()
+            .unwrap_or_else(|| "stopped unexpectedly (panic)".to_owned());
+        tracing::error!("dhcp: {}: {reason}", self.link);
+        lock(&self.exit).get_or_insert(reason);
+        self.shared.failures.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Cheap to clone: clones share the server.
+#[derive(Clone)]
+pub struct DhcpServer {
+    shared: Arc<Shared>,
+    listeners: Arc<tokio::sync::Mutex<BTreeMap<String, Listener>>>,
+}
+
+impl Default for DhcpServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DhcpServer {
+    /// A server serving no link until the first [`apply`](Self::apply), keeping its
+    /// leases in memory until [`set_state_dir`](Self::set_state_dir).
+    pub fn new() -> Self {
+        Self::with_port(SERVER_PORT)
+    }
+
+    /// The same, listening on another port than 67 (tests).
+    pub fn with_port(port: u16) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                engine: Mutex::new(Engine::default()),
+                store: Mutex::new(None),
+                loaded: AtomicBool::new(false),
+                store_error: Mutex::new(None),
+                swept: AtomicU64::new(0),
+                port,
+                counters: Counters::default(),
+                failures: watch::Sender::new(0),
+            }),
+            listeners: Arc::default(),
+        }
+    }
+
+    /// Keep the leases in `dir` (read at the first [`apply`](Self::apply)).
+    pub fn set_state_dir(&self, dir: impl Into<PathBuf>) {
+        *lock(&self.shared.store) = Some(Store::new(dir));
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> DhcpConfig {
+        lock(&self.shared.engine).config().clone()
+    }
+
+    /// The leases held now.
+    pub fn leases(&self) -> Leases {
+        lock(&self.shared.engine).leases().clone()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// Bring the server to `config`: read the store the first time, open the sockets of
+    /// newly served links (any failure leaves everything as it was), swap the
+    /// configuration (keeping the leases that still fit, written at once if some were
+    /// dropped), then close the sockets of links no longer served.
+    pub async fn apply(&self, config: DhcpConfig) -> Result<(), String> {
+        let mut listeners = self.listeners.lock().await;
+        let loaded = self.load().await?;
+        self.reopen_failed(&mut listeners).await?;
+        let mut fresh = BTreeMap::new();
+        for link in config.links.keys() {
+            if !listeners.contains_key(link) {
+                let listener = self
+                    .listen(link)
+                    .map_err(|e| format!("dhcp: serve {link}: {e}"))?;
+                fresh.insert(link.clone(), listener);
+            }
+        }
+        let wanted: Vec<String> = config.links.keys().cloned().collect();
+        let shared = Arc::clone(&self.shared);
+        let dropped = tokio::task::spawn_blocking(move || {
+            let mut engine = lock(&shared.engine);
+            let dropped = match loaded {
+                Some(leases) => {
+                    let before: usize = leases.links.values().map(|l| l.leases.len()).sum();
+                    *engine = Engine::new(config, leases);
+                    let after: usize = engine.leases().links.values().map(|l| l.leases.len()).sum();
+                    before - after
+                }
+                None => engine.reconfigure(config),
+            };
+            if dropped > 0 {
+                shared.persist(engine.leases());
+            }
+            dropped
+        })
+        .await
+        .map_err(|e| format!("dhcp: configuration swap: {e}"))?;
+        if dropped > 0 {
+            tracing::info!(dropped, "dhcp: leases that no longer fit dropped");
+        }
+        listeners.append(&mut fresh);
+        let gone: Vec<String> = listeners
+            .keys()
+            .filter(|l| !wanted.contains(l))
+            .cloned()
+            .collect();
+        for link in gone {
+            if let Some(mut listener) = listeners.remove(&link) {
+                listener.close().await;
+                tracing::info!(link, "dhcp: stopped serving");
+            }
+        }
+        tracing::info!(links = ?wanted, "dhcp: configuration in force");
+        Ok(())
+    }
+
+    /// The first time only: the leases the store kept (none without a store).
+    async fn load(&self) -> Result<Option<Leases>, String> {
+        if self.shared.loaded.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let store = lock(&self.shared.store).clone();
+        let leases = match store {
+            None => Leases::default(),
+            Some(store) => {
+                let (leases, reset) = tokio::task::spawn_blocking(move || store.load_or_reset())
+                    .await
+                    .map_err(|e| format!("dhcp: reading the leases: {e}"))?
+                    .map_err(|e| format!("dhcp: reading the leases: {e}"))?;
+                if let Some(why) = reset {
+                    tracing::warn!("dhcp: lease file unreadable, starting without leases: {why}");
+                }
+                leases
+            }
+        };
+        self.shared.loaded.store(true, Ordering::Relaxed);
+        Ok(Some(leases))
+    }
+
+    /// Close every listener that stopped and open its link again.
+    async fn reopen_failed(
+        &self,
+        listeners: &mut BTreeMap<String, Listener>,
+    ) -> Result<(), String> {
+        let failed: Vec<String> = listeners
+            .iter()
+            .filter(|(_, l)| l.failure().is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for link in failed {
+            if let Some(mut old) = listeners.remove(&link) {
+                old.close().await;
+            }
+            let listener = self
+                .listen(&link)
+                .map_err(|e| format!("dhcp: serve {link}: {e}"))?;
+            tracing::info!(link, "dhcp: listener reopened");
+            listeners.insert(link, listener);
+        }
+        Ok(())
+    }
+
+    fn listen(&self, link: &str) -> std::io::Result<Listener> {
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_broadcast(true)?;
+        socket.bind_device(Some(link.as_bytes()))?;
+        socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, self.shared.port).into())?;
+        socket.set_read_timeout(Some(POLL))?;
+        let socket: UdpSocket = socket.into();
+        let stop = Arc::new(AtomicBool::new(false));
+        let exit = Arc::new(Mutex::new(None));
+        let guard = ExitGuard {
+            link: link.to_owned(),
+            stop: Arc::clone(&stop),
+            exit: Arc::clone(&exit),
+            shared: Arc::clone(&self.shared),
+            reason: None,
+        };
+        let (shared, flag, name) = (Arc::clone(&self.shared), Arc::clone(&stop), link.to_owned());
+        let thread = std::thread::Builder::new()
+            .name(format!("dhcp-{link}"))
+            .spawn(move || {
+                guard.ended(serve(&name, &socket, &shared, &flag));
+            })?;
+        tracing::info!(link, port = self.shared.port, "dhcp: serving");
+        Ok(Listener {
+            thread: Some(thread),
+            stop,
+            exit,
+        })
+    }
+
+    /// The serving threads as a service the agent core supervises. One run reopens the
+    /// links whose thread stopped, then waits until one stops and ends with `Err`
+    /// naming it and why; the core starts another run after its back-off.
+    pub fn supervised(&self) -> Supervised {
+        let server = self.clone();
+        Supervised::new(SERVICE, move || {
+            let server = server.clone();
+            async move { server.watch().await }
+        })
+    }
+
+    async fn watch(&self) -> Result<(), String> {
+        let mut failures = self.shared.failures.subscribe();
+        {
+            let mut listeners = self.listeners.lock().await;
+            self.reopen_failed(&mut listeners).await?;
+        }
+        loop {
+            failures.borrow_and_update();
+            {
+                let listeners = self.listeners.lock().await;
+                if let Some((link, reason)) = listeners
+                    .iter()
+                    .find_map(|(k, l)| l.failure().map(|r| (k.clone(), r)))
+                {
+                    return Err(format!("link {link}: {reason}"));
+                }
+            }
+            if failures.changed().await.is_err() {
+                return Err("dhcp: the server is gone".to_owned());
+            }
+        }
+    }
+
+    /// Health: every served link has its thread, and the last lease write succeeded.
+    pub async fn check(&self) -> Result<(), String> {
+        let listeners = self.listeners.lock().await;
+        for (link, listener) in listeners.iter() {
+            if let Some(reason) = listener.failure() {
+                return Err(format!("link {link} is not served: {reason}"));
+            }
+        }
+        if let Some(e) = lock(&self.shared.store_error).clone() {
+            return Err(format!("leases are not being written: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Stop serving every link and wait until the sockets are closed.
+    pub async fn shutdown(&self) {
+        let mut listeners = self.listeners.lock().await;
+        for (_, mut listener) in std::mem::take(&mut *listeners) {
+            listener.close().await;
+        }
+    }
+}
+
+/// One serving thread's loop, until `stop` (or a socket error it cannot serve past).
+fn serve(link: &str, socket: &UdpSocket, shared: &Shared, stop: &AtomicBool) -> Result<(), String> {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    while !stop.load(Ordering::Relaxed) {
+        let n = match socket.recv_from(&mut buf) {
+            Ok((n, _)) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(format!("receive: {e}")),
+        };
+        if let Some((reply, to)) = shared.handle(link, &buf[..n])
+            && let Err(e) = socket.send_to(&reply, to)
+        {
+            // A client gone or a full queue: that client retries.
+            tracing::warn!(link, %to, "dhcp: send: {e}");
+        }
+    }
+    Ok(())
+}
