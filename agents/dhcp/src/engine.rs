@@ -17,6 +17,10 @@
 //!   hold it).
 //! - DECLINE: the address is quarantined for [`QUARANTINE`] seconds; RELEASE ends the
 //!   lease now but keeps the record, so the client gets the same address back.
+//! - With `ping_check`, an address the client never had is first probed: the engine
+//!   answers [`Reply::Probe`] (the server sends an ICMP echo, the client gets nothing),
+//!   and the client's next DISCOVER, [`PROBE_WAIT`] or more later, gets the offer
+//!   unless an echo reply came ([`Engine::conflict`]: quarantined, like a decline).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,6 +35,9 @@ use crate::model::{DhcpConfig, LinkConfig};
 pub const OFFER_HOLD: u64 = 60;
 /// How long a declined address is not offered again.
 pub const QUARANTINE: u64 = 3600;
+/// With `ping_check`: how long an ICMP echo sent to a new address waits for an answer
+/// before the address may be offered (to the client's next DISCOVER).
+pub const PROBE_WAIT: u64 = 1;
 
 /// Who a lease belongs to: the client identifier (option 61) when the client sends one,
 /// else hardware type 1 followed by its MAC (RFC 2132 9.14's usual form).
@@ -118,6 +125,9 @@ pub struct LinkLeases {
     /// Declined address -> end of its quarantine.
     #[serde(default)]
     pub declined: BTreeMap<Ipv4Addr, u64>,
+    /// Address probed by an ICMP echo -> for which client, when (not persisted).
+    #[serde(skip)]
+    pub probes: BTreeMap<Ipv4Addr, (ClientId, u64)>,
 }
 
 mod as_list {
@@ -186,6 +196,8 @@ pub enum Reply {
     InformAck,
     /// DHCPNAK, with the reason (sent as option 56).
     Nak(String),
+    /// No answer yet: send an ICMP echo to this address (ping check).
+    Probe(Ipv4Addr),
     /// No answer, and why (for the debug log).
     Silent(&'static str),
 }
@@ -276,8 +288,32 @@ impl Engine {
             changed |= link.declined.len() != before;
             link.leases
                 .retain(|_, l| l.state != LeaseState::Offered || l.expires > now);
+            link.probes.retain(|_, (_, sent)| *sent + OFFER_HOLD > now);
         }
         changed
+    }
+
+    /// An ICMP echo reply came from `ip` on `link`: if we probed it lately and it is
+    /// not bound, someone uses it: quarantine it (and drop our offer of it). Returns
+    /// whether a persisted record changed.
+    pub fn conflict(&mut self, link: &str, ip: Ipv4Addr, now: u64) -> bool {
+        let Some(leases) = self.leases.links.get_mut(link) else {
+            return false;
+        };
+        match leases.probes.remove(&ip) {
+            Some((_, sent)) if sent + OFFER_HOLD > now => {}
+            _ => return false,
+        }
+        if leases
+            .leases
+            .get(&ip)
+            .is_some_and(|l| l.state == LeaseState::Bound && l.active(now))
+        {
+            return false;
+        }
+        leases.leases.remove(&ip);
+        leases.declined.insert(ip, now + QUARANTINE);
+        true
     }
 
     /// Answer one message received on `link`.
@@ -320,10 +356,21 @@ fn available(cfg: &LinkConfig, leases: &LinkLeases, ip: Ipv4Addr, req: &Request,
     if leases.declined.get(&ip).is_some_and(|until| *until > now) {
         return false;
     }
+    if probed_for_another(leases, ip, req, now) {
+        return false;
+    }
     match leases.leases.get(&ip) {
         None => true,
         Some(l) => l.client == req.client || !l.active(now),
     }
+}
+
+/// Whether `ip` is being probed for another client.
+fn probed_for_another(leases: &LinkLeases, ip: Ipv4Addr, req: &Request, now: u64) -> bool {
+    leases
+        .probes
+        .get(&ip)
+        .is_some_and(|(client, sent)| *client != req.client && *sent + OFFER_HOLD > now)
 }
 
 /// The address recorded for `client`, if any.
@@ -336,11 +383,11 @@ fn address_of(leases: &LinkLeases, client: &ClientId) -> Option<Ipv4Addr> {
 }
 
 fn discover(cfg: &LinkConfig, leases: &mut LinkLeases, req: &Request, now: u64) -> Outcome {
-    let choice = cfg
-        .host(&req.mac)
-        .or_else(|| {
-            address_of(leases, &req.client).filter(|ip| available(cfg, leases, *ip, req, now))
-        })
+    // The client's own address (static or known) is offered at once.
+    let known = cfg.host(&req.mac).or_else(|| {
+        address_of(leases, &req.client).filter(|ip| available(cfg, leases, *ip, req, now))
+    });
+    let choice = known
         .or_else(|| {
             req.requested
                 .filter(|ip| cfg.in_pool(*ip) && available(cfg, leases, *ip, req, now))
@@ -349,6 +396,23 @@ fn discover(cfg: &LinkConfig, leases: &mut LinkLeases, req: &Request, now: u64) 
     let Some(address) = choice else {
         return Outcome::silent("no free address in the pools");
     };
+    if cfg.ping_check && known.is_none() {
+        match leases.probes.get(&address) {
+            Some((client, sent)) if *client == req.client && *sent + OFFER_HOLD > now => {
+                if now < *sent + PROBE_WAIT {
+                    return Outcome::silent("ping check under way");
+                }
+                // No one answered: offer it.
+            }
+            _ => {
+                leases.probes.insert(address, (req.client.clone(), now));
+                return Outcome {
+                    reply: Reply::Probe(address),
+                    changed: false,
+                };
+            }
+        }
+    }
     // The client's record moves to the offered address (one record per client).
     let existing = leases.leases.get(&address).cloned();
     let mut changed = drop_other_records(leases, &req.client, address);
@@ -394,7 +458,9 @@ fn lowest_free(cfg: &LinkConfig, leases: &LinkLeases, req: &Request, now: u64) -
     let mut oldest: Option<(u64, Ipv4Addr)> = None;
     for pool in &cfg.pools {
         for ip in pool.iter() {
-            if leases.declined.get(&ip).is_some_and(|until| *until > now) {
+            if leases.declined.get(&ip).is_some_and(|until| *until > now)
+                || probed_for_another(leases, ip, req, now)
+            {
                 continue;
             }
             match leases.leases.get(&ip) {
@@ -550,7 +616,7 @@ mod tests {
         let net: Network =
             toml::from_str("[[links]]\nname = \"eth1\"\naddresses = [\"10.0.0.1/24\"]\n").unwrap();
         let section: DhcpSection = toml::from_str(&format!(
-            "[links.eth1]\nlease_time = 600\npools = [{{ first = \"{}\", last = \"{}\" }}]\nhosts = [{hosts}]\n",
+            "ping_check = false\n[links.eth1]\nlease_time = 600\npools = [{{ first = \"{}\", last = \"{}\" }}]\nhosts = [{hosts}]\n",
             pool.0, pool.1
         ))
         .unwrap();
@@ -944,6 +1010,63 @@ mod tests {
         // A link no longer served loses its leases.
         assert_eq!(e.reconfigure(DhcpConfig::default()), 1);
         assert!(e.leases().links.is_empty());
+    }
+
+    #[test]
+    fn ping_check_probes_a_new_address_before_offering_it() {
+        let mut cfg = engine().config().clone();
+        for link in cfg.links.values_mut() {
+            link.ping_check = true;
+        }
+        let mut e = Engine::new(cfg, Leases::default());
+        // A new client: probe first, no answer to the client.
+        let o = e.handle("eth1", &discover(1), T0);
+        assert_eq!(o.reply, Reply::Probe(ip("10.0.0.10")));
+        // Its retransmission in the same second: still waiting.
+        assert!(is_silent(&e.handle("eth1", &discover(1), T0)));
+        // Another client meanwhile: its own probe, of another address.
+        assert_eq!(
+            e.handle("eth1", &discover(2), T0).reply,
+            Reply::Probe(ip("10.0.0.11"))
+        );
+        // No echo reply: the next DISCOVER gets the offer, and binds.
+        assert_eq!(
+            offered(&e.handle("eth1", &discover(1), T0 + PROBE_WAIT)),
+            ip("10.0.0.10")
+        );
+        assert_eq!(
+            acked(&e.handle("eth1", &select(1, "10.0.0.10"), T0 + 2)),
+            ip("10.0.0.10")
+        );
+        // An echo reply for a bound address: the client has it; ignored.
+        assert!(!e.conflict("eth1", ip("10.0.0.10"), T0 + 2));
+        // Its own address later: no probe.
+        assert_eq!(
+            offered(&e.handle("eth1", &discover(1), T0 + 5000)),
+            ip("10.0.0.10")
+        );
+        // A static lease: no probe.
+        assert_eq!(
+            offered(&e.handle("eth1", &discover(0x99), T0)),
+            ip("10.0.0.99")
+        );
+        // An echo reply for client 2's address: quarantined, client 2 probes the next.
+        assert!(e.conflict("eth1", ip("10.0.0.11"), T0 + 1));
+        assert!(
+            e.leases().links["eth1"]
+                .declined
+                .contains_key(&ip("10.0.0.11"))
+        );
+        assert_eq!(
+            e.handle("eth1", &discover(2), T0 + 2).reply,
+            Reply::Probe(ip("10.0.0.12"))
+        );
+        // A reply nobody asked for: ignored.
+        assert!(!e.conflict("eth1", ip("10.0.0.20"), T0 + 2));
+        assert!(!e.conflict("eth9", ip("10.0.0.12"), T0 + 2));
+        // Probes are forgotten after the offer hold.
+        e.expire(T0 + 2 + OFFER_HOLD);
+        assert!(e.leases().links["eth1"].probes.is_empty());
     }
 
     #[test]

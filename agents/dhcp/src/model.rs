@@ -12,6 +12,7 @@
 //! lease_time = 3600                 # seconds, every link unless it says otherwise
 //! domain = "acme.local"             # option 15
 //! ntp = ["10.0.0.3"]                # option 42
+//! ping_check = true                 # ICMP echo before offering a new address
 //!
 //! [dhcp.links.vlan101]
 //! pools = [{ first = "10.0.101.100", last = "10.0.101.199" }]
@@ -62,7 +63,7 @@ impl From<DocumentError> for DhcpError {
 }
 
 /// The signed `[dhcp]` section. Absent: no link is served.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(
     title = "[dhcp]",
@@ -83,9 +84,31 @@ pub struct DhcpSection {
     /// NTP servers (option 42) for links that do not set their own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ntp: Vec<Ipv4Addr>,
+    /// Before offering an address no client had, check that nobody answers an ICMP
+    /// echo from it (the client's retransmission gets the offer); an address that
+    /// answers is quarantined like a declined one.
+    #[serde(default = "yes")]
+    pub ping_check: bool,
     /// Served links by `[network]` link name.
     #[serde(default)]
     pub links: BTreeMap<String, LinkSection>,
+}
+
+impl Default for DhcpSection {
+    fn default() -> Self {
+        Self {
+            lease_time: None,
+            domain: None,
+            dns: Vec::new(),
+            ntp: Vec::new(),
+            ping_check: true,
+            links: BTreeMap::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One served link.
@@ -206,6 +229,8 @@ pub struct LinkConfig {
     pub mtu: Option<u16>,
     /// Option 121 as sent: the declared routes, then the default route via the router.
     pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
+    /// Probe a new address with an ICMP echo before offering it.
+    pub ping_check: bool,
 }
 
 impl LinkConfig {
@@ -262,6 +287,9 @@ impl fmt::Display for DhcpConfig {
             }
             if let Some(mtu) = link.mtu {
                 writeln!(f, "  mtu {mtu}")?;
+            }
+            if link.ping_check {
+                writeln!(f, "  ping-check")?;
             }
             for (to, via) in &link.routes {
                 writeln!(f, "  route {to} via {via}")?;
@@ -469,6 +497,7 @@ pub fn compile(section: &DhcpSection, net: &Network) -> Result<DhcpConfig, DhcpE
                 ntp,
                 mtu,
                 routes,
+                ping_check: section.ping_check,
             },
         );
     }
@@ -575,6 +604,7 @@ pools = [{ first = "192.168.7.10", last = "192.168.7.20" }]
         assert_eq!(eth1.domain.as_deref(), Some("acme.local"));
         assert_eq!(eth1.ntp, vec![ip("10.0.0.3")]);
         assert_eq!(eth1.mtu, Some(9000));
+        assert!(eth1.ping_check);
         let mac: MacAddr = "52:54:00:00:01:0a".parse().unwrap();
         assert_eq!(eth1.host(&mac), Some(ip("10.0.101.10")));
         assert_eq!(eth1.reserved_for(ip("10.0.101.10")), Some(mac));
@@ -737,6 +767,7 @@ addresses = ["10.0.5.1/24"]
             domain: Some("acme.local".into()),
             dns: vec![ip("10.0.0.53")],
             ntp: vec![ip("10.0.0.123")],
+            ping_check: false,
             links: BTreeMap::from([(
                 "eth1".to_owned(),
                 LinkSection {

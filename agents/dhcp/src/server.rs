@@ -9,13 +9,14 @@
 //! run reopens it.
 
 use std::collections::BTreeMap;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use etherparse::{IcmpEchoHeader, Icmpv4Header, Icmpv4Slice, Icmpv4Type, Ipv4Slice};
 use kowabunga_model::Supervised;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
@@ -41,6 +42,10 @@ pub struct Counters {
     pub dropped_unserved: AtomicU64,
     pub replies: AtomicU64,
     pub silent: AtomicU64,
+    /// ICMP echoes sent before offers.
+    pub probes: AtomicU64,
+    /// Addresses found in use by a ping check.
+    pub conflicts: AtomicU64,
 }
 
 struct Shared {
@@ -87,8 +92,8 @@ impl Shared {
         }
     }
 
-    /// Answer one datagram received on `link`; the reply and where it goes.
-    fn handle(&self, link: &str, bytes: &[u8]) -> Option<(Vec<u8>, SocketAddrV4)> {
+    /// Answer one datagram received on `link`: what to send.
+    fn handle(&self, link: &str, bytes: &[u8]) -> Option<Out> {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let incoming = match wire::decode(bytes) {
             Ok(incoming) => incoming,
@@ -125,20 +130,42 @@ impl Shared {
                 self.counters.silent.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(link, mac = %req.mac, kind = ?req.kind, why, "dhcp: no answer");
             }
+            Reply::Probe(ip) => {
+                self.counters.probes.fetch_add(1, Ordering::Relaxed);
+                return Some(Out::Probe(*ip));
+            }
             Reply::Offer(_) | Reply::InformAck => {}
         }
         let cfg = engine.config().links.get(link)?;
-        let out = wire::encode(cfg, &incoming, &outcome.reply);
-        if out.is_some() {
-            self.counters.replies.fetch_add(1, Ordering::Relaxed);
-        }
-        out
+        let (bytes, to) = wire::encode(cfg, &incoming, &outcome.reply)?;
+        self.counters.replies.fetch_add(1, Ordering::Relaxed);
+        Some(Out::Dhcp(bytes, to))
     }
+
+    /// An ICMP echo reply from `ip` on `link`.
+    fn echo_reply(&self, link: &str, ip: Ipv4Addr) {
+        let now = unix_now();
+        let mut engine = lock(&self.engine);
+        if engine.conflict(link, ip, now) {
+            self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(link, address = %ip, "dhcp: address in use (answers ICMP echo), quarantined");
+            self.persist(engine.leases());
+        }
+    }
+}
+
+/// What a serving thread sends for one datagram.
+enum Out {
+    Dhcp(Vec<u8>, SocketAddrV4),
+    /// An ICMP echo to this address (ping check before an offer).
+    Probe(Ipv4Addr),
 }
 
 /// One served link: its socket and serving thread, stopped on drop.
 struct Listener {
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Reads ICMP echo replies (ping check); none without CAP_NET_RAW.
+    icmp: Option<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     /// Why the thread stopped on its own, if it did.
     exit: Arc<Mutex<Option<String>>>,
@@ -158,9 +185,18 @@ impl Listener {
     /// Stop and wait until the socket is closed.
     async fn close(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+        let threads: Vec<_> = self
+            .thread
+            .take()
+            .into_iter()
+            .chain(self.icmp.take())
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 }
 
@@ -371,6 +407,31 @@ impl DhcpServer {
         socket.set_read_timeout(Some(POLL))?;
         let socket: UdpSocket = socket.into();
         let stop = Arc::new(AtomicBool::new(false));
+        // The ping check's socket: raw ICMP on the link (CAP_NET_RAW). Without it, no
+        // probe is sent and offers only wait for the client's retransmission.
+        let icmp = match icmp_socket(link) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::warn!(link, "dhcp: no ICMP socket for the ping check: {e}");
+                None
+            }
+        };
+        let icmp_thread = match &icmp {
+            Some(sock) => {
+                let (sock, shared, flag, name) = (
+                    Arc::clone(sock),
+                    Arc::clone(&self.shared),
+                    Arc::clone(&stop),
+                    link.to_owned(),
+                );
+                Some(
+                    std::thread::Builder::new()
+                        .name(format!("dhcp-icmp-{link}"))
+                        .spawn(move || read_echo_replies(&name, &sock, &shared, &flag))?,
+                )
+            }
+            None => None,
+        };
         let exit = Arc::new(Mutex::new(None));
         let guard = ExitGuard {
             link: link.to_owned(),
@@ -383,11 +444,19 @@ impl DhcpServer {
         let thread = std::thread::Builder::new()
             .name(format!("dhcp-{link}"))
             .spawn(move || {
-                guard.ended(serve(&name, &socket, &shared, &flag));
-            })?;
+                guard.ended(serve(&name, &socket, icmp.as_deref(), &shared, &flag));
+            });
+        let thread = match thread {
+            Ok(t) => t,
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
         tracing::info!(link, port = self.shared.port, "dhcp: serving");
         Ok(Listener {
             thread: Some(thread),
+            icmp: icmp_thread,
             stop,
             exit,
         })
@@ -451,7 +520,14 @@ impl DhcpServer {
 }
 
 /// One serving thread's loop, until `stop` (or a socket error it cannot serve past).
-fn serve(link: &str, socket: &UdpSocket, shared: &Shared, stop: &AtomicBool) -> Result<(), String> {
+fn serve(
+    link: &str,
+    socket: &UdpSocket,
+    icmp: Option<&Socket>,
+    shared: &Shared,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let mut seq: u16 = 0;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     while !stop.load(Ordering::Relaxed) {
         let n = match socket.recv_from(&mut buf) {
@@ -466,12 +542,123 @@ fn serve(link: &str, socket: &UdpSocket, shared: &Shared, stop: &AtomicBool) -> 
             }
             Err(e) => return Err(format!("receive: {e}")),
         };
-        if let Some((reply, to)) = shared.handle(link, &buf[..n])
-            && let Err(e) = socket.send_to(&reply, to)
-        {
-            // A client gone or a full queue: that client retries.
-            tracing::warn!(link, %to, "dhcp: send: {e}");
+        match shared.handle(link, &buf[..n]) {
+            Some(Out::Dhcp(reply, to)) => {
+                if let Err(e) = socket.send_to(&reply, to) {
+                    // A client gone or a full queue: that client retries.
+                    tracing::warn!(link, %to, "dhcp: send: {e}");
+                }
+            }
+            Some(Out::Probe(ip)) => {
+                seq = seq.wrapping_add(1);
+                if let Some(icmp) = icmp
+                    && let Err(e) =
+                        icmp.send_to(&echo_request(seq), &SocketAddrV4::new(ip, 0).into())
+                {
+                    tracing::debug!(link, %ip, "dhcp: ping check: {e}");
+                }
+            }
+            None => {}
         }
     }
     Ok(())
+}
+
+/// The identifier of this server's ICMP echoes.
+fn echo_id() -> u16 {
+    (std::process::id() & 0xffff) as u16
+}
+
+/// An ICMP echo request (header by `etherparse`, checksum included).
+fn echo_request(seq: u16) -> Vec<u8> {
+    let payload = b"kowabunga-dhcp";
+    let header = Icmpv4Header::with_checksum(
+        Icmpv4Type::EchoRequest(IcmpEchoHeader { id: echo_id(), seq }),
+        payload,
+    );
+    let mut bytes = header.to_bytes().to_vec();
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// A raw ICMP socket on `link`, for the ping check.
+fn icmp_socket(link: &str) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
+    socket.bind_device(Some(link.as_bytes()))?;
+    socket.set_read_timeout(Some(POLL))?;
+    Ok(socket)
+}
+
+/// The ICMP thread of a link: echo replies to our echoes, until `stop`. A socket error
+/// ends it quietly (the ping check then finds nothing; the DHCP thread serves on).
+fn read_echo_replies(link: &str, socket: &Socket, shared: &Shared, stop: &AtomicBool) {
+    let mut buf = [0u8; 1500];
+    while !stop.load(Ordering::Relaxed) {
+        let n = match (&*socket).read(&mut buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(link, "dhcp: ping check socket: {e}");
+                return;
+            }
+        };
+        if let Some(from) = echo_reply_source(&buf[..n]) {
+            shared.echo_reply(link, from);
+        }
+    }
+}
+
+/// The source of an IPv4 packet (as a raw ICMP socket reads it) that is an echo reply
+/// to one of our echoes.
+fn echo_reply_source(packet: &[u8]) -> Option<Ipv4Addr> {
+    let ip = Ipv4Slice::from_slice(packet).ok()?;
+    let icmp = Icmpv4Slice::from_slice(ip.payload().payload).ok()?;
+    match icmp.icmp_type() {
+        Icmpv4Type::EchoReply(echo) if echo.id == echo_id() => Some(ip.header().source_addr()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    #[test]
+    fn echo_replies_to_our_echoes_are_recognised() {
+        let request = echo_request(7);
+        let (header, payload) = Icmpv4Header::from_slice(&request).unwrap();
+        assert_eq!(
+            header.icmp_type,
+            Icmpv4Type::EchoRequest(IcmpEchoHeader {
+                id: echo_id(),
+                seq: 7
+            })
+        );
+        assert_eq!(payload, b"kowabunga-dhcp");
+        let reply = |id: u16| {
+            let mut out = Vec::new();
+            PacketBuilder::ipv4([10, 0, 0, 10], [10, 0, 0, 1], 64)
+                .icmpv4_echo_reply(id, 7)
+                .write(&mut out, payload)
+                .unwrap();
+            out
+        };
+        assert_eq!(
+            echo_reply_source(&reply(echo_id())),
+            Some(Ipv4Addr::new(10, 0, 0, 10))
+        );
+        assert_eq!(echo_reply_source(&reply(echo_id().wrapping_add(1))), None);
+        assert_eq!(echo_reply_source(&request), None);
+        assert_eq!(echo_reply_source(&[]), None);
+    }
 }

@@ -117,7 +117,7 @@ pub fn encode(
         Reply::Ack(g) => (MessageType::Ack, g.address, Some(g.lease_time)),
         Reply::InformAck => (MessageType::Ack, Ipv4Addr::UNSPECIFIED, None),
         Reply::Nak(_) => (MessageType::Nak, Ipv4Addr::UNSPECIFIED, None),
-        Reply::Silent(_) => return None,
+        Reply::Silent(_) | Reply::Probe(_) => return None,
     };
     let ciaddr = match reply {
         Reply::InformAck | Reply::Ack(_) => req.ciaddr(),

@@ -172,7 +172,12 @@ fn a_restarted_server_keeps_its_leases() {
 #[test]
 fn an_address_in_use_is_declined_and_quarantined() {
     let lab = Lab::new("decline");
-    let server = NsServer::start(&lab.server, &lab.state.0.join("dhcp"), &lab.doc("", POOL));
+    // No ping check: the conflict is for the client to find.
+    let server = NsServer::start(
+        &lab.server,
+        &lab.state.0.join("dhcp"),
+        &lab.doc("ping_check = false", POOL),
+    );
     // Someone on the link already uses the first pool address: udhcpc's ARP check
     // (-a) sees it answer and sends DHCPDECLINE.
     lab.server
@@ -183,13 +188,24 @@ fn an_address_in_use_is_declined_and_quarantined() {
     let leases = server.server.leases();
     let link = &leases.links[&lab.server_if];
     assert!(link.declined.contains_key(&ip("10.0.0.10")), "{link:?}");
+    let probes = server
+        .server
+        .counters()
+        .probes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(probes, 0);
     assert!(!link.leases.contains_key(&ip("10.0.0.10")), "{link:?}");
 }
 
 #[test]
 fn malformed_datagrams_are_dropped_without_effect() {
     let lab = Lab::new("junk");
-    let server = NsServer::start(&lab.server, &lab.state.0.join("dhcp"), &lab.doc("", POOL));
+    // No ping check: the first DISCOVER gets its offer at once.
+    let server = NsServer::start(
+        &lab.server,
+        &lab.state.0.join("dhcp"),
+        &lab.doc("ping_check = false", POOL),
+    );
     lab.client
         .sh(&format!("ip addr add 10.0.0.200/24 dev {}", lab.client_if));
     let mac = MacAddr([0x52, 0x54, 0, 0, 0, 7]);
@@ -272,4 +288,45 @@ fn malformed_datagrams_are_dropped_without_effect() {
             .all(|l| l.state == LeaseState::Offered)
     );
     assert!(!lab.state.0.join("dhcp/leases.json").exists());
+}
+
+#[test]
+fn ping_check_skips_an_address_someone_uses() {
+    let lab = Lab::new("ping");
+    let server = NsServer::start(&lab.server, &lab.state.0.join("dhcp"), &lab.doc("", POOL));
+    // A host that took 10.0.0.10 by hand (the client link itself); udhcpc runs on a
+    // macvlan beside it, with its own MAC.
+    lab.client
+        .sh(&format!("ip addr add 10.0.0.10/24 dev {}", lab.client_if));
+    let mv = format!("dhm{}", common::suffix());
+    lab.client.sh(&format!(
+        "ip link add {mv} link {} address 52:54:00:00:00:42 type macvlan mode bridge \
+         && ip link set {mv} up",
+        lab.client_if
+    ));
+    let log = lab.state.0.join("ping.log");
+    let script = lab.script(&log);
+    let (ok, out) = lab.client.try_sh(&format!(
+        "busybox udhcpc -f -q -n -t 6 -T 1 -A 1 -i {mv} -s {}",
+        script.display()
+    ));
+    let events = common::read_events(&log);
+    assert!(ok, "{out} {events:?}");
+    assert_eq!(events.last().unwrap().get("ip"), "10.0.0.11", "{events:?}");
+    let counters = server.server.counters();
+    assert!(
+        counters
+            .conflicts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    let leases = server.server.leases();
+    assert!(
+        leases.links[&lab.server_if]
+            .declined
+            .contains_key(&ip("10.0.0.10"))
+    );
+    // Quarantined on disk too.
+    let file = std::fs::read_to_string(lab.state.0.join("dhcp/leases.json")).unwrap();
+    assert!(file.contains("10.0.0.10"), "{file}");
 }
