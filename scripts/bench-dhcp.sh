@@ -7,8 +7,8 @@
 #
 # Each lease is one `udhcpc -q` run (DISCOVER, OFFER, REQUEST, ACK) from its own
 # macvlan (its own MAC: dnsmasq NAKs clients that share one), P at a time; both servers
-# keep their leases on disk. dnsmasq runs with
-# --no-ping (ours does no conflict probe yet) and is authoritative. Prints leases/s for
+# keep their leases on disk. Neither pings before offering
+# (dnsmasq --no-ping, ours ping_check = false); dnsmasq is authoritative. Prints leases/s for
 # both and their ratio; record the figures in docs/dhcp.md.
 # KIWI_DHCP_SERVE=path runs that already built `serve` example instead of building
 # this tree's.
@@ -72,6 +72,9 @@ expires_at = "2099-01-01T00:00:00Z"
 [[network.links]]
 name = "$sif"
 addresses = ["10.0.0.1/16"]
+
+[dhcp]
+ping_check = false
 
 [dhcp.links.$sif]
 lease_time = 3600

@@ -326,6 +326,8 @@ impl DhcpServer {
                 }
                 None => engine.reconfigure(config),
             };
+            // Read leases are in the engine now: the next apply must not read them again.
+            shared.loaded.store(true, Ordering::Relaxed);
             if dropped > 0 {
                 shared.persist(engine.leases());
             }
@@ -352,7 +354,8 @@ impl DhcpServer {
         Ok(())
     }
 
-    /// The first time only: the leases the store kept (none without a store).
+    /// Until a configuration is in force: the leases the store kept (none without a
+    /// store). Read again by the next apply if this one fails before the swap.
     async fn load(&self) -> Result<Option<Leases>, String> {
         if self.shared.loaded.load(Ordering::Relaxed) {
             return Ok(None);
@@ -371,7 +374,6 @@ impl DhcpServer {
                 leases
             }
         };
-        self.shared.loaded.store(true, Ordering::Relaxed);
         Ok(Some(leases))
     }
 
@@ -632,6 +634,76 @@ mod tests {
 
     use super::*;
     use etherparse::PacketBuilder;
+
+    fn config(links: &[&str]) -> DhcpConfig {
+        let net: kowabunga_model::network::Network = toml::from_str(
+            "[[links]]\nname = \"lo\"\naddresses = [\"127.0.0.1/8\"]\n\
+             [[links]]\nname = \"kdhcpnope0\"\naddresses = [\"10.99.0.1/24\"]\n",
+        )
+        .unwrap();
+        let mut text = String::from("ping_check = false\n");
+        for link in links {
+            let first = if *link == "lo" {
+                "127.0.0.10"
+            } else {
+                "10.99.0.10"
+            };
+            let last = if *link == "lo" {
+                "127.0.0.20"
+            } else {
+                "10.99.0.20"
+            };
+            text.push_str(&format!(
+                "[links.{link}]\npools = [{{ first = \"{first}\", last = \"{last}\" }}]\n"
+            ));
+        }
+        let section: crate::model::DhcpSection = toml::from_str(&text).unwrap();
+        crate::model::compile(&section, &net).unwrap()
+    }
+
+    /// A first apply that fails (a link that does not exist) keeps the leases read from
+    /// the store for the next one.
+    #[tokio::test]
+    async fn a_failed_first_apply_keeps_the_stored_leases() {
+        let dir = std::env::temp_dir().join(format!(
+            "kdhcp-server-{}-{}",
+            std::process::id(),
+            unix_now()
+        ));
+        let store = Store::new(&dir);
+        let mut engine = Engine::new(config(&["lo"]), Leases::default());
+        let mac = kowabunga_model::network::MacAddr([2, 0, 0, 0, 0, 1]);
+        let req = crate::engine::Request {
+            kind: crate::engine::Kind::Request,
+            client: crate::engine::ClientId::from_mac(&mac),
+            mac,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            requested: Some(Ipv4Addr::new(127, 0, 0, 10)),
+            server_id: Some(Ipv4Addr::LOCALHOST),
+        };
+        assert!(engine.handle("lo", &req, unix_now()).changed);
+        store.save(engine.leases()).unwrap();
+        // Port 0: no clash with anything on the host.
+        let server = DhcpServer::with_port(0);
+        server.set_state_dir(&dir);
+        let err = server
+            .apply(config(&["lo", "kdhcpnope0"]))
+            .await
+            .unwrap_err();
+        assert!(err.contains("kdhcpnope0"), "{err}");
+        assert!(server.current().links.is_empty());
+        server.apply(config(&["lo"])).await.unwrap();
+        let leases = server.leases();
+        assert!(
+            leases.links["lo"]
+                .leases
+                .contains_key(&Ipv4Addr::new(127, 0, 0, 10)),
+            "{leases:?}"
+        );
+        server.check().await.unwrap();
+        server.shutdown().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn echo_replies_to_our_echoes_are_recognised() {
