@@ -9,7 +9,8 @@
 # macvlan (its own MAC: dnsmasq NAKs clients that share one), P at a time; both servers
 # keep their leases on disk. Neither pings before offering
 # (dnsmasq --no-ping, ours ping_check = false); dnsmasq is authoritative. Prints leases/s for
-# both and their ratio; record the figures in docs/dhcp.md.
+# both, the server CPU time per lease, and their ratio; record the figures in
+# docs/dhcp.md.
 # KIWI_DHCP_SERVE=path runs that already built `serve` example instead of building
 # this tree's.
 set -euo pipefail
@@ -94,6 +95,8 @@ start_theirs() {
   server_pid=$!; pids+=("$server_pid")
 }
 stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; }
+# CPU time (user + system) the server has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 
 # One lease per client link, P clients at a time; prints the number obtained and seconds.
 run_clients() {
@@ -120,17 +123,23 @@ warm() {
 echo "bench-dhcp: $leases leases, $parallel clients at a time, $(nproc) CPUs" >&2
 start_ours
 warm || { cat "$work/ours.log" >&2; die "our server gives no lease"; }
+c0=$(cpu_ticks)
 read -r ours_got ours_s < <(run_clients)
+ours_cpu=$(( $(cpu_ticks) - c0 ))
 stop_server
 start_theirs
 warm || { cat "$work/dnsmasq.log" >&2; die "dnsmasq gives no lease"; }
+c0=$(cpu_ticks)
 read -r theirs_got theirs_s < <(run_clients)
+theirs_cpu=$(( $(cpu_ticks) - c0 ))
 stop_server
 
 [ "$ours_got" = "$leases" ] || echo "bench-dhcp: note: kiwi-dhcp gave $ours_got of $leases leases" >&2
 [ "$theirs_got" = "$leases" ] || echo "bench-dhcp: note: dnsmasq gave $theirs_got of $leases leases" >&2
 ours=$(awk -v n="$ours_got" -v s="$ours_s" 'BEGIN { printf "%.1f", n / s }')
 theirs=$(awk -v n="$theirs_got" -v s="$theirs_s" 'BEGIN { printf "%.1f", n / s }')
-printf 'kiwi-dhcp %8s leases/s  (%s leases in %s s)\n' "$ours" "$ours_got" "$ours_s"
-printf 'dnsmasq   %8s leases/s  (%s leases in %s s)\n' "$theirs" "$theirs_got" "$theirs_s"
+tick=$(getconf CLK_TCK)
+per_lease() { awk -v t="$1" -v hz="$tick" -v n="$2" 'BEGIN { printf "%.2f", n ? t / hz * 1000 / n : 0 }'; }
+printf 'kiwi-dhcp %8s leases/s  (%s leases in %s s)  %s ms CPU/lease\n' "$ours" "$ours_got" "$ours_s" "$(per_lease "$ours_cpu" "$ours_got")"
+printf 'dnsmasq   %8s leases/s  (%s leases in %s s)  %s ms CPU/lease\n' "$theirs" "$theirs_got" "$theirs_s" "$(per_lease "$theirs_cpu" "$theirs_got")"
 printf 'ratio     %8s (kiwi-dhcp / dnsmasq)\n' "$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.2f", a / b }')"

@@ -3,7 +3,8 @@
 //! `recv_from`/`send_to`, as the DNS server's UDP listeners do. Every message goes
 //! through the one [`Engine`] under a lock; a change a client is told about (an ACK, a
 //! release, a decline) is written to the [`Store`] before the reply leaves, on that
-//! thread, never on the async runtime. The served links and their configuration change
+//! thread, never on the async runtime. Datagrams already queued when one arrives are
+//! answered together, under one write (group commit). The served links and their configuration change
 //! only through [`DhcpServer::apply`]. A serving thread that stops on its own (a socket
 //! error, a panic) ends the run of [`DhcpServer::supervised`] with the reason; the next
 //! run reopens it.
@@ -33,6 +34,8 @@ pub const SERVICE: &str = "dhcp";
 const POLL: Duration = Duration::from_millis(250);
 /// Largest datagram read (a client may announce up to 1500 bytes, RFC 2132 9.10).
 const MAX_DATAGRAM: usize = 1500;
+/// Most datagrams answered under one lease write.
+const MAX_BATCH: usize = 64;
 
 /// Messages seen, by fate (for tests and, later, `/metrics`).
 #[derive(Debug, Default)]
@@ -92,8 +95,30 @@ impl Shared {
         }
     }
 
-    /// Answer one datagram received on `link`: what to send.
-    fn handle(&self, link: &str, bytes: &[u8]) -> Option<Out> {
+    /// Answer a batch of datagrams received on `link`: what to send, in order. The
+    /// leases are written once for the batch, before anything is sent (group commit:
+    /// no reply leaves before the lease it announces is on disk).
+    fn handle_batch(&self, link: &str, batch: &[Vec<u8>]) -> Vec<Out> {
+        let mut engine = lock(&self.engine);
+        let mut dirty = false;
+        let out: Vec<Out> = batch
+            .iter()
+            .filter_map(|bytes| self.handle(&mut engine, link, bytes, &mut dirty))
+            .collect();
+        if dirty {
+            self.persist(engine.leases());
+        }
+        out
+    }
+
+    /// Answer one datagram; `dirty` set when the leases must be written.
+    fn handle(
+        &self,
+        engine: &mut Engine,
+        link: &str,
+        bytes: &[u8],
+        dirty: &mut bool,
+    ) -> Option<Out> {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let incoming = match wire::decode(bytes) {
             Ok(incoming) => incoming,
@@ -112,14 +137,11 @@ impl Shared {
             }
         };
         let now = unix_now();
-        let mut engine = lock(&self.engine);
         if self.swept.swap(now, Ordering::Relaxed) != now && engine.expire(now) {
-            self.persist(engine.leases());
+            *dirty = true;
         }
         let outcome = engine.handle(link, &incoming.request, now);
-        if outcome.changed {
-            self.persist(engine.leases());
-        }
+        *dirty |= outcome.changed;
         let req = &incoming.request;
         match &outcome.reply {
             Reply::Ack(g) => {
@@ -530,6 +552,7 @@ fn serve(
     stop: &AtomicBool,
 ) -> Result<(), String> {
     let mut seq: u16 = 0;
+    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(MAX_BATCH);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     while !stop.load(Ordering::Relaxed) {
         let n = match socket.recv_from(&mut buf) {
@@ -544,23 +567,39 @@ fn serve(
             }
             Err(e) => return Err(format!("receive: {e}")),
         };
-        match shared.handle(link, &buf[..n]) {
-            Some(Out::Dhcp(reply, to)) => {
-                if let Err(e) = socket.send_to(&reply, to) {
-                    // A client gone or a full queue: that client retries.
-                    tracing::warn!(link, %to, "dhcp: send: {e}");
+        // Whatever else is already queued joins this batch (one lease write for all).
+        batch.clear();
+        batch.push(buf[..n].to_vec());
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| format!("socket: {e}"))?;
+        while batch.len() < MAX_BATCH {
+            match socket.recv_from(&mut buf) {
+                Ok((n, _)) => batch.push(buf[..n].to_vec()),
+                Err(_) => break,
+            }
+        }
+        socket
+            .set_nonblocking(false)
+            .map_err(|e| format!("socket: {e}"))?;
+        for out in shared.handle_batch(link, &batch) {
+            match out {
+                Out::Dhcp(reply, to) => {
+                    if let Err(e) = socket.send_to(&reply, to) {
+                        // A client gone or a full queue: that client retries.
+                        tracing::warn!(link, %to, "dhcp: send: {e}");
+                    }
+                }
+                Out::Probe(ip) => {
+                    seq = seq.wrapping_add(1);
+                    if let Some(icmp) = icmp
+                        && let Err(e) =
+                            icmp.send_to(&echo_request(seq), &SocketAddrV4::new(ip, 0).into())
+                    {
+                        tracing::debug!(link, %ip, "dhcp: ping check: {e}");
+                    }
                 }
             }
-            Some(Out::Probe(ip)) => {
-                seq = seq.wrapping_add(1);
-                if let Some(icmp) = icmp
-                    && let Err(e) =
-                        icmp.send_to(&echo_request(seq), &SocketAddrV4::new(ip, 0).into())
-                {
-                    tracing::debug!(link, %ip, "dhcp: ping check: {e}");
-                }
-            }
-            None => {}
         }
     }
     Ok(())

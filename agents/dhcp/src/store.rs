@@ -108,7 +108,7 @@ impl Store {
             move |source| StoreError::Io { path, source }
         };
         fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
-        let bytes = serde_json::to_vec_pretty(&OnDisk {
+        let bytes = serde_json::to_vec(&OnDisk {
             version: VERSION,
             leases: leases.clone(),
         })
