@@ -252,6 +252,18 @@ fn check_refuses_what_verify_refuses_with_the_same_message() {
             "verison",
         ),
         (
+            "overlapping DHCP pools",
+            setup.signed(
+                "dhcp.toml",
+                &format!(
+                    "{valid_head}{GOOD_BODY}[dhcp.links.br-lan]\npools = [\
+                     {{ first = \"10.77.0.10\", last = \"10.77.0.50\" }}, \
+                     {{ first = \"10.77.0.40\", last = \"10.77.0.60\" }}]\n"
+                ),
+            ),
+            "overlaps pool 10.77.0.10-10.77.0.50 of br-lan",
+        ),
+        (
             "VLAN id out of range",
             setup.signed(
                 "vlan.toml",

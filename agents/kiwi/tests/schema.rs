@@ -255,6 +255,14 @@ fn schema_and_check_refuse_known_bad_documents() {
             "unknown dns key",
             format!("{}[dns]\nlisten_adress = \"127.0.0.1\"\n", head(1)),
         ),
+        (
+            "unknown dhcp key",
+            format!("{}[dhcp]\nlease_tme = 600\n", head(1)),
+        ),
+        (
+            "dhcp lease time below a minute",
+            format!("{}[dhcp]\nlease_time = 5\n", head(1)),
+        ),
     ];
     let validator = validator();
     let dir = tempfile::tempdir().unwrap();
