@@ -7,8 +7,9 @@
 //!   time given by the caller. Pure.
 //! - [`store`]: the leases on disk (`leases.json`, written atomically and durably).
 //! - [`wire`]: DHCPv4 messages in and out, by `dhcproto`.
-//! - [`DhcpServer`]: a socket and a thread per served link, the engine behind a lock,
-//!   the store written before a reply that depends on it; its threads run as a
+//! - [`DhcpServer`]: a socket and a thread per served link (and a raw ICMP socket for
+//!   the ping check), the engine behind a lock, the store written before a reply that
+//!   depends on it (once per batch of queued datagrams); its threads run as a
 //!   [`kowabunga_model::Supervised`] service ([`DhcpServer::supervised`]).
 //! - [`DhcpReconciler`]: the `dhcp` reconciler of the apply pipeline.
 

@@ -192,7 +192,7 @@ fn requested(req: &Message, code: OptionCode) -> bool {
     )
 }
 
-/// A client's message built with `dhcproto`, for tests and the benchmark client.
+/// A client's message built with `dhcproto`, for tests.
 pub fn client_message(
     kind: MessageType,
     xid: u32,
