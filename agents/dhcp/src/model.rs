@@ -312,6 +312,16 @@ pub fn effective(doc: &Document) -> Result<DhcpConfig, DhcpError> {
     compile(&section, &net)
 }
 
+/// The links `doc` has served: the links of its `[dhcp]` section once it validates
+/// against `[network]`, none when it has no section or one that does not validate (the
+/// dhcp reconciler refuses that document with its own error). What Kiwi's baseline
+/// firewall opens DHCP on.
+pub fn served_links(doc: &Document) -> Vec<String> {
+    effective(doc)
+        .map(|config| config.links.into_keys().collect())
+        .unwrap_or_default()
+}
+
 /// Validate `section` against `net` and fill in the defaults.
 pub fn compile(section: &DhcpSection, net: &Network) -> Result<DhcpConfig, DhcpError> {
     let err = |msg: String| Err(DhcpError(msg));
@@ -576,6 +586,20 @@ name = "eth3"
     #[test]
     fn absent_section_serves_nothing() {
         assert_eq!(effective(&doc("")).unwrap(), DhcpConfig::default());
+    }
+
+    /// What the baseline firewall opens DHCP on: exactly the links served, none for a
+    /// section that is absent or refused.
+    #[test]
+    fn served_links_are_the_links_of_a_valid_section() {
+        assert!(served_links(&doc("")).is_empty());
+        let two = "[dhcp.links.eth2]\npools = [{ first = \"192.168.7.10\", last = \"192.168.7.20\" }]\n\
+                   [dhcp.links.eth1]\nhosts = [{ mac = \"52:54:00:00:01:0a\", address = \"10.0.101.10\" }]\n";
+        assert_eq!(served_links(&doc(two)), ["eth1", "eth2"]);
+        let refused =
+            "[dhcp.links.eth3]\npools = [{ first = \"10.0.3.10\", last = \"10.0.3.20\" }]\n";
+        assert!(effective(&doc(refused)).is_err());
+        assert!(served_links(&doc(refused)).is_empty());
     }
 
     #[test]

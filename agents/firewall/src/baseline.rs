@@ -3,8 +3,11 @@
 //!
 //! - input: policy drop; accepted: loopback, established/related (invalid dropped),
 //!   ICMP and ICMPv6 (error reporting, path MTU, IPv6 neighbour discovery, echo), DHCP
-//!   client replies (UDP 67 -> 68, and 547 -> 546 for DHCPv6), and the role's services
-//!   (Kiwi: DNS, 53 UDP and TCP) on the node's internal links only;
+//!   client replies (UDP 67 -> 68, and 547 -> 546 for DHCPv6), the role's services
+//!   (Kiwi: DNS, 53 UDP and TCP) on the node's internal links only, and the role's
+//!   services that another section places on named links, on exactly those links
+//!   (Kiwi: its DHCP server, UDP 68 -> 67, broadcast or unicast, on the links `[dhcp]`
+//!   serves);
 //! - forward: policy drop (no traffic between links until the document opens it);
 //! - output: policy accept (the management path to Kahuna is outbound).
 //!
@@ -21,7 +24,8 @@
 use std::collections::BTreeSet;
 
 use kowabunga_model::firewall::{Chain, Firewall, Nat, Policy, Ports, Proto, Rule, Verdict};
-use kowabunga_model::network::{Destination, Network};
+use kowabunga_model::network::{self, Destination, Network};
+use kowabunga_model::{Document, Origin, ReconcileError};
 
 /// A service the node runs, opened on its internal links by the baseline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,17 +36,48 @@ pub struct Service {
     pub port: u16,
 }
 
-/// The services a role opens on its internal links when its document has no
-/// `[firewall]` section.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The links of a document a [`LinkService`] is opened on. For a document whose
+/// section does not validate it may return anything: that section's own reconciler
+/// refuses the document, with its own error, before anything is applied.
+pub type ServedLinks = fn(&Document) -> Vec<String>;
+
+/// A service the node runs on the links a section of its document names (Kiwi's DHCP
+/// server, on the links `[dhcp]` serves), opened by the baseline on exactly those
+/// links, internal or not.
+#[derive(Debug, Clone)]
+pub struct LinkService {
+    /// For rule comments (`dhcp server`).
+    pub name: &'static str,
+    pub proto: Proto,
+    /// The clients' source port, when they always use one (DHCP: 68).
+    pub sport: Option<u16>,
+    pub port: u16,
+    /// Which links, read from the document.
+    pub links: ServedLinks,
+}
+
+/// The services a role opens when its document has no `[firewall]` section: on its
+/// internal links, and on the links its document serves them on.
+#[derive(Debug, Clone, Default)]
 pub struct Baseline {
     pub services: Vec<Service>,
+    pub link_services: Vec<LinkService>,
 }
 
 impl Baseline {
-    /// Kiwi's: DNS (53, UDP and TCP).
-    pub fn kiwi() -> Self {
+    /// Kiwi's: DNS (53, UDP and TCP) on internal links, and its DHCP server (UDP
+    /// 68 -> 67) on the links `dhcp_links` reads from the document (the links `[dhcp]`
+    /// serves: `kowabunga_dhcp::model::served_links`, given by the role, since the
+    /// firewall knows no `[dhcp]`).
+    pub fn kiwi(dhcp_links: ServedLinks) -> Self {
         Self {
+            link_services: vec![LinkService {
+                name: "dhcp server",
+                proto: Proto::Udp,
+                sport: Some(68),
+                port: 67,
+                links: dhcp_links,
+            }],
             services: vec![
                 Service {
                     name: "dns",
@@ -58,8 +93,24 @@ impl Baseline {
         }
     }
 
-    /// The baseline ruleset for a node whose links are `net`.
-    pub fn firewall(&self, net: &Network) -> Firewall {
+    /// The baseline ruleset for `doc`: its `[network]` (read from `origin`) says which
+    /// links are internal, and each link service's reader which links it is served on.
+    pub fn for_document(&self, doc: &Document, origin: Origin) -> Result<Firewall, ReconcileError> {
+        let net = doc
+            .read::<Network>(origin, network::SECTION)?
+            .unwrap_or_default();
+        let served: Vec<Vec<String>> = self
+            .link_services
+            .iter()
+            .map(|service| (service.links)(doc))
+            .collect();
+        Ok(self.firewall(&net, &served))
+    }
+
+    /// The baseline ruleset for a node whose links are `net`, with
+    /// `self.link_services[i]` opened on the links `served[i]` (declared in `net`:
+    /// others are skipped).
+    pub fn firewall(&self, net: &Network, served: &[Vec<String>]) -> Firewall {
         let rule = |proto: Proto, sport: Option<u16>, dport: Option<u16>, comment: &str| Rule {
             chain: Chain::Input,
             iif: None,
@@ -87,6 +138,22 @@ impl Baseline {
                         None,
                         Some(service.port),
                         &format!("{} on internal link {link}", service.name),
+                    )
+                });
+            }
+        }
+        for (service, links) in self.link_services.iter().zip(served) {
+            for link in links
+                .iter()
+                .filter(|l| net.links.iter().any(|d| d.name == **l))
+            {
+                rules.push(Rule {
+                    iif: Some(link.clone()),
+                    ..rule(
+                        service.proto,
+                        service.sport,
+                        Some(service.port),
+                        &format!("{} on served link {link}", service.name),
                     )
                 });
             }

@@ -9,8 +9,9 @@
 //!
 //! A document without `[firewall]` removes the agent's tables (if present), or, for a
 //! reconciler built [`with_baseline`](FirewallReconciler::with_baseline), loads the
-//! [`baseline`] ruleset: closed but for loopback, ICMP, DHCP replies, outbound and the
-//! role's services on internal links.
+//! [`baseline`] ruleset: closed but for loopback, ICMP, DHCP replies, outbound, the
+//! role's services on internal links and those it serves on named links (Kiwi: DHCP
+//! on the links `[dhcp]` serves).
 //!
 //! Plan says "nothing to do" when the loaded tables carry the digest of the rendering,
 //! have its shape (rules per chain), and, once this process has observed them after
@@ -148,11 +149,8 @@ impl FirewallReconciler {
                 baseline: false,
             });
         };
-        let net = doc
-            .read::<Network>(self.origin, network::SECTION)?
-            .unwrap_or_default();
         Ok(Effective {
-            firewall: Some(baseline.firewall(&net)),
+            firewall: Some(baseline.for_document(doc, self.origin)?),
             baseline: true,
         })
     }

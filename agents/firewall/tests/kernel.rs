@@ -305,7 +305,7 @@ fn the_baseline_closes_the_node_but_its_services_and_outbound() {
 
     let fw = FirewallReconciler::new()
         .expect("nft installed")
-        .with_baseline(Baseline::kiwi());
+        .with_baseline(Baseline::kiwi(kowabunga_dhcp::model::served_links));
     // r0 is the uplink (the default route's gateway is in its subnet); r1 is internal.
     let net = "[network]\n[[network.links]]\nname = \"r0\"\naddresses = [\"10.8.0.1/24\"]\n[[network.links]]\nname = \"r1\"\naddresses = [\"10.8.1.1/24\"]\n[[network.routes]]\nto = \"default\"\nvia = \"10.8.0.2\"\n";
     let closed = document(1, net);
@@ -359,4 +359,119 @@ fn the_baseline_closes_the_node_but_its_services_and_outbound() {
     assert_eq!(connect(&inside, router_at(1, 53)), Outcome::TimedOut);
     // Its forward policy (accept by default) is the document's to choose.
     assert_eq!(connect(&inside, through_router), Outcome::Connected);
+}
+
+/// Packets counted by the rule of `chain` in the probe table that matches `link`.
+fn probe_count(ns: &Netns, chain: &str, link: &str) -> u64 {
+    let listing = ns.sh(&format!("nft list chain inet probe {chain}"));
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&format!("iifname \"{link}\"")))
+        .unwrap_or_else(|| panic!("no {link} rule in {listing}"));
+    let after = line.split("packets ").nth(1).expect("a counter");
+    after
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a packet count")
+}
+
+/// Wait (a hang guard, not a timing assertion) until `cond` holds.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kiwi's baseline with a `[dhcp]` section: a DHCP client on the served link gets an
+/// address through the closed firewall (broadcast DISCOVER and REQUEST, then a unicast
+/// datagram from its new address to the server), while DHCP requests arriving on the
+/// other link (an uplink: broadcast from busybox `udhcpc`, and unicast to the served
+/// link's address) are dropped by it. A foreign table counts UDP 67 before our input
+/// chain (priority -10) and after it (priority 10): what ours drops never reaches the
+/// second count.
+#[test]
+fn the_baseline_lets_dhcp_clients_in_on_served_links_only() {
+    use std::net::UdpSocket;
+
+    use kowabunga_dhcp::DhcpServer;
+    use kowabunga_firewall::Baseline;
+
+    let router = Netns::new("dh-r");
+    let inside = Netns::new("dh-i");
+    let outside = Netns::new("dh-u");
+    veth(&router, "r1", &inside, "i0");
+    veth(&router, "r0", &outside, "u0");
+    router.sh("ip addr add 10.8.1.1/24 dev r1 && ip addr add 10.8.0.1/24 dev r0");
+    outside.sh("ip addr add 10.8.0.2/24 dev u0 && ip route add 10.8.1.0/24 via 10.8.0.1");
+    router.sh("nft add table inet probe \
+         && nft add chain inet probe before '{ type filter hook input priority -10; }' \
+         && nft add chain inet probe after '{ type filter hook input priority 10; }' \
+         && for c in before after; do for l in r0 r1; do \
+              nft add rule inet probe $c iifname $l udp dport 67 counter; done; done");
+    // r0 is the uplink, r1 internal; only r1 is served.
+    let doc = document(
+        1,
+        "[network]\n[[network.links]]\nname = \"r0\"\naddresses = [\"10.8.0.1/24\"]\n\
+         [[network.links]]\nname = \"r1\"\naddresses = [\"10.8.1.1/24\"]\n\
+         [[network.routes]]\nto = \"default\"\nvia = \"10.8.0.2\"\n\
+         [dhcp]\nping_check = false\n\
+         [dhcp.links.r1]\npools = [{ first = \"10.8.1.100\", last = \"10.8.1.110\" }]\n",
+    );
+    let fw = FirewallReconciler::new()
+        .expect("nft installed")
+        .with_baseline(Baseline::kiwi(kowabunga_dhcp::model::served_links));
+    converge(&router, &fw, &doc, None);
+    let ruleset = router.sh("nft list chain inet kowabunga input");
+    assert_eq!(
+        ruleset.matches("dport 67").count(),
+        1,
+        "DHCP opened once, on r1: {ruleset}"
+    );
+    let server = DhcpServer::new();
+    let config = kowabunga_dhcp::model::effective(&doc).expect("the dhcp section compiles");
+    router.block_on(|| async { server.apply(config).await.expect("the server serves r1") });
+
+    // The served link: a lease through the firewall.
+    let (ok, out) = inside.try_sh("busybox udhcpc -f -q -n -t 5 -T 1 -A 1 -s /bin/true -i i0");
+    assert!(ok, "no lease on the served link: {out}");
+    assert!(
+        out.contains("lease of 10.8.1.100 obtained from 10.8.1.1"),
+        "{out}"
+    );
+    let passed = probe_count(&router, "after", "r1");
+    assert!(passed >= 2, "DISCOVER and REQUEST passed: {passed}");
+    // A renewal is unicast from the client's address: accepted too.
+    inside.sh("ip addr add 10.8.1.100/24 dev i0");
+    inside.run(|| {
+        let socket = UdpSocket::bind("10.8.1.100:68").expect("bind 68");
+        socket.send_to(b"renew", "10.8.1.1:67").expect("send");
+    });
+    wait_for("the unicast datagram on r1", || {
+        probe_count(&router, "after", "r1") > passed
+    });
+
+    // The other link: a client there gets nothing, its requests never get past our
+    // input chain, broadcast or unicast to the served link's address.
+    let (ok, out) = outside.try_sh("busybox udhcpc -f -q -n -t 2 -T 1 -A 1 -s /bin/true -i u0");
+    assert!(!ok, "a lease on the uplink: {out}");
+    outside.run(|| {
+        let socket = UdpSocket::bind("10.8.0.2:68").expect("bind 68");
+        socket.send_to(b"request", "10.8.1.1:67").expect("send");
+    });
+    wait_for(
+        "udhcpc's two DISCOVERs and the unicast datagram on r0",
+        || probe_count(&router, "before", "r0") >= 3,
+    );
+    assert_eq!(
+        probe_count(&router, "after", "r0"),
+        0,
+        "DHCP on the unserved link got through"
+    );
+    router.block_on(|| async { server.shutdown().await });
 }

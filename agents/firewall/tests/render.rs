@@ -105,21 +105,37 @@ dev = "eth2"
 metric = 100
 "#;
 
+/// Its DHCP server, serving br0.
+const BASELINE_DHCP: &str = r#"
+[dhcp.links.br0]
+pools = [{ first = "10.0.1.100", last = "10.0.1.199" }]
+"#;
+
 /// The baseline (no `[firewall]` in the document) renders to `golden/baseline.nft`
-/// (which the kernel test also feeds to `nft -c`).
+/// (which the kernel test also feeds to `nft -c`): DNS on the internal links, DHCP on
+/// the one link `[dhcp]` serves and nowhere else.
 #[test]
 fn baseline_golden_file() {
     use kowabunga_firewall::baseline::{Baseline, internal_links, uplinks};
+    use kowabunga_model::Origin;
     use kowabunga_model::network::Network;
 
-    let doc = document(BASELINE_NETWORK);
+    let doc = document(&format!("{BASELINE_NETWORK}{BASELINE_DHCP}"));
     let net: Network = doc.section("network").unwrap().unwrap();
     assert_eq!(
         uplinks(&net).into_iter().collect::<Vec<_>>(),
         ["eth0", "eth2"]
     );
     assert_eq!(internal_links(&net), ["eth1", "br0"]);
-    let got = render(Some(&Baseline::kiwi().firewall(&net))).script;
+    let baseline = Baseline::kiwi(kowabunga_dhcp::model::served_links);
+    let got = render(Some(&baseline.for_document(&doc, Origin::Section).unwrap())).script;
+    let dhcp: Vec<&str> = got.lines().filter(|l| l.contains("dport 67")).collect();
+    assert_eq!(
+        dhcp,
+        [
+            "\t\tiifname \"br0\" udp sport 68 udp dport 67 accept comment \"baseline: dhcp server on served link br0\""
+        ]
+    );
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/baseline.nft");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &got).unwrap();
@@ -127,6 +143,18 @@ fn baseline_golden_file() {
     let want = std::fs::read_to_string(&golden)
         .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", golden.display()));
     assert_eq!(got, want, "the baseline differs from its golden file");
+
+    // Without [dhcp], or with one the dhcp reconciler refuses (a link [network] does
+    // not declare, a pool off the link's subnet), DHCP is opened nowhere.
+    for body in [
+        String::new(),
+        BASELINE_DHCP.replace("br0", "eth9"),
+        BASELINE_DHCP.replace("10.0.1.199", "10.0.2.199"),
+    ] {
+        let doc = document(&format!("{BASELINE_NETWORK}{body}"));
+        let fw = baseline.for_document(&doc, Origin::Section).unwrap();
+        assert!(!render(Some(&fw)).script.contains("dport 67"), "{body}");
+    }
 
     // Without a default route every declared link is internal.
     let flat = document("[network]\n[[network.links]]\nname = \"eth0\"\n");

@@ -31,11 +31,12 @@ impl Role for Kiwi {
         self.dhcp.set_state_dir(context.state_dir.join("dhcp"));
         Ok(vec![
             erase(network),
-            // Closed until the document opens it: with no [firewall], the baseline.
+            // Closed until the document opens it: with no [firewall], the baseline,
+            // DHCP opened on the links [dhcp] serves.
             erase(
                 FirewallReconciler::new()
                     .map_err(|e| e.to_string())?
-                    .with_baseline(Baseline::kiwi()),
+                    .with_baseline(Baseline::kiwi(kowabunga_dhcp::model::served_links)),
             ),
             erase(DnsReconciler::new(self.dns.clone())),
             erase(DhcpReconciler::new(self.dhcp.clone())),

@@ -1,6 +1,7 @@
 //! The whole Kiwi serving DHCP: `kiwi run` in a throwaway network namespace pulls a
-//! signed document from a fake Kahuna (network, firewall, dhcp), applies it, and a
-//! busybox `udhcpc` in a second namespace gets a lease across a veth pair; the lease is
+//! signed document from a fake Kahuna (network and dhcp, no `[firewall]`: the baseline
+//! must open DHCP on the served link), applies it, and a busybox `udhcpc` in a second
+//! namespace gets a lease across a veth pair through the closed firewall; the lease is
 //! in the agent's state directory. Needs root, iproute2, python3, minisign, nftables,
 //! busybox.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -136,8 +137,9 @@ fn kiwi_serves_dhcp_from_its_document() {
     let www = dir.join("www");
     let config = www.join(format!("api/v1/agents/{NODE}/config"));
     std::fs::create_dir_all(config.parent().unwrap()).unwrap();
-    // The link is addressed by the network reconciler, opened to DHCP by the firewall
-    // (a Kiwi is closed until its document opens it), served by the dhcp reconciler.
+    // The link is addressed by the network reconciler, opened to DHCP by the firewall's
+    // baseline (no [firewall]: a Kiwi is closed but for its services, DHCP on the links
+    // [dhcp] serves), served by the dhcp reconciler.
     std::fs::write(
         &config,
         format!(
@@ -149,15 +151,6 @@ expires_at = 2099-01-01T00:00:00Z
 [[network.links]]
 name = "{lan}"
 addresses = ["10.66.0.1/24"]
-
-[firewall]
-input = "drop"
-[[firewall.rules]]
-chain = "input"
-iif = "{lan}"
-proto = "udp"
-dport = 67
-action = "accept"
 
 [dhcp]
 domain = "lan.acme.local"
@@ -244,6 +237,15 @@ pools = [{{ first = "10.66.0.100", last = "10.66.0.150" }}]
         lease.contains("lease of 10.66.0.100 obtained from 10.66.0.1"),
         "{lease}"
     );
+    // Through Kiwi's baseline firewall, which opens UDP 67 on the served link only.
+    let input = kiwi_ns.sh("nft list chain inet kowabunga input");
+    assert!(
+        input.contains(&format!(
+            "iifname \"{lan}\" udp sport 68 udp dport 67 accept"
+        )),
+        "{input}"
+    );
+    assert!(input.contains("policy drop"), "{input}");
     // The lease is kept under the agent's state directory, for the next start.
     let leases = std::fs::read_to_string(state.join("kiwi/dhcp/leases.json")).unwrap();
     assert!(leases.contains("10.66.0.100"), "{leases}");
