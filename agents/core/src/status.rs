@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use kowabunga_model::Report;
+
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
@@ -27,6 +29,19 @@ pub struct ServiceStatus {
     /// Times it was started again after its run ended.
     pub restarts: u64,
     pub last_error: Option<String>,
+    /// The service's own figures ([`Report::status`]), when it reports any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
+}
+
+/// A service's [`Report`], read at each request.
+#[derive(Clone)]
+struct Reporter(Arc<dyn Report>);
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reporter")
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -60,6 +75,9 @@ pub struct Status {
     pub reconcilers: Vec<String>,
     #[serde(skip)]
     progress_source: kowabunga_model::Progress,
+    /// Services' reports, by service.
+    #[serde(skip)]
+    reports: BTreeMap<String, Reporter>,
 }
 
 /// Shared, updated status.
@@ -83,10 +101,22 @@ impl StatusBoard {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The status now, services' reports read (outside the board's lock).
     pub fn snapshot(&self) -> Status {
         let mut status = self.lock().clone();
         status.progress = status.progress_source.snapshot();
+        let reports = std::mem::take(&mut status.reports);
+        for (name, reporter) in reports {
+            status.services.entry(name).or_default().report = Some(reporter.0.status());
+        }
         status
+    }
+
+    /// Show `report` for service `name` in `/status` and `/metrics`.
+    pub fn service_report(&self, name: &str, report: Arc<dyn Report>) {
+        self.lock()
+            .reports
+            .insert(name.to_owned(), Reporter(report));
     }
 
     /// Show the tasks of `progress` (shared with the role's reconcilers) in `/status`.
@@ -176,7 +206,8 @@ impl StatusBoard {
 
     /// Prometheus text exposition of the status.
     pub fn metrics(&self) -> String {
-        let s = self.snapshot();
+        // Reports are read below, once, for their metrics only.
+        let s = self.lock().clone();
         let mut out = String::new();
         let agent = escape_label(&s.agent);
         let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, String)>| {
@@ -258,6 +289,24 @@ impl StatusBoard {
                 u8::from(s.kahuna_link.as_deref() == Some("connected")).to_string(),
             )],
         );
+        for reporter in s.reports.values() {
+            for family in reporter.0.metrics() {
+                metric(
+                    family.name,
+                    family.kind.as_str(),
+                    family.help,
+                    family
+                        .samples
+                        .iter()
+                        .map(|sample| {
+                            let labels: String =
+                                sample.labels.iter().map(|(k, v)| label(k, v)).collect();
+                            (labels, sample.value.to_string())
+                        })
+                        .collect(),
+                );
+            }
+        }
         out
     }
 }
@@ -401,6 +450,52 @@ mod tests {
             );
             assert!(text.contains(&line), "missing {line} in\n{text}");
         }
+    }
+
+    struct Fake;
+
+    impl Report for Fake {
+        fn status(&self) -> serde_json::Value {
+            serde_json::json!({ "links": { "eth1": { "acks": 2 } } })
+        }
+
+        fn metrics(&self) -> Vec<kowabunga_model::Metric> {
+            use kowabunga_model::{Metric, MetricKind, Sample};
+            vec![Metric {
+                name: "kowabunga_fake_acks_total",
+                kind: MetricKind::Counter,
+                help: "ACKs sent.",
+                samples: vec![Sample::labelled("link", "eth\"1", 2), Sample::plain(5)],
+            }]
+        }
+    }
+
+    /// A service's report is under the service in `/status` and in `/metrics`, with the
+    /// agent label and its own labels escaped.
+    #[test]
+    fn service_reports_show_in_status_and_metrics() {
+        let board = StatusBoard::new("kiwi", "n1", false);
+        board.service_running("dhcp");
+        board.service_report("dhcp", Arc::new(Fake));
+        let json = serde_json::to_value(board.snapshot()).unwrap_or_default();
+        assert_eq!(
+            json["services"]["dhcp"]["report"]["links"]["eth1"]["acks"], 2,
+            "{json}"
+        );
+        assert_eq!(json["services"]["dhcp"]["running"], true, "{json}");
+        let text = board.metrics();
+        assert!(
+            text.contains(
+                "# HELP kowabunga_fake_acks_total ACKs sent.\n# TYPE kowabunga_fake_acks_total counter\n\
+                 kowabunga_fake_acks_total{agent=\"kiwi\",link=\"eth\\\"1\"} 2\n\
+                 kowabunga_fake_acks_total{agent=\"kiwi\"} 5\n"
+            ),
+            "{text}"
+        );
+        // A service without a report shows none.
+        board.service_running("dns");
+        let json = serde_json::to_value(board.snapshot()).unwrap_or_default();
+        assert!(json["services"]["dns"].get("report").is_none(), "{json}");
     }
 
     #[test]

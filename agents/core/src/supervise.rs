@@ -32,6 +32,9 @@ impl Default for RestartPolicy {
 /// Run `service` forever, restarting it whenever its run ends.
 pub async fn supervise(service: Supervised, board: StatusBoard, policy: RestartPolicy) {
     let name = service.name();
+    if let Some(report) = service.report() {
+        board.service_report(name, report);
+    }
     let mut backoff = Backoff::new(policy.min, policy.max);
     loop {
         board.service_running(name);

@@ -12,13 +12,17 @@
 //!   depends on it (once per batch of queued datagrams); its threads run as a
 //!   [`kowabunga_model::Supervised`] service ([`DhcpServer::supervised`]).
 //! - [`DhcpReconciler`]: the `dhcp` reconciler of the apply pipeline.
+//! - [`report`]: what the server shows in the agent's `/status` and `/metrics` (per
+//!   served link: pool size, bound leases, offers, ACKs, NAKs, declines; the lease
+//!   store's last write error).
 
 pub mod engine;
 pub mod model;
 mod reconciler;
+pub mod report;
 mod server;
 pub mod store;
 pub mod wire;
 
 pub use reconciler::DhcpReconciler;
-pub use server::{Counters, DhcpServer, SERVICE};
+pub use server::{Counters, DhcpServer, LinkCounters, SERVICE};

@@ -22,8 +22,9 @@ use kowabunga_model::Supervised;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
-use crate::engine::{Engine, Leases, Reply};
+use crate::engine::{Engine, Kind, LeaseState, Leases, Reply};
 use crate::model::DhcpConfig;
+use crate::report::{DhcpReport, LinkReport};
 use crate::store::Store;
 use crate::wire::{self, SERVER_PORT};
 
@@ -37,7 +38,8 @@ const MAX_DATAGRAM: usize = 1500;
 /// Most datagrams answered under one lease write.
 const MAX_BATCH: usize = 64;
 
-/// Messages seen, by fate (for tests and, later, `/metrics`).
+/// Messages seen, by fate, every link together (tests; `/metrics` has them by link:
+/// [`LinkCounters`]).
 #[derive(Debug, Default)]
 pub struct Counters {
     pub received: AtomicU64,
@@ -51,8 +53,25 @@ pub struct Counters {
     pub conflicts: AtomicU64,
 }
 
+/// Messages of one link, by DHCP message type, since the agent started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    /// DHCPOFFERs sent.
+    pub offers: u64,
+    /// DHCPACKs sent (leases granted or renewed, and INFORM answers).
+    pub acks: u64,
+    /// DHCPNAKs sent.
+    pub naks: u64,
+    /// DHCPDECLINEs received.
+    pub declines: u64,
+}
+
 struct Shared {
     engine: Mutex<Engine>,
+    /// By link; taken after `engine` when both are held.
+    link_counters: Mutex<BTreeMap<String, LinkCounters>>,
+    /// Lease writes that failed since the agent started.
+    store_failures: AtomicU64,
     /// Where leases are kept; `None`: in memory only.
     store: Mutex<Option<Store>>,
     /// Whether the store was read (at the first apply).
@@ -90,6 +109,7 @@ impl Shared {
             Ok(()) => *error = None,
             Err(e) => {
                 tracing::error!("dhcp: cannot write the leases: {e}");
+                self.store_failures.fetch_add(1, Ordering::Relaxed);
                 *error = Some(e.to_string());
             }
         }
@@ -136,6 +156,9 @@ impl Shared {
                 return None;
             }
         };
+        if incoming.request.kind == Kind::Decline {
+            self.count(link, |c| c.declines += 1);
+        }
         let now = unix_now();
         if self.swept.swap(now, Ordering::Relaxed) != now && engine.expire(now) {
             *dirty = true;
@@ -161,7 +184,22 @@ impl Shared {
         let cfg = engine.config().links.get(link)?;
         let (bytes, to) = wire::encode(cfg, &incoming, &outcome.reply)?;
         self.counters.replies.fetch_add(1, Ordering::Relaxed);
+        match &outcome.reply {
+            Reply::Offer(_) => self.count(link, |c| c.offers += 1),
+            Reply::Ack(_) | Reply::InformAck => self.count(link, |c| c.acks += 1),
+            Reply::Nak(_) => self.count(link, |c| c.naks += 1),
+            Reply::Probe(_) | Reply::Silent(_) => {}
+        }
         Some(Out::Dhcp(bytes, to))
+    }
+
+    /// Count a message of `link`.
+    fn count(&self, link: &str, bump: impl FnOnce(&mut LinkCounters)) {
+        bump(
+            lock(&self.link_counters)
+                .entry(link.to_owned())
+                .or_default(),
+        );
     }
 
     /// An ICMP echo reply from `ip` on `link`.
@@ -287,6 +325,8 @@ impl DhcpServer {
         Self {
             shared: Arc::new(Shared {
                 engine: Mutex::new(Engine::default()),
+                link_counters: Mutex::default(),
+                store_failures: AtomicU64::new(0),
                 store: Mutex::new(None),
                 loaded: AtomicBool::new(false),
                 store_error: Mutex::new(None),
@@ -316,6 +356,49 @@ impl DhcpServer {
 
     pub fn counters(&self) -> &Counters {
         &self.shared.counters
+    }
+
+    /// What `/status` and `/metrics` show: per served link its pool, its bound leases
+    /// (at `now`, Unix seconds) and its messages by type; the lease store's state.
+    pub fn report_at(&self, now: u64) -> DhcpReport {
+        let engine = lock(&self.shared.engine);
+        let counters = lock(&self.shared.link_counters);
+        let links = engine
+            .config()
+            .links
+            .iter()
+            .map(|(name, cfg)| {
+                let bound = engine.leases().links.get(name).map_or(0, |l| {
+                    l.leases
+                        .values()
+                        .filter(|lease| lease.state == LeaseState::Bound && lease.expires > now)
+                        .count()
+                });
+                let c = counters.get(name).copied().unwrap_or_default();
+                let report = LinkReport {
+                    pool_size: cfg.pools.iter().map(|r| r.len()).sum(),
+                    static_hosts: cfg.hosts.len() as u64,
+                    bound: bound as u64,
+                    offers: c.offers,
+                    acks: c.acks,
+                    naks: c.naks,
+                    declines: c.declines,
+                };
+                (name.clone(), report)
+            })
+            .collect();
+        drop(counters);
+        drop(engine);
+        DhcpReport {
+            links,
+            lease_store_error: lock(&self.shared.store_error).clone(),
+            lease_store_failures: self.shared.store_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// [`report_at`](Self::report_at) now.
+    pub fn report(&self) -> DhcpReport {
+        self.report_at(unix_now())
     }
 
     /// Bring the server to `config`: read the store the first time, open the sockets of
@@ -489,12 +572,15 @@ impl DhcpServer {
     /// The serving threads as a service the agent core supervises. One run reopens the
     /// links whose thread stopped, then waits until one stops and ends with `Err`
     /// naming it and why; the core starts another run after its back-off.
+    /// Its [`Report`](kowabunga_model::Report) (per link: pool, leases, messages) goes
+    /// with it into `/status` and `/metrics`.
     pub fn supervised(&self) -> Supervised {
         let server = self.clone();
         Supervised::new(SERVICE, move || {
             let server = server.clone();
             async move { server.watch().await }
         })
+        .with_report(Arc::new(self.clone()))
     }
 
     async fn watch(&self) -> Result<(), String> {

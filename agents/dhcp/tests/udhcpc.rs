@@ -67,6 +67,14 @@ fn udhcpc_gets_an_address_and_the_options_renews_and_releases() {
         lease_state(&server, &lab, "10.0.0.10"),
         Some(LeaseState::Bound)
     );
+    // What /status and /metrics show: the pool, one bound lease, the offer and the ACK
+    // (more than one of each if the client retransmitted before the answer came).
+    let report = server.server.report().links[&lab.server_if].clone();
+    assert_eq!(report.pool_size, 11, "{report:?}");
+    assert_eq!(report.static_hosts, 0, "{report:?}");
+    assert_eq!(report.bound, 1, "{report:?}");
+    assert!(report.offers >= 1 && report.acks >= 1, "{report:?}");
+    assert_eq!((report.naks, report.declines), (0, 0), "{report:?}");
     // The address is configured by the script: the renewal is unicast from it.
     let addrs = lab
         .client
@@ -75,6 +83,8 @@ fn udhcpc_gets_an_address_and_the_options_renews_and_releases() {
     client.signal(Signal::SIGUSR1);
     let renewed = client.wait_event("renew", 1);
     assert_eq!(renewed.get("ip"), "10.0.0.10", "{renewed:?}");
+    let acks = server.server.report().links[&lab.server_if].acks;
+    assert!(acks > report.acks, "the renewal's ACK counted: {acks}");
     // Released: the server keeps the record, marked released.
     client.signal(Signal::SIGUSR2);
     common::wait_for("the release", || {
@@ -83,6 +93,9 @@ fn udhcpc_gets_an_address_and_the_options_renews_and_releases() {
     // The store on disk says so too.
     let file = std::fs::read_to_string(lab.state.0.join("dhcp/leases.json")).unwrap();
     assert!(file.contains("\"released\""), "{file}");
+    let report = server.server.report();
+    assert_eq!(report.links[&lab.server_if].bound, 0, "{report:?}");
+    assert_eq!(report.lease_store_error, None, "{report:?}");
 }
 
 #[test]
@@ -195,6 +208,9 @@ fn an_address_in_use_is_declined_and_quarantined() {
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(probes, 0);
     assert!(!link.leases.contains_key(&ip("10.0.0.10")), "{link:?}");
+    let report = &server.server.report().links[&lab.server_if];
+    assert_eq!(report.declines, 1, "{report:?}");
+    assert_eq!(report.bound, 1, "{report:?}");
 }
 
 #[test]

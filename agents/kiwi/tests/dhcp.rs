@@ -2,7 +2,7 @@
 //! signed document from a fake Kahuna (network and dhcp, no `[firewall]`: the baseline
 //! must open DHCP on the served link), applies it, and a busybox `udhcpc` in a second
 //! namespace gets a lease across a veth pair through the closed firewall; the lease is
-//! in the agent's state directory. Needs root, iproute2, python3, minisign, nftables,
+//! in the agent's state directory and counted in its `/metrics` and `/status`. Needs root, iproute2, python3, minisign, nftables,
 //! busybox.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -246,6 +246,45 @@ pools = [{{ first = "10.66.0.100", last = "10.66.0.150" }}]
         "{input}"
     );
     assert!(input.contains("policy drop"), "{input}");
+    // The agent's /metrics and /status show the link's pool, the bound lease and the
+    // ACK (counted before the reply left), in Prometheus text and JSON.
+    let get = |path: &str| {
+        kiwi_ns.sh(&format!(
+            "python3 -c 'import sys, urllib.request; \
+             print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+             http://{STATUS}{path}"
+        ))
+    };
+    let metrics = get("/metrics");
+    let sample = |name: &str| -> u64 {
+        let prefix = format!("{name}{{agent=\"kiwi\",link=\"{lan}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+    };
+    assert_eq!(sample("kowabunga_dhcp_pool_addresses"), 51, "{metrics}");
+    assert_eq!(sample("kowabunga_dhcp_leases_bound"), 1, "{metrics}");
+    assert!(sample("kowabunga_dhcp_acks_total") >= 1, "{metrics}");
+    assert!(sample("kowabunga_dhcp_offers_total") >= 1, "{metrics}");
+    assert_eq!(sample("kowabunga_dhcp_naks_total"), 0, "{metrics}");
+    assert!(
+        metrics.contains("# TYPE kowabunga_dhcp_acks_total counter\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kowabunga_dhcp_lease_store_failing{agent=\"kiwi\"} 0\n"),
+        "{metrics}"
+    );
+    let status: serde_json::Value = serde_json::from_str(&get("/status")).unwrap();
+    let report = &status["services"]["dhcp"]["report"];
+    assert_eq!(report["links"][lan.as_str()]["bound"], 1, "{status}");
+    assert_eq!(
+        report["lease_store_error"],
+        serde_json::Value::Null,
+        "{status}"
+    );
     // The lease is kept under the agent's state directory, for the next start.
     let leases = std::fs::read_to_string(state.join("kiwi/dhcp/leases.json")).unwrap();
     assert!(leases.contains("10.66.0.100"), "{leases}");

@@ -6,7 +6,8 @@
 //!   apply, check), and its type-erased form used by the apply pipeline,
 //! - the rest of the contract between the agent core and a role: [`Pusher`] (state
 //!   pushed over RPC enters the pipeline), [`Supervised`] (a background service the core
-//!   restarts), [`Progress`] (long tasks shown in `/status`).
+//!   restarts), [`Progress`] (long tasks shown in `/status`), [`Report`] (a service's
+//!   own figures in `/status` and `/metrics`).
 
 pub mod document;
 pub mod firewall;
@@ -14,6 +15,7 @@ pub mod network;
 pub mod progress;
 pub mod push;
 pub mod reconcile;
+pub mod report;
 #[cfg(test)]
 mod round_trip;
 pub mod supervised;
@@ -26,5 +28,6 @@ pub use reconcile::{
     Action, Artifact, DEFAULT_APPLY_DEADLINE, DynReconciler, ErrorKind, Planned, ReconcileError,
     Reconciler, erase,
 };
+pub use report::{Metric, MetricKind, Report, Sample};
 pub use supervised::Supervised;
 pub use timestamp::Timestamp;

@@ -4,6 +4,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::Report;
 
 type Start = dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync;
 
@@ -11,6 +14,7 @@ type Start = dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>
 pub struct Supervised {
     name: &'static str,
     start: Box<Start>,
+    report: Option<Arc<dyn Report>>,
 }
 
 impl Supervised {
@@ -24,7 +28,19 @@ impl Supervised {
         Self {
             name,
             start: Box::new(move || Box::pin(start())),
+            report: None,
         }
+    }
+
+    /// The service's own figures, shown in `/status` and `/metrics` (see [`Report`]).
+    pub fn with_report(mut self, report: Arc<dyn Report>) -> Self {
+        self.report = Some(report);
+        self
+    }
+
+    /// Its report, if it has one.
+    pub fn report(&self) -> Option<Arc<dyn Report>> {
+        self.report.clone()
     }
 
     /// Name in logs, `/status` and the `service` label of `/metrics`.
@@ -42,6 +58,7 @@ impl std::fmt::Debug for Supervised {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Supervised")
             .field("name", &self.name)
+            .field("report", &self.report.is_some())
             .finish_non_exhaustive()
     }
 }
