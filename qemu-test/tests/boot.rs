@@ -386,6 +386,7 @@ ip link set eth1 up
 ip addr add 10.102.0.2/24 dev eth1
 echo "PEER: up"
 n=0
+d=none
 while true; do
   n=$((n + 1))
   a=down; ping -c 1 -W 1 10.101.0.1 >/dev/null 2>&1 && a=up
@@ -393,12 +394,25 @@ while true; do
   t=closed; nc -w 2 10.101.0.1 53 -e /bin/true >/dev/null 2>&1 && t=open
   u=closed; nc -w 2 10.101.0.11 53 -e /bin/true >/dev/null 2>&1 && u=open
   c=down; ping -c 1 -W 1 10.102.0.1 >/dev/null 2>&1 && c=up
-  echo "PEER[$n]: v1addr=$a v2addr=$b tcp53@v1=$t tcp53@v2=$u bridge=$c"
+  # A lease on the bridge's segment, once the node serves DHCP there (the address is
+  # not configured: -s /bin/true).
+  if [ "$d" = none ] && [ "$c" = up ]; then
+    d=$(udhcpc -i eth1 -n -q -t 2 -T 1 -s /bin/true 2>&1 | sed -n 's/.*lease of \([0-9.]*\) obtained.*/\1/p')
+    d=${d:-none}
+  fi
+  echo "PEER[$n]: v1addr=$a v2addr=$b tcp53@v1=$t tcp53@v2=$u bridge=$c dhcp=$d"
   sleep 1
 done
 "#;
 
 const NODE_NIC_MAC: &str = "52:54:00:12:34:02";
+/// DHCP on `br0` (10.102.0.0/24): a pool, and the peer's second NIC (its MAC from
+/// [`start_peer`]) on a static lease.
+const DHCP_ON_BR0: &str = r#"
+[dhcp.links.br0]
+pools = [{ first = "10.102.0.100", last = "10.102.0.120" }]
+hosts = [{ mac = "52:54:00:12:34:98", address = "10.102.0.50" }]
+"#;
 /// The node's third NIC: the only member of `bond0`, itself the only port of `br0`.
 const NODE_BOND_NIC_MAC: &str = "52:54:00:12:34:03";
 
@@ -623,16 +637,23 @@ fn vlan_bond_bridge_and_firewall_seen_from_a_peer_vm_and_a_route_cut_is_reverted
 
     // v5: the same links without a [firewall]: the baseline applies. Every link is
     // internal (no default route leaves by one), so DNS, a service the node runs,
-    // answers the peer on the VLAN.
+    // answers the peer on the VLAN. The node now serves DHCP on the bridge, with a
+    // static lease for the peer's NIC there: the baseline opens UDP 67 on that link,
+    // and the peer's udhcpc gets its address.
     let without_firewall = |extra: &str| {
         let doc = network_v2(extra);
         let cut = doc.find("[firewall]").unwrap_or(doc.len());
-        doc[..cut].to_owned()
+        format!("{}{DHCP_ON_BR0}", &doc[..cut])
     };
     h.publish(5, &without_firewall(""));
     h.expect_report(&mut node, 5, "applied");
-    let seen = peer_sees(&mut peer, &node, &h, &["v2addr=up", "tcp53@v2=open"]);
-    eprintln!("after v5 (baseline, internal VLAN): {seen}");
+    let seen = peer_sees(
+        &mut peer,
+        &node,
+        &h,
+        &["v2addr=up", "tcp53@v2=open", "dhcp=10.102.0.50"],
+    );
+    eprintln!("after v5 (baseline, internal VLAN, DHCP on br0): {seen}");
 
     // v6: a default route now leaves by the VLAN (behind the management one): the VLAN
     // is an uplink, and the baseline closes DNS on it; ICMP still answers, and the
