@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etherparse::{IcmpEchoHeader, Icmpv4Header, Icmpv4Slice, Icmpv4Type, Ipv4Slice};
 use kowabunga_model::Supervised;
+use kowabunga_model::supervised::LoopExit;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
@@ -267,39 +268,6 @@ impl Drop for Listener {
     }
 }
 
-/// Held by a serving thread: when it ends without having been asked to stop (a socket
-/// error, or a panic unwinding), records why and wakes the supervised run.
-struct ExitGuard {
-    link: String,
-    stop: Arc<AtomicBool>,
-    exit: Arc<Mutex<Option<String>>>,
-    shared: Arc<Shared>,
-    reason: Option<String>,
-}
-
-impl ExitGuard {
-    /// The loop returned: with `Err`, that is the reason reported. Takes the guard by
-    /// value so that the thread owns it whole (and drops it when it ends).
-    fn ended(mut self, result: Result<(), String>) {
-        self.reason = result.err();
-    }
-}
-
-impl Drop for ExitGuard {
-    fn drop(&mut self) {
-        if self.stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let reason = self
-            .reason
-            .take()
-            .unwrap_or_else(|| "stopped unexpectedly (panic)".to_owned());
-        tracing::error!("dhcp: {}: {reason}", self.link);
-        lock(&self.exit).get_or_insert(reason);
-        self.shared.failures.send_modify(|n| *n = n.wrapping_add(1));
-    }
-}
-
 /// Cheap to clone: clones share the server.
 #[derive(Clone)]
 pub struct DhcpServer {
@@ -540,13 +508,12 @@ impl DhcpServer {
             None => None,
         };
         let exit = Arc::new(Mutex::new(None));
-        let guard = ExitGuard {
-            link: link.to_owned(),
-            stop: Arc::clone(&stop),
-            exit: Arc::clone(&exit),
-            shared: Arc::clone(&self.shared),
-            reason: None,
-        };
+        let (shared, name) = (Arc::clone(&self.shared), link.to_owned());
+        let failed: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |message: &str| {
+            tracing::error!("dhcp: {name}: {message}");
+            shared.failures.send_modify(|n| *n = n.wrapping_add(1));
+        });
+        let guard = LoopExit::new("serving thread", &stop, &exit, failed);
         let (shared, flag, name) = (Arc::clone(&self.shared), Arc::clone(&stop), link.to_owned());
         let thread = std::thread::Builder::new()
             .name(format!("dhcp-{link}"))

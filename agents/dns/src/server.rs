@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, OpCode, ResponseCode};
 use kowabunga_model::Supervised;
+use kowabunga_model::supervised::LoopExit;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -88,7 +89,7 @@ struct Shared {
     tcp_slots: Semaphore,
     /// The node's subnets: who may recurse without being listed.
     local_nets: LocalNets,
-    /// Bumped each time a serving loop stops on its own (see [`ExitGuard`]).
+    /// Bumped each time a serving loop stops on its own (see [`LoopExit`]).
     failures: watch::Sender<u64>,
 }
 
@@ -149,43 +150,6 @@ impl Listener {
         })
         .await;
         let _ = (&mut self.tcp).await;
-    }
-}
-
-/// Held by a serving loop: when the loop ends without having been asked to stop
-/// (an error it cannot serve past, or a panic unwinding), records why and wakes the
-/// supervised run.
-struct ExitGuard {
-    what: String,
-    stop: Arc<AtomicBool>,
-    exit: Arc<Mutex<Option<String>>>,
-    shared: Arc<Shared>,
-    reason: Option<String>,
-}
-
-impl ExitGuard {
-    /// The loop returned: with `Err`, that is the reason reported.
-    fn ended(&mut self, result: Result<(), String>) {
-        self.reason = result.err();
-    }
-}
-
-impl Drop for ExitGuard {
-    fn drop(&mut self) {
-        if self.stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let reason = self
-            .reason
-            .take()
-            .unwrap_or_else(|| "stopped unexpectedly (panic)".to_owned());
-        tracing::error!("dns: {}: {reason}", self.what);
-        let mut exit = self.exit.lock().unwrap_or_else(PoisonError::into_inner);
-        if exit.is_none() {
-            *exit = Some(format!("{}: {reason}", self.what));
-        }
-        drop(exit);
-        self.shared.failures.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -368,13 +332,12 @@ impl DnsServer {
         let tcp = TcpListener::from_std(tcp_socket.into())?;
         let stop = Arc::new(AtomicBool::new(false));
         let exit = Arc::new(Mutex::new(None));
-        let guard = |what: String| ExitGuard {
-            what,
-            stop: Arc::clone(&stop),
-            exit: Arc::clone(&exit),
-            shared: Arc::clone(&self.shared),
-            reason: None,
-        };
+        let shared = Arc::clone(&self.shared);
+        let failed: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |message: &str| {
+            tracing::error!("dns: {message}");
+            shared.failures.send_modify(|n| *n = n.wrapping_add(1));
+        });
+        let guard = |what: String| LoopExit::new(what, &stop, &exit, Arc::clone(&failed));
         let runtime = tokio::runtime::Handle::current();
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
         let mut threads = Vec::with_capacity(workers);
@@ -385,7 +348,7 @@ impl DnsServer {
                 Arc::clone(&stop),
                 runtime.clone(),
             );
-            let mut exit = guard(format!("UDP {local}"));
+            let exit = guard(format!("UDP {local}"));
             let thread = std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
                 .spawn(move || {
@@ -399,7 +362,7 @@ impl DnsServer {
                 }
             }
         }
-        let mut exit_tcp = guard(format!("TCP {local}"));
+        let exit_tcp = guard(format!("TCP {local}"));
         let shared = Arc::clone(&self.shared);
         let tcp = tokio::spawn(async move {
             exit_tcp.ended(serve_tcp(tcp, shared).await);
