@@ -86,7 +86,15 @@ if [ -z "$version" ]; then
   version=$(awk '/^\[workspace.package\]/{w=1;next} /^\[/{w=0} w && $1=="version"{gsub(/"/,"",$3); print $3; exit}' "$repo/Cargo.toml")
   [ -n "$version" ] || die "no version given and none found in Cargo.toml [workspace.package]"
 fi
-case "$version" in *[!A-Za-z0-9.~^+-]*|"") die "invalid version '$version' (letters, digits and .~^+- only)" ;; esac
+# The version is part of partition labels and file names systemd-sysupdate parses
+# (kowabunga-ROLE_VERSION, ..._VERSION+TRIES.efi): sysupdate accepts letters,
+# digits and .,_-+ in a version; "_" separates fields and "+" starts the boot
+# counter, so: letters, digits, "." and "-", starting with a digit.
+case "$version" in [0-9]*) ;; *) die "invalid version '$version' (must start with a digit)" ;; esac
+case "$version" in *[!A-Za-z0-9.-]*) die "invalid version '$version' (letters, digits, '.' and '-' only: systemd-sysupdate reads it from partition labels and file names)" ;; esac
+# GPT partition labels hold 36 characters; the longest is the verity one.
+label_max="kowabunga-${role}_${version}_verity"
+[ ${#label_max} -le 36 ] || die "version '$version' too long for role $role: partition label '$label_max' is ${#label_max} characters, GPT allows 36 (at most $(( 36 - ${#label_max} + ${#version} )) characters of version)"
 name="$role-$version-$arch"
 mkdir -p "$out" || die "cannot create output directory '$out'"
 out=$(cd "$out" && pwd)
@@ -222,6 +230,7 @@ profile_args=()
 [ -d "$repo/image/mkosi.profiles/$role" ] && profile_args=(--profile "$role")
 run_mkosi "$work/mkosi.log" --directory "$repo/image" \
   --image-id "kowabunga-$role" --image-version "$version" \
+  --unified-kernel-image-format "kowabunga-${role}_${version}" \
   --output "$name" --output-dir "$work/out" --initrd "$initrd" --package "$kernel_pkg" \
   --extra-tree "$repo/overlays/common" --extra-tree "$repo/overlays/$role" --extra-tree "$work/agent" \
   "${profile_args[@]}"
