@@ -63,6 +63,8 @@ if [ "$fast" = 1 ]; then
   cargo test --workspace --locked --no-fail-fast
   say "fast tier: the kaktus rbd backend against a one-node Ceph cluster"
   scripts/test-rbd.sh
+  say "fast tier: update artifacts (scripts/make-update.sh on fake files)"
+  scripts/test-make-update.sh
   say "docs: README and docs/ walkthroughs, as written"
   scripts/check-docs.sh
   tier_done "fast tier"
