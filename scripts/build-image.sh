@@ -3,6 +3,7 @@
 #
 #   scripts/build-image.sh ROLE [--arch x86_64] [--out DIR] [--mirror URL]
 #                               [--version V] [--agent-bin PATH] [--no-install]
+#                               [--update-key FILE]
 #
 # ROLE       a directory of overlays/ (kiwi, ...) with a matching agent binary
 # --arch     target architecture (x86_64 only for now)
@@ -14,6 +15,9 @@
 #            default: generic for kiwi and kaktus, cloud for kontroller
 # --agent-bin  use this prebuilt agent binary instead of `cargo build --release`
 # --no-install  never apt-get install missing host tools: fail and name them
+# --update-key  minisign secret key signing update/ROLE/SHA256SUMS (also
+#            KOWABUNGA_UPDATE_KEY); without one the update is left unsigned and
+#            nodes refuse it (make one with: minisign -G -W -p K.pub -s K.key)
 #
 # Writes to --out:
 #   ROLE-VERSION-ARCH.raw          GPT disk: ESP (systemd-boot + UKI), erofs
@@ -26,6 +30,10 @@
 #   ROLE-VERSION-ARCH.ipxe         example iPXE script (kowabunga.* keys)
 #   ROLE-VERSION-ARCH.cmdline      kernel command line of the disk image
 #   SHA256SUMS
+#   update/ROLE/                   the A/B update of this version, as the image's
+#                                  sysupdate.d expects it (scripts/make-update.sh):
+#                                  kowabunga-ROLE_VERSION_x86-64.{root.UUID.raw,
+#                                  verity.UUID.raw,efi}.xz, SHA256SUMS(.minisig)
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,7 +54,7 @@ stage() { stage_no=$((stage_no + 1)); printf '\n==> [%d] %s (+%ss)\n' "$stage_no
 say() { printf '    %s\n' "$*" >&2; }
 die() { printf '\nbuild-image: error: %s\n' "$*" >&2; exit 1; }
 
-role="" arch=x86_64 out="$repo/dist" mirror="${KOWABUNGA_MIRROR:-}" version="" agent_bin="" install=1 kernel=
+role="" arch=x86_64 out="$repo/dist" mirror="${KOWABUNGA_MIRROR:-}" version="" agent_bin="" install=1 kernel= update_key="${KOWABUNGA_UPDATE_KEY:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) [ $# -ge 2 ] || die "--arch needs a value"; arch=$2; shift 2 ;;
@@ -62,7 +70,9 @@ while [ $# -gt 0 ]; do
     --agent-bin) [ $# -ge 2 ] || die "--agent-bin needs a path"; agent_bin=$2; shift 2 ;;
     --agent-bin=*) agent_bin=${1#*=}; shift ;;
     --no-install) install=0; shift ;;
-    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --update-key) [ $# -ge 2 ] || die "--update-key needs a file"; update_key=$2; shift 2 ;;
+    --update-key=*) update_key=${1#*=}; shift ;;
+    -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *) [ -z "$role" ] || die "only one ROLE may be given (got '$role' and '$1')"; role=$1; shift ;;
   esac
@@ -86,7 +96,15 @@ if [ -z "$version" ]; then
   version=$(awk '/^\[workspace.package\]/{w=1;next} /^\[/{w=0} w && $1=="version"{gsub(/"/,"",$3); print $3; exit}' "$repo/Cargo.toml")
   [ -n "$version" ] || die "no version given and none found in Cargo.toml [workspace.package]"
 fi
-case "$version" in *[!A-Za-z0-9.~^+-]*|"") die "invalid version '$version' (letters, digits and .~^+- only)" ;; esac
+# The version is part of partition labels and file names systemd-sysupdate parses
+# (kowabunga-ROLE_VERSION, ..._VERSION+TRIES.efi): sysupdate accepts letters,
+# digits and .,_-+ in a version; "_" separates fields and "+" starts the boot
+# counter, so: letters, digits, "." and "-", starting with a digit.
+case "$version" in [0-9]*) ;; *) die "invalid version '$version' (must start with a digit)" ;; esac
+case "$version" in *[!A-Za-z0-9.-]*) die "invalid version '$version' (letters, digits, '.' and '-' only: systemd-sysupdate reads it from partition labels and file names)" ;; esac
+# GPT partition labels hold 36 characters; the longest is the verity one.
+label_max="kowabunga-${role}_${version}_verity"
+[ ${#label_max} -le 36 ] || die "version '$version' too long for role $role: partition label '$label_max' is ${#label_max} characters, GPT allows 36 (at most $(( 36 - ${#label_max} + ${#version} )) characters of version)"
 name="$role-$version-$arch"
 mkdir -p "$out" || die "cannot create output directory '$out'"
 out=$(cd "$out" && pwd)
@@ -112,8 +130,11 @@ need dpkg dpkg
 need /usr/share/keyrings/debian-archive-keyring.gpg debian-archive-keyring
 need qemu-img qemu-utils
 need zstd zstd
+need xz xz-utils
 need cpio cpio
 need python3 python3
+need sfdisk fdisk
+[ -z "$update_key" ] || need minisign minisign
 if [ -n "$mkosi" ]; then
   mv=$("$mkosi" --version 2>/dev/null | awk '{print $2}')
   dpkg --compare-versions "${mv:-0}" ge 24 || missing+=("mkosi >= 24 (found ${mv:-none} at $mkosi; scripts/install-deps.sh --for image)")
@@ -124,7 +145,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "installing with scripts/install-deps.sh --for image"
     "$repo/scripts/install-deps.sh" --for image ${mirror:+--mirror "$mirror"} || die "installing host tools failed"
     exec "$0" "$role" --arch "$arch" --out "$out" --version "$version" --kernel "$kernel" ${mirror:+--mirror "$mirror"} \
-      ${agent_bin:+--agent-bin "$agent_bin"} --no-install
+      ${agent_bin:+--agent-bin "$agent_bin"} ${update_key:+--update-key "$update_key"} --no-install
   fi
   printf '    missing: %s\n' "${missing[@]}" >&2
   die "host tools missing; run (as root): scripts/install-deps.sh --for image"
@@ -206,6 +227,7 @@ profile_args=()
 [ -d "$repo/image/mkosi.profiles/$role" ] && profile_args=(--profile "$role")
 run_mkosi "$work/mkosi.log" --directory "$repo/image" \
   --image-id "kowabunga-$role" --image-version "$version" \
+  --unified-kernel-image-format "kowabunga-${role}_${version}" \
   --output "$name" --output-dir "$work/out" --initrd "$initrd" --package "$kernel_pkg" \
   --extra-tree "$repo/overlays/common" --extra-tree "$repo/overlays/$role" --extra-tree "$work/agent" \
   "${profile_args[@]}"
@@ -282,7 +304,32 @@ boot
 EOF
 printf '%s\n' "$pxe_cmdline" > "$out/$name.pxe.cmdline"
 
-# ---- 7. checksums -------------------------------------------------------------------
+# ---- 7. update artifacts ---------------------------------------------------------
+stage "writing the A/B update artifacts (update/$role/)"
+roothash=$(printf '%s\n' "$objcopy_cmdline" | tr ' ' '\n' | sed -n 's/^roothash=//p' | head -n1)
+[ -n "$roothash" ] || die "no roothash= on the UKI command line"
+# The transfer files name slots by IMAGE_ID_VERSION and the new UKI finds its root by
+# the partition UUIDs repart derived from the root hash: check both on the disk.
+sfdisk --json "$out/$name.raw" | python3 -c '
+import json, sys
+want_label, roothash = sys.argv[1], sys.argv[2]
+uuid = lambda h: "-".join((h[0:8], h[8:12], h[12:16], h[16:20], h[20:32])).upper()
+want = {"4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709": (want_label, uuid(roothash[:32])),
+        "2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5": (want_label + "_verity", uuid(roothash[32:]))}
+for p in json.load(sys.stdin)["partitiontable"]["partitions"]:
+    if p["type"] in want:
+        label, u = want.pop(p["type"])
+        if p.get("name") != label or p["uuid"].upper() != u:
+            sys.exit("partition %s: label %r, uuid %s; expected %r, %s" % (p["node"], p.get("name"), p["uuid"], label, u))
+if want:
+    sys.exit("no root or verity partition in the image")
+' "kowabunga-${role}_${version}" "$roothash" || die "the image's root/verity partitions do not carry the labels and UUIDs sysupdate.d expects (above)"
+"$repo/scripts/make-update.sh" --role "$role" --version "$version" --arch "$mkosi_arch" --roothash "$roothash" \
+  --root "$work/out/$name.root.raw" --verity "$work/out/$name.root-verity.raw" --uki "$work/out/$name.efi" \
+  --out "$out/update/$role" ${update_key:+--key "$update_key"} || die "writing the update artifacts failed"
+(cd "$out/update/$role" && ls -l --block-size=K kowabunga-* | awk '{printf "    %-80s %s\n", $NF, $5}') >&2
+
+# ---- 8. checksums -------------------------------------------------------------------
 stage "checksums"
 (cd "$out" && sha256sum "$name".* > SHA256SUMS)
 for f in raw qcow2 efi pxe.vmlinuz pxe.initrd; do

@@ -28,19 +28,19 @@ PKGS_base=(ca-certificates curl git build-essential pkg-config libvirt-dev)
 # backports as in the QEMU tier, so that both tiers agree on one version.
 PKGS_test=(minisign nftables iproute2 bind9-dnsutils dnsperf dnsmasq-base openssl python3 nginx-light
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86/bpo qemu-utils/bpo ovmf
-  keepalived dbus-daemon busybox-static isc-dhcp-client)
+  keepalived dbus-daemon busybox-static isc-dhcp-client xz-utils)
 # Image build: mkosi (>= 24) builds its own tools tree from Debian trixie
 # packages (ToolsTree= in image/mkosi.conf): systemd-repart, ukify, bootctl,
 # mkfs.erofs, veritysetup... are not taken from the host. The host needs
-# bubblewrap, apt and the archive keyring to build that tree, qemu-img, zstd,
-# cpio and python3 for the artifacts. "mkosi" is special: on Debian 12 it is
+# bubblewrap, apt and the archive keyring to build that tree, qemu-img, zstd, xz,
+# cpio, python3 and sfdisk (fdisk) for the artifacts. "mkosi" is special: on Debian 12 it is
 # mkosi 24 unpacked from bookworm-backports into $MKOSI_DIR (see
 # install_mkosi), because the mkosi package depends on systemd >= 254 and
 # installing it would upgrade the host's systemd; elsewhere, the distribution's
 # mkosi package.
 PKGS_image=(
   mkosi bubblewrap apt dpkg debian-archive-keyring
-  qemu-utils/bpo zstd cpio python3 minisign
+  qemu-utils/bpo zstd xz-utils cpio python3 minisign fdisk
 )
 MKOSI_DIR=/opt/kowabunga/mkosi
 # QEMU tier: system emulator, UEFI firmware, a busybox for the peer VM, xorriso

@@ -7,8 +7,10 @@
 #                              against a one-node Ceph) + the README and docs
 #                              walkthroughs, run as written: a few minutes
 #   scripts/test.sh --fuzz     every fuzz target for 60 s (scripts/fuzz.sh)
-#   scripts/test.sh --qemu     build the images, boot them under QEMU, check from outside;
-#                              then the agents' .deb packages (scripts/test-packages.sh)
+#   scripts/test.sh --qemu     build the images, install an A/B update into a disk copy
+#                              (scripts/test-sysupdate.sh), boot them under QEMU, check
+#                              from outside; then the agents' .deb packages
+#                              (scripts/test-packages.sh)
 #
 # Installs what it needs first (scripts/install-deps.sh). Needs root: the kernel tests
 # create network namespaces and nftables tables, the QEMU tier builds images.
@@ -21,7 +23,7 @@ case "${1:-}" in
   --fast) fuzz=0 qemu=0 ;;
   --fuzz) fast=0 qemu=0 ;;
   --qemu) fast=0 fuzz=0 ;;
-  -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
   *) echo "usage: scripts/test.sh [--fast|--fuzz|--qemu]" >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || { echo "scripts/test.sh: run as root (network namespaces, nftables, image build)" >&2; exit 1; }
@@ -64,6 +66,8 @@ if [ "$fast" = 1 ]; then
   cargo test --workspace --locked --no-fail-fast
   say "fast tier: the kaktus rbd backend against a one-node Ceph cluster"
   scripts/test-rbd.sh
+  say "fast tier: update artifacts (scripts/make-update.sh on fake files)"
+  scripts/test-make-update.sh
   say "docs: README and docs/ walkthroughs, as written"
   scripts/check-docs.sh
   tier_done "fast tier"
@@ -83,6 +87,8 @@ if [ "$qemu" = 1 ]; then
   for role in kiwi kaktus kontroller; do
     scripts/build-image.sh "$role"
   done
+  say "QEMU tier: the A/B update installed into slot B of the kiwi disk (systemd-sysupdate, no boot)"
+  scripts/test-sysupdate.sh dist --role kiwi
   say "QEMU tier: boots"
   KOWABUNGA_QEMU_TESTS=1 cargo test -p qemu-test --locked -- --ignored --test-threads=1
   tier_done "QEMU tier"

@@ -101,6 +101,26 @@ impl Artifacts {
         Ok(artifacts)
     }
 
+    /// The label of root A: `kowabunga-<role>_<version>` (the image's IMAGE_ID and
+    /// IMAGE_VERSION, the form systemd-sysupdate reads a slot's version from), taken
+    /// from the file name `<role>-<version>-x86_64.raw`.
+    pub fn root_label(&self) -> Result<String, ArtifactError> {
+        let name = self
+            .stem
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        name.strip_suffix("-x86_64")
+            .and_then(|rest| rest.split_once('-'))
+            .map(|(role, version)| format!("kowabunga-{role}_{version}"))
+            .ok_or_else(|| {
+                ArtifactError::Tool(format!(
+                    "{}: not named <role>-<version>-x86_64",
+                    self.raw.display()
+                ))
+            })
+    }
+
     /// A private, writable copy of the raw disk, grown to `size_gib` (room for the B
     /// slot and /var, which systemd-repart creates on first boot).
     pub fn disk_copy(&self, dir: &Path, size_gib: u64) -> Result<PathBuf, ArtifactError> {
@@ -213,4 +233,37 @@ pub fn overwrite(disk: &Path, offset: u64, bytes: &[u8]) -> Result<(), ArtifactE
         .map_err(io("seeking in"))?;
     file.write_all(bytes).map_err(io("writing"))?;
     file.sync_all().map_err(io("syncing"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(stem: &str) -> Artifacts {
+        let sibling = |ext: &str| PathBuf::from(format!("/dist/{stem}.{ext}"));
+        Artifacts {
+            raw: sibling("raw"),
+            qcow2: sibling("qcow2"),
+            pxe_kernel: sibling("pxe.vmlinuz"),
+            pxe_initrd: sibling("pxe.initrd"),
+            pxe_cmdline: String::new(),
+            stem: PathBuf::from("/dist").join(stem),
+        }
+    }
+
+    #[test]
+    fn root_a_is_labelled_by_image_id_and_version() {
+        assert_eq!(
+            named("kiwi-0.1.0-x86_64").root_label().ok().as_deref(),
+            Some("kowabunga-kiwi_0.1.0")
+        );
+        assert_eq!(
+            named("kontroller-1.2.3-rc1-x86_64")
+                .root_label()
+                .ok()
+                .as_deref(),
+            Some("kowabunga-kontroller_1.2.3-rc1")
+        );
+        assert!(named("kiwi-0.1.0-arm64").root_label().is_err());
+    }
 }

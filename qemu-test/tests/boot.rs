@@ -343,8 +343,8 @@ fn a_tampered_root_is_refused_by_dm_verity() {
     let disk = h.personalized_disk();
     // One changed byte in root A, in its first block (the erofs superblock, which
     // any mount reads): the UKI's roothash= no longer matches that block.
-    let (offset, _) =
-        artifacts::partition(&disk, "kowabunga_root_a").unwrap_or_else(|e| panic!("{e}"));
+    let root_a = h.artifacts.root_label().unwrap_or_else(|e| panic!("{e}"));
+    let (offset, _) = artifacts::partition(&disk, &root_a).unwrap_or_else(|e| panic!("{e}"));
     artifacts::overwrite(&disk, offset + 1024 + 40, &[0x5a]).unwrap_or_else(|e| panic!("{e}"));
     // This boot must never reach the root: no boot banner to watch for.
     let mut config = VmConfig::new("tampered", Boot::Uefi { disk });

@@ -59,7 +59,7 @@ pub struct RefusedRedirect {
 }
 
 /// Follow up to [`MAX_REDIRECTS`] redirects, all to the origin of the first request.
-fn redirect_policy() -> reqwest::redirect::Policy {
+pub(crate) fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         let Some(first) = attempt.previous().first() else {
             return attempt.follow();
@@ -289,7 +289,7 @@ impl crate::pipeline::Probe for EndpointProbe {
     }
 }
 
-fn transport(url: &str, e: reqwest::Error) -> FetchError {
+pub(crate) fn transport(url: &str, e: reqwest::Error) -> FetchError {
     // reqwest's Display hides the cause ("error sending request"); walk the chain.
     let mut detail = e.to_string();
     let mut source = std::error::Error::source(&e);
@@ -336,7 +336,9 @@ async fn read_limited(
 }
 
 /// rustls with the ring provider; roots from the system store, or only `ca_file`.
-fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, FetchError> {
+pub(crate) fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, FetchError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 

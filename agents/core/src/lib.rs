@@ -30,3 +30,4 @@ pub mod schema;
 pub mod status;
 pub mod supervise;
 pub mod trust;
+pub mod update;

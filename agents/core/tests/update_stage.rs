@@ -1,0 +1,351 @@
+//! Staging an OS update (`kowabunga_agent::update`): a loopback HTTP server serves one
+//! version's artifacts as `scripts/make-update.sh` lays them out, `SHA256SUMS` signed
+//! by the real `minisign` CLI. Each refusal leaves the staging directory empty.
+//!
+//! The server is a few lines over a TCP socket rather than hyper, so that it can lie:
+//! announce a `Content-Length` and close the connection halfway (a truncated download).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use kowabunga_agent::trust::TrustPolicy;
+use kowabunga_agent::update::{Kind, UpdateConfig, UpdateError, stage};
+use sha2::{Digest, Sha256};
+use support::Key;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const ROOT_UUID: &str = "238d195d-61dc-8f7b-3836-d7ab7a183030";
+const VERITY_UUID: &str = "142af3d8-ffa5-6bd1-51ea-261d15c07d07";
+
+/// What the server answers for one path.
+#[derive(Clone)]
+struct File {
+    body: Vec<u8>,
+    /// Bytes actually sent (less than `body` for a truncated answer).
+    send: usize,
+}
+
+type Files = Arc<Mutex<BTreeMap<String, File>>>;
+
+struct Server {
+    base: String,
+    files: Files,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v/0.1.1", listener.local_addr().unwrap());
+        let files: Files = Arc::default();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (f, r) = (files.clone(), requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (f, r) = (f.clone(), r.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    r.lock().unwrap().push(head);
+                    let file = f
+                        .lock()
+                        .unwrap()
+                        .get(path.trim_start_matches("/v/0.1.1/"))
+                        .cloned();
+                    let reply = match file {
+                        Some(file) => {
+                            let mut out = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                file.body.len()
+                            )
+                            .into_bytes();
+                            out.extend_from_slice(&file.body[..file.send]);
+                            out
+                        }
+                        None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec(),
+                    };
+                    let _ = socket.write_all(&reply).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        Self {
+            base,
+            files,
+            requests,
+        }
+    }
+
+    fn put(&self, name: &str, body: Vec<u8>) {
+        let send = body.len();
+        self.files
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), File { body, send });
+    }
+
+    fn truncate(&self, name: &str, send: usize) {
+        self.files.lock().unwrap().get_mut(name).unwrap().send = send;
+    }
+
+    fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn names(role: &str, version: &str, arch: &str) -> [String; 3] {
+    let base = format!("kowabunga-{role}_{version}_{arch}");
+    [
+        format!("{base}.efi.xz"),
+        format!("{base}.root.{ROOT_UUID}.raw.xz"),
+        format!("{base}.verity.{VERITY_UUID}.raw.xz"),
+    ]
+}
+
+/// Deterministic contents, distinct per file.
+fn content(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| ((i * 131 + j * 7) % 251) as u8).collect()
+}
+
+/// Serves artifacts named for `role`/`arch` (version 0.1.1) and their `SHA256SUMS`
+/// signed by `key`; returns the contents by name.
+fn publish(server: &Server, key: &Key, role: &str, arch: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut sums = String::new();
+    let mut contents = BTreeMap::new();
+    for (i, name) in names(role, "0.1.1", arch).iter().enumerate() {
+        let body = content(i, 50_000 + i * 1000);
+        sums.push_str(&format!("{}  {name}\n", sha256_hex(&body)));
+        server.put(name, body.clone());
+        contents.insert(name.clone(), body);
+    }
+    server.put("SHA256SUMS.minisig", key.sign(sums.as_bytes()));
+    server.put("SHA256SUMS", sums.into_bytes());
+    contents
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    server: Server,
+    key: Key,
+    trust: TrustPolicy,
+    config: UpdateConfig,
+}
+
+async fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = Key::generate(tmp.path(), "trusted");
+    let keys = tmp.path().join("trusted-keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::copy(key.public_file(), keys.join("update.pub")).unwrap();
+    let trust = TrustPolicy::load(&keys, &[], false).unwrap();
+    let server = Server::start().await;
+    let mut config = UpdateConfig::new(
+        &server.base,
+        "kiwi",
+        "x86-64",
+        "0.1.0",
+        "0.1.1",
+        &tmp.path().join("staging"),
+    );
+    config.insecure = true;
+    Setup {
+        _tmp: tmp,
+        server,
+        key,
+        trust,
+        config,
+    }
+}
+
+fn staged_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_signed_version_is_staged_verified_and_complete() {
+    let s = setup().await;
+    let contents = publish(&s.server, &s.key, "kiwi", "x86-64");
+    // Leftovers of an earlier attempt go.
+    std::fs::create_dir_all(&s.config.staging).unwrap();
+    std::fs::write(s.config.staging.join("stale.raw.xz"), b"old").unwrap();
+    let staged = stage(&s.config, &s.trust)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(staged.version, "0.1.1");
+    let kinds: Vec<&Kind> = staged.artifacts.iter().map(|a| &a.kind).collect();
+    assert!(kinds.contains(&&Kind::Uki));
+    assert!(kinds.contains(&&Kind::Root {
+        uuid: ROOT_UUID.into()
+    }));
+    let mut expected: Vec<String> = contents.keys().cloned().collect();
+    expected.extend(["SHA256SUMS".into(), "SHA256SUMS.minisig".into()]);
+    expected.sort();
+    assert_eq!(staged_files(&s.config.staging), expected);
+    for (name, body) in &contents {
+        assert_eq!(&std::fs::read(s.config.staging.join(name)).unwrap(), body);
+    }
+    assert_eq!(
+        staged.bytes,
+        contents.values().map(|b| b.len() as u64).sum::<u64>()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&s.config.staging)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+/// Runs `stage` expecting a refusal; the staging directory must be left empty.
+async fn refused(s: &Setup) -> UpdateError {
+    let e = match stage(&s.config, &s.trust).await {
+        Ok(staged) => panic!("staged {:?}", staged.artifacts),
+        Err(e) => e,
+    };
+    assert_eq!(
+        staged_files(&s.config.staging),
+        Vec::<String>::new(),
+        "after: {e}"
+    );
+    e
+}
+
+#[tokio::test]
+async fn an_unsigned_sums_file_is_refused() {
+    let s = setup().await;
+    publish(&s.server, &s.key, "kiwi", "x86-64");
+    s.server.files.lock().unwrap().remove("SHA256SUMS.minisig");
+    let e = refused(&s).await;
+    assert!(matches!(e, UpdateError::Unsigned), "{e}");
+}
+
+#[tokio::test]
+async fn a_sums_file_signed_by_another_key_is_refused() {
+    let s = setup().await;
+    let other = Key::generate(s._tmp.path(), "other");
+    publish(&s.server, &other, "kiwi", "x86-64");
+    let e = refused(&s).await;
+    assert!(matches!(e, UpdateError::Signature(_)), "{e}");
+    assert!(e.to_string().contains("does not verify"), "{e}");
+}
+
+#[tokio::test]
+async fn a_file_whose_sha256_differs_is_refused() {
+    let s = setup().await;
+    publish(&s.server, &s.key, "kiwi", "x86-64");
+    let [_, root, _] = names("kiwi", "0.1.1", "x86-64");
+    s.server.files.lock().unwrap().get_mut(&root).unwrap().body[1000] ^= 1;
+    let e = refused(&s).await;
+    assert!(
+        matches!(&e, UpdateError::HashMismatch { name, .. } if *name == root),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_truncated_download_is_refused() {
+    let s = setup().await;
+    publish(&s.server, &s.key, "kiwi", "x86-64");
+    let [uki, _, _] = names("kiwi", "0.1.1", "x86-64");
+    s.server.truncate(&uki, 20_000);
+    let e = refused(&s).await;
+    assert!(
+        matches!(&e, UpdateError::Truncated { name, expected: 50_000, .. } if *name == uki),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_over_the_size_cap_is_refused() {
+    let mut s = setup().await;
+    publish(&s.server, &s.key, "kiwi", "x86-64");
+    s.config.max_file = 50_500;
+    let e = refused(&s).await;
+    assert!(
+        matches!(&e, UpdateError::TooLarge { limit: 50_500, .. }),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn artifacts_of_another_role_or_architecture_are_refused() {
+    let s = setup().await;
+    publish(&s.server, &s.key, "kaktus", "x86-64");
+    let e = refused(&s).await;
+    assert!(
+        matches!(&e, UpdateError::ForeignRole { found, .. } if found == "kaktus"),
+        "{e}"
+    );
+    // Only SHA256SUMS and its signature were fetched: no artifact of the wrong role.
+    assert_eq!(s.server.request_count(), 2);
+
+    let s = setup().await;
+    publish(&s.server, &s.key, "kiwi", "arm64");
+    let e = refused(&s).await;
+    assert!(
+        matches!(&e, UpdateError::ForeignArch { found, .. } if found == "arm64"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_downgrade_or_an_unparsable_version_is_refused_before_any_request() {
+    let mut s = setup().await;
+    publish(&s.server, &s.key, "kiwi", "x86-64");
+    s.config.running_version = "0.2.0".into();
+    let e = refused(&s).await;
+    assert!(matches!(e, UpdateError::Downgrade { .. }), "{e}");
+    s.config.version = "0.1.1+evil".into();
+    let e = refused(&s).await;
+    assert!(matches!(e, UpdateError::InvalidVersion(_)), "{e}");
+    assert_eq!(s.server.request_count(), 0);
+    // Allowed explicitly, the older version stages.
+    s.config.version = "0.1.1".into();
+    s.config.allow_downgrade = true;
+    stage(&s.config, &s.trust)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_outside_insecure_mode() {
+    let mut s = setup().await;
+    publish(&s.server, &s.key, "kiwi", "x86-64");
+    s.config.insecure = false;
+    let e = refused(&s).await;
+    assert!(e.to_string().contains("plain http"), "{e}");
+    assert_eq!(s.server.request_count(), 0);
+}

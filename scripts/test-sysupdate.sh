@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Host-side test of the A/B update mechanics on a built image, without booting it:
+# systemd-sysupdate (257, from mkosi's tools tree) installs the next version into slot
+# B of a copy of the disk, from a local directory of update artifacts, after the
+# checks the agent makes (minisign signature of SHA256SUMS, then each file's sha256).
+#
+#   scripts/test-sysupdate.sh DIST [--role ROLE] [--tools DIR] [--keep]
+#
+# DIST     a scripts/build-image.sh output directory: ROLE-V-x86_64.raw and update/ROLE/
+# --role   which image in DIST (default: the only one, else kiwi)
+# --tools  mkosi's tools tree (default: target/image/ROLE/out/debian-tools, else the
+#          tools tree cached in KOWABUNGA_IMAGE_CACHE or ~/.cache/kowabunga/mkosi)
+# --keep   keep the work directory (target/test-sysupdate/ROLE)
+#
+# sysupdate runs as on a booted node: in a sandbox (bubblewrap) whose /etc/os-release
+# and /etc/sysupdate.d are the image's own (copied out of slot A), whose root block
+# device is the disk copy (a loop device, named by /run/systemd/volatile-root, which
+# sysupdate's Path=auto reads), and whose /efi holds the ESP's files (a directory,
+# SYSTEMD_RELAX_ESP_CHECKS=1: the host kernel need not have vfat; mtools copies the
+# result back into the disk's FAT ESP). The update is the same build renamed as the
+# next version (same bytes, higher version string): this checks the mechanics (slot
+# labels, partition UUIDs, boot counting on the ESP, refusals), not a new payload;
+# slot B gets the same partition UUIDs as slot A. As root. Exit 0 when all pass.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+die() { echo "test-sysupdate: error: $*" >&2; exit 1; }
+t0=$(date +%s)
+step() { printf '\n==> %s (+%ss)\n' "$*" "$(( $(date +%s) - t0 ))"; }
+fails=0
+ok() { printf 'ok   %s\n' "$*"; }
+fail() { printf 'FAIL %s\n' "$*"; fails=$((fails + 1)); }
+
+dist="" role="" tools="" keep=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --role) [ $# -ge 2 ] || usage; role=$2; shift 2 ;;
+    --tools) [ $# -ge 2 ] || usage; tools=$2; shift 2 ;;
+    --keep) keep=1; shift ;;
+    -h|--help) usage ;;
+    -*) echo "test-sysupdate: unknown option $1" >&2; usage ;;
+    *) [ -z "$dist" ] || usage; dist=$1; shift ;;
+  esac
+done
+[ -n "$dist" ] || usage
+[ "$(id -u)" = 0 ] || die "run as root (sysupdate attaches the disk copy to a loop device)"
+for tool in bwrap sfdisk mdir mcopy mdel losetup partx minisign xz sha256sum cmp python3; do
+  command -v "$tool" >/dev/null || die "$tool not found (scripts/install-deps.sh --for image --for qemu)"
+done
+dist=$(cd "$dist" && pwd) || die "no directory $dist"
+if [ -z "$role" ]; then
+  mapfile -t found < <(cd "$dist" && ls *-x86_64.raw 2>/dev/null | sed 's/-[^-]*-x86_64\.raw$//' | sort -u)
+  [ ${#found[@]} = 1 ] && role=${found[0]} || role=kiwi
+fi
+raw=$(ls -t "$dist/$role"-*-x86_64.raw 2>/dev/null | head -n1)
+[ -n "$raw" ] || die "no $role-*-x86_64.raw in $dist (scripts/build-image.sh $role --out $dist)"
+version=$(basename "$raw" -x86_64.raw); version=${version#"$role"-}
+update="$dist/update/$role"
+[ -f "$update/SHA256SUMS" ] || die "no $update/SHA256SUMS: rebuild with this tree's scripts/build-image.sh"
+image_id="kowabunga-$role"
+# The next version: the last number of this one plus one (0.1.0 -> 0.1.1).
+if [[ $version =~ ^(.*[^0-9])?([0-9]+)$ ]]; then
+  next="${BASH_REMATCH[1]}$(( BASH_REMATCH[2] + 1 ))"
+else
+  next="$version.1"
+fi
+if [ -z "$tools" ]; then
+  for c in "$repo/target/image/$role/out/debian-tools" \
+           "${KOWABUNGA_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kowabunga/mkosi}"/*~debian-tools.cache; do
+    [ -x "$c/usr/lib/systemd/systemd-sysupdate" ] && { tools=$c; break; }
+  done
+fi
+[ -n "$tools" ] && [ -x "$tools/usr/lib/systemd/systemd-sysupdate" ] \
+  || die "no mkosi tools tree with systemd-sysupdate found (build an image first, or --tools DIR)"
+work="$repo/target/test-sysupdate/$role"
+rm -rf "$work" && mkdir -p "$work"
+loop=""
+cleanup() {
+  [ -z "$loop" ] || losetup -d "$loop" 2>/dev/null || true
+  [ "$keep" = 1 ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The tools tree's programs (systemd 257), with the host's devices (loop) and the work
+# directory; the repository read-only.
+in_tools() {
+  bwrap --ro-bind "$tools/usr" /usr --ro-bind "$tools/etc" /etc --symlink usr/bin /bin \
+    --symlink usr/sbin /sbin --symlink usr/lib /lib --symlink usr/lib64 /lib64 \
+    --proc /proc --dev-bind /dev /dev --ro-bind /sys /sys --tmpfs /run --tmpfs /tmp \
+    --tmpfs /var/tmp --ro-bind "$repo" "$repo" --bind "$work" "$work" --ro-bind "$dist" "$dist" \
+    --cap-add ALL --die-with-parent "$@"
+}
+# The node's view (see the header): the tools tree's programs, the image's settings.
+in_node() {
+  bwrap --ro-bind "$tools/usr" /usr --tmpfs /etc --ro-bind "$tools/etc/ld.so.cache" /etc/ld.so.cache \
+    --ro-bind "$tools/etc/passwd" /etc/passwd --ro-bind "$tools/etc/group" /etc/group \
+    --ro-bind "$work/image/os-release" /etc/os-release --ro-bind "$work/image/sysupdate.d" /etc/sysupdate.d \
+    --symlink usr/bin /bin --symlink usr/sbin /sbin --symlink usr/lib /lib --symlink usr/lib64 /lib64 \
+    --proc /proc --dev-bind /dev /dev --ro-bind /sys /sys \
+    --tmpfs /run --dir /run/systemd --symlink "${loop}p2" /run/systemd/volatile-root \
+    --bind "$work/esp" /efi --tmpfs /tmp --tmpfs /var/tmp --bind "$work" "$work" \
+    --setenv SYSTEMD_RELAX_ESP_CHECKS 1 --cap-add ALL --die-with-parent "$@"
+}
+sysupdate() { in_node /usr/lib/systemd/systemd-sysupdate --no-pager "$@"; }
+show() { printf '$ %s\n' "$*"; "$@" 2>&1 | sed 's/^/  /'; return "${PIPESTATUS[0]}"; }
+parts() { sfdisk --json "$work/disk.raw"; }
+# LABEL|UUID of the partitions of TYPE (GPT type UUID), in table order.
+slots() { parts | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["partitiontable"]["partitions"]:
+    if p["type"].upper() == sys.argv[1]:
+        print(p.get("name", "") + "|" + p["uuid"].lower() + "|" + str(p["start"] * 512))' "$1"; }
+ROOT=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709 VERITY=2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5 ESP=C12A7328-F81F-11D2-BA4B-00A0C93EC93B
+esp_ls() { local off; off=$(slots $ESP | head -n1 | cut -d'|' -f3); mdir -b -i "$work/disk.raw@@$off" ::/EFI/Linux 2>/dev/null | sed 's|^::/EFI/Linux/||' | LC_ALL=C sort; }
+
+step "disk: a copy of $(basename "$raw"), grown to 2 GiB, first-boot partitioning (B slot, /var)"
+cp --sparse=always "$raw" "$work/disk.raw"
+truncate -s 2G "$work/disk.raw"
+# What the initrd does on first boot: the image's own repart.d.
+show in_tools systemd-repart --dry-run=no --no-pager --definitions="$repo/overlays/common/usr/lib/repart.d" "$work/disk.raw" >/dev/null \
+  || die "systemd-repart could not lay out the disk copy"
+show sfdisk -d "$work/disk.raw"
+show esp_ls
+# The node's settings, from slot A's root: os-release and sysupdate.d.
+mkdir -p "$work/image"
+for f in /usr/lib/os-release /usr/lib/sysupdate.d; do
+  in_tools systemd-dissect --image-policy='root=unprotected+verity:esp=ignore:var=ignore:=ignore' \
+    --copy-from "$work/disk.raw" "$f" "$work/image/$(basename "$f")" || die "cannot copy $f out of slot A"
+done
+show grep -E '^IMAGE_(ID|VERSION)=' "$work/image/os-release"
+show ls "$work/image/sysupdate.d"
+loop=$(losetup -f --show "$work/disk.raw") || die "losetup failed"
+partx -a "$loop" 2>/dev/null || true
+[ -b "${loop}p2" ] || die "no partition devices for $loop (partx -a)"
+esp_off=$(slots $ESP | head -n1 | cut -d'|' -f3)
+mkdir -p "$work/esp"
+mcopy -s -p -m -i "$work/disk.raw@@$esp_off" '::/*' "$work/esp/" || die "cannot copy the ESP's files out"
+
+step "update artifacts of $next: $update, renamed from $version, signed with a throwaway key"
+mkdir -p "$work/keys" "$work/next"
+minisign -G -W -p "$work/keys/update.pub" -s "$work/keys/update.key" >/dev/null
+minisign -G -W -p "$work/keys/other.pub" -s "$work/keys/other.key" >/dev/null
+for f in "$update/${image_id}_${version}_"*; do
+  [ -e "$f" ] || die "no ${image_id}_${version}_* files in $update"
+  n=$(basename "$f"); cp --reflink=auto "$f" "$work/next/${n/_${version}_/_${next}_}"
+done
+(cd "$work/next" && sha256sum -- "${image_id}_${next}_"* > SHA256SUMS)
+minisign -S -s "$work/keys/update.key" -m "$work/next/SHA256SUMS" >/dev/null </dev/null
+show ls -l "$work/next"
+
+# The agent's checks before sysupdate runs, made here with the stock tools: a signature
+# by a trusted key over SHA256SUMS, every file listed and matching, no file that is not
+# listed.
+verify() { # DIR PUBKEY
+  minisign -V -q -p "$2" -m "$1/SHA256SUMS" >/dev/null 2>&1 || { echo "SHA256SUMS: signature does not verify with $(basename "$2")"; return 1; }
+  (cd "$1" && sha256sum --quiet --strict -c SHA256SUMS 2>&1) || { echo "a file does not match SHA256SUMS"; return 1; }
+  local f; for f in "$1"/*; do
+    case "$(basename "$f")" in SHA256SUMS|SHA256SUMS.minisig) ;; *) grep -qF "  $(basename "$f")" "$1/SHA256SUMS" || { echo "$(basename "$f"): not in SHA256SUMS"; return 1; } ;; esac
+  done
+}
+install_verified() { # DIR PUBKEY: verify, and only then let sysupdate install DIR
+  verify "$1" "$2" || return 1
+  sysupdate --transfer-source="$1" update "$next"
+}
+
+step "refusals: nothing reaches sysupdate, slot B stays empty"
+cp -r "$work/next" "$work/tampered"
+f=$(ls "$work/tampered"/*.root.*.raw.xz)
+printf '\x00' | dd of="$f" bs=1 seek=4096 conv=notrunc status=none
+if out=$(install_verified "$work/tampered" "$work/keys/update.pub" 2>&1); then fail "a tampered root file was installed"; else ok "tampered root file refused: $(echo "$out" | tail -n1)"; fi
+cp -r "$work/next" "$work/othersig"
+minisign -S -s "$work/keys/other.key" -m "$work/othersig/SHA256SUMS" >/dev/null </dev/null
+if out=$(install_verified "$work/othersig" "$work/keys/update.pub" 2>&1); then fail "SHA256SUMS signed by an untrusted key was installed"; else ok "untrusted signer refused: $out"; fi
+cp -r "$work/next" "$work/truncated"
+f=$(ls "$work/truncated"/*.efi.xz); truncate -s $(( $(stat -c %s "$f") / 2 )) "$f"
+if out=$(install_verified "$work/truncated" "$work/keys/update.pub" 2>&1); then fail "a truncated UKI was installed"; else ok "truncated download refused: $(echo "$out" | tail -n1)"; fi
+b=$(slots $ROOT | sed -n 2p | cut -d'|' -f1); bv=$(slots $VERITY | sed -n 2p | cut -d'|' -f1)
+[ "$b" = _empty ] && [ "$bv" = _empty ] && ok "slot B still _empty/_empty" || fail "slot B is now '$b'/'$bv'"
+
+step "sysupdate sees the installed version (the image's own sysupdate.d)"
+show sysupdate --transfer-source="$work/next" list || fail "sysupdate list failed"
+sysupdate --transfer-source="$work/next" --json=short list 2>/dev/null | grep -q "\"$version\"" \
+  && ok "installed version $version listed" || fail "version $version not listed"
+[ "$(sysupdate --transfer-source="$work/next" check-new 2>/dev/null)" = "$next" ] \
+  && ok "check-new finds $next" || fail "check-new does not find $next"
+
+step "install $next (verified first, then systemd-sysupdate update)"
+s=$(date +%s)
+show install_verified "$work/next" "$work/keys/update.pub" || fail "install failed"
+install_s=$(( $(date +%s) - s ))
+# The ESP's files back into the disk's FAT file system: what sysupdate added to and
+# removed from EFI/Linux.
+for f in $(esp_ls); do
+  [ -e "$work/esp/EFI/Linux/$f" ] || mdel -i "$work/disk.raw@@$esp_off" "::/EFI/Linux/$f"
+done
+for f in "$work/esp/EFI/Linux"/*; do
+  esp_ls | grep -qxF "$(basename "$f")" || mcopy -i "$work/disk.raw@@$esp_off" "$f" "::/EFI/Linux/$(basename "$f")"
+done
+show sfdisk -d "$work/disk.raw"
+show esp_ls
+root_file=$(ls "$work/next"/*.root.*.raw.xz); verity_file=$(ls "$work/next"/*.verity.*.raw.xz)
+want_root_uuid=$(basename "$root_file" | sed -E 's/.*\.root\.([0-9a-f-]{36})\.raw\.xz/\1/')
+want_verity_uuid=$(basename "$verity_file" | sed -E 's/.*\.verity\.([0-9a-f-]{36})\.raw\.xz/\1/')
+IFS='|' read -r a_label _ _ < <(slots $ROOT | sed -n 1p)
+IFS='|' read -r b_label b_uuid b_off < <(slots $ROOT | sed -n 2p)
+IFS='|' read -r bv_label bv_uuid bv_off < <(slots $VERITY | sed -n 2p)
+[ "$a_label" = "${image_id}_$version" ] && ok "slot A keeps ${image_id}_$version" || fail "slot A is '$a_label'"
+[ "$b_label" = "${image_id}_$next" ] && ok "slot B root labelled $b_label" || fail "slot B root labelled '$b_label'"
+[ "$bv_label" = "${image_id}_${next}_verity" ] && ok "slot B verity labelled $bv_label" || fail "slot B verity labelled '$bv_label'"
+[ "$b_uuid" = "$want_root_uuid" ] && [ "$bv_uuid" = "$want_verity_uuid" ] \
+  && ok "slot B partition UUIDs from the file names (the root hash halves): $b_uuid $bv_uuid" \
+  || fail "slot B UUIDs $b_uuid $bv_uuid, expected $want_root_uuid $want_verity_uuid"
+xz -dcq "$root_file" > "$work/root.img"; xz -dcq "$verity_file" > "$work/verity.img"
+cmp -s -n "$(stat -c %s "$work/root.img")" "$work/root.img" <(tail -c +"$(( b_off + 1 ))" "$work/disk.raw") \
+  && ok "slot B root holds the decompressed root image" || fail "slot B root differs from the root image"
+cmp -s -n "$(stat -c %s "$work/verity.img")" "$work/verity.img" <(tail -c +"$(( bv_off + 1 ))" "$work/disk.raw") \
+  && ok "slot B verity holds the decompressed verity image" || fail "slot B verity differs from the verity image"
+esp=$(esp_ls)
+echo "$esp" | grep -qx "${image_id}_$version.efi" && ok "ESP keeps ${image_id}_$version.efi" || fail "ESP lost ${image_id}_$version.efi"
+echo "$esp" | grep -qx "${image_id}_$next+3-0.efi" && ok "ESP has ${image_id}_$next+3-0.efi (3 tries left)" || fail "no ${image_id}_$next+3-0.efi on the ESP"
+mcopy -n -i "$work/disk.raw@@$esp_off" "::/EFI/Linux/${image_id}_$next+3-0.efi" "$work/uki.efi" 2>/dev/null || true
+xz -dcq "$work/next/${image_id}_${next}_"*.efi.xz | cmp -s - "$work/uki.efi" \
+  && ok "the new UKI on the ESP is the decompressed .efi.xz" || fail "the new UKI on the ESP differs from the .efi.xz's content"
+show sysupdate --transfer-source="$work/next" list || true
+sysupdate --transfer-source="$work/next" --json=short list 2>/dev/null | grep -q "\"$next\"" && ok "sysupdate lists $next installed" || fail "$next not listed after the update"
+echo "install of $next: ${install_s}s (verification + sysupdate)"
+
+step "next boot: the initrd's systemd-repart runs again and leaves both slots alone"
+before=$(sfdisk -d "$work/disk.raw" | grep -v '^device:')
+in_tools systemd-repart --dry-run=no --no-pager --definitions="$repo/overlays/common/usr/lib/repart.d" "$work/disk.raw" >/dev/null 2>&1 \
+  || fail "systemd-repart failed on the updated disk"
+after=$(sfdisk -d "$work/disk.raw" | grep -v '^device:')
+[ "$before" = "$after" ] && ok "partition table unchanged (slot B keeps ${image_id}_$next)" \
+  || { fail "systemd-repart changed the partition table"; diff <(echo "$before") <(echo "$after") | sed 's/^/  /'; }
+
+step "done in $(( $(date +%s) - t0 ))s"
+if [ "$fails" = 0 ]; then echo "test-sysupdate: all checks passed"; else echo "test-sysupdate: $fails check(s) failed"; exit 1; fi
