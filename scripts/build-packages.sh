@@ -138,11 +138,14 @@ files, with secrets: delete them by hand)." ;;
 
   rm -rf "$root" && mkdir -p "$root/DEBIAN" "$root/usr/bin" "$root/usr/lib/systemd/system" "$doc/examples"
   install -m 0755 "$bin_dir/$agent" "$root/usr/bin/$agent"
-  # A role's helper binaries, as in the images: <role>-<job> (kaktus-libvirt).
-  local helper
-  for helper in "$bin_dir/$agent"-*; do
-    [ -f "$helper" ] && [ -x "$helper" ] || continue
-    install -m 0755 "$helper" "$root/usr/bin/"
+  # The helper binaries the packaged agent runs itself (kaktus-libvirt: the only one
+  # linking libvirt). kontroller-firstboot and kontroller-seed-generator are the
+  # appliance's first-boot units' programs, not the package's.
+  local helper helpers=()
+  [ "$agent" != kaktus ] || helpers=(kaktus-libvirt)
+  for helper in "${helpers[@]}"; do
+    [ -x "$bin_dir/$helper" ] || die "no executable $bin_dir/$helper"
+    install -m 0755 "$bin_dir/$helper" "$root/usr/bin/$helper"
   done
   package_unit "$agent" > "$root/usr/lib/systemd/system/$agent.service"
   if grep -v '^#' "$root/usr/lib/systemd/system/$agent.service" | grep -Eq 'var\.mount|journal\+console'; then

@@ -4,13 +4,17 @@
 # B of a copy of the disk, from a local directory of update artifacts, after the
 # checks the agent makes (minisign signature of SHA256SUMS, then each file's sha256).
 #
-#   scripts/test-sysupdate.sh DIST [--role ROLE] [--tools DIR] [--keep]
+#   scripts/test-sysupdate.sh DIST [--role ROLE] [--tools DIR] [--keep] [--bench]
 #
 # DIST     a scripts/build-image.sh output directory: ROLE-V-x86_64.raw and update/ROLE/
 # --role   which image in DIST (default: the only one, else kiwi)
 # --tools  mkosi's tools tree (default: target/image/ROLE/out/debian-tools, else the
 #          tools tree cached in KOWABUNGA_IMAGE_CACHE or ~/.cache/kowabunga/mkosi)
 # --keep   keep the work directory (target/test-sysupdate/ROLE)
+# --bench  install as the agent will (scripts/bench-update.sh): the artifacts served
+#          over HTTP on loopback, staged and verified by the agent core's update step
+#          (example stage_update), then sysupdate; timed against `cp` of the same
+#          bytes (the decompressed root, verity and UKI) to the same partitions
 #
 # sysupdate runs as on a booted node: in a sandbox (bubblewrap) whose /etc/os-release
 # and /etc/sysupdate.d are the image's own (copied out of slot A), whose root block
@@ -32,12 +36,13 @@ fails=0
 ok() { printf 'ok   %s\n' "$*"; }
 fail() { printf 'FAIL %s\n' "$*"; fails=$((fails + 1)); }
 
-dist="" role="" tools="" keep=0
+dist="" role="" tools="" keep=0 bench=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --role) [ $# -ge 2 ] || usage; role=$2; shift 2 ;;
     --tools) [ $# -ge 2 ] || usage; tools=$2; shift 2 ;;
     --keep) keep=1; shift ;;
+    --bench) bench=1; shift ;;
     -h|--help) usage ;;
     -*) echo "test-sysupdate: unknown option $1" >&2; usage ;;
     *) [ -z "$dist" ] || usage; dist=$1; shift ;;
@@ -185,10 +190,29 @@ sysupdate --transfer-source="$work/next" --json=short list 2>/dev/null | grep -q
 [ "$(sysupdate --transfer-source="$work/next" check-new 2>/dev/null)" = "$next" ] \
   && ok "check-new finds $next" || fail "check-new does not find $next"
 
-step "install $next (verified first, then systemd-sysupdate update)"
-s=$(date +%s)
-show install_verified "$work/next" "$work/keys/update.pub" || fail "install failed"
-install_s=$(( $(date +%s) - s ))
+now() { date +%s.%N; }
+elapsed() { awk -v s="$1" -v e="$(now)" 'BEGIN { printf "%.3f", e - s }'; }
+if [ "$bench" = 1 ]; then
+  step "install $next as the agent will: HTTP on loopback, staged and verified by stage_update, then sysupdate"
+  stager="$repo/target/release/examples/stage_update"
+  [ -x "$stager" ] || die "no $stager (scripts/bench-update.sh builds it)"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work/next" >/dev/null 2>&1 &
+  server=$!
+  for _ in $(seq 1 50); do curl -fs -o /dev/null "http://127.0.0.1:$port/SHA256SUMS" && break; sleep 0.1; done
+  mkdir -p "$work/staged"
+  s=$(now)
+  show "$stager" "http://127.0.0.1:$port" "$role" "$version" "$next" "$work/staged" "$work/keys" || fail "staging failed"
+  staged_s=$(elapsed "$s")
+  show sysupdate --transfer-source="$work/staged" update "$next" || fail "install failed"
+  install_s=$(elapsed "$s")
+  kill "$server" 2>/dev/null || true
+else
+  step "install $next (verified first, then systemd-sysupdate update)"
+  s=$(now)
+  show install_verified "$work/next" "$work/keys/update.pub" || fail "install failed"
+  install_s=$(elapsed "$s")
+fi
 # The ESP's files back into the disk's FAT file system: what sysupdate added to and
 # removed from EFI/Linux.
 for f in $(esp_ls); do
@@ -224,7 +248,27 @@ xz -dcq "$work/next/${image_id}_${next}_"*.efi.xz | cmp -s - "$work/uki.efi" \
   && ok "the new UKI on the ESP is the decompressed .efi.xz" || fail "the new UKI on the ESP differs from the .efi.xz's content"
 show sysupdate --transfer-source="$work/next" list || true
 sysupdate --transfer-source="$work/next" --json=short list 2>/dev/null | grep -q "\"$next\"" && ok "sysupdate lists $next installed" || fail "$next not listed after the update"
-echo "install of $next: ${install_s}s (verification + sysupdate)"
+printf 'install of %s: %.1f s (verification + sysupdate)\n' "$next" "$install_s"
+if [ "$bench" = 1 ]; then
+  # The same bytes, written by cp: the decompressed root and verity images onto slot B's
+  # partitions, the UKI into the ESP's directory, then synced (sysupdate syncs too).
+  dev_of() { parts | python3 -c '
+import json, re, sys
+nodes = [p["node"] for p in json.load(sys.stdin)["partitiontable"]["partitions"] if p["type"].upper() == sys.argv[1]]
+print(re.search(r"(\d+)$", nodes[1]).group(1))' "$1"; }
+  root_dev="${loop}p$(dev_of $ROOT)" verity_dev="${loop}p$(dev_of $VERITY)"
+  [ -b "$root_dev" ] && [ -b "$verity_dev" ] || die "no block devices for slot B ($root_dev, $verity_dev)"
+  xz -dcq "$work/next/${image_id}_${next}_"*.efi.xz > "$work/uki.img"
+  bytes=$(( $(stat -c %s "$work/root.img") + $(stat -c %s "$work/verity.img") + $(stat -c %s "$work/uki.img") ))
+  sync
+  s=$(now)
+  cp "$work/root.img" "$root_dev" && cp "$work/verity.img" "$verity_dev" \
+    && cp "$work/uki.img" "$work/esp/EFI/Linux/bench-copy.efi" && sync || fail "cp to slot B failed"
+  cp_s=$(elapsed "$s")
+  rm -f "$work/esp/EFI/Linux/bench-copy.efi"
+  printf 'bench: update %s (%d MiB written): download + verify %.2f s, with sysupdate %.2f s; cp of the same bytes %.2f s; ratio %.2f (goal <= 1.3)\n' \
+    "$next" "$(( bytes >> 20 ))" "$staged_s" "$install_s" "$cp_s" "$(awk -v a="$install_s" -v b="$cp_s" 'BEGIN { print a / b }')"
+fi
 
 step "next boot: the initrd's systemd-repart runs again and leaves both slots alone"
 before=$(sfdisk -d "$work/disk.raw" | grep -v '^device:')

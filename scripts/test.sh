@@ -95,7 +95,10 @@ if [ "$qemu" = 1 ]; then
   disk
   say "packages: each agent's .deb installed, verified and purged in bookworm and trixie roots"
   scripts/install-deps.sh --for packages
-  scripts/test-packages.sh
+  # The release binaries the image builds just left (a joint `cargo build -p kiwi -p
+  # kaktus -p kontroller` would unify features and rebuild most of the tree).
+  scripts/build-packages.sh --no-lintian --bin-dir target/release --out dist/packages
+  scripts/test-packages.sh --packages dist/packages
   tier_done "packages"
   disk
 fi
