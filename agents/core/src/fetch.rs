@@ -58,6 +58,21 @@ pub struct RefusedRedirect {
     pub to: String,
 }
 
+/// The agent's HTTP client settings, shared by the document fetch and the update
+/// download: rustls with the node's roots (or only `ca_file`), redirects to the same
+/// origin only, HTTPS only unless `insecure`. Callers add their own timeouts.
+pub(crate) fn client_builder(
+    ca_file: Option<&std::path::Path>,
+    connect_timeout: Duration,
+    insecure: bool,
+) -> Result<reqwest::ClientBuilder, FetchError> {
+    Ok(Client::builder()
+        .use_preconfigured_tls(tls_config(ca_file)?)
+        .connect_timeout(connect_timeout)
+        .redirect(redirect_policy())
+        .https_only(!insecure))
+}
+
 /// Follow up to [`MAX_REDIRECTS`] redirects, all to the origin of the first request.
 pub(crate) fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
@@ -159,14 +174,14 @@ impl Fetcher {
                 return Err(FetchError::PlainHttp(url.clone()));
             }
         }
-        let client = Client::builder()
-            .use_preconfigured_tls(tls_config(config.ca_file.as_deref())?)
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.timeout)
-            .redirect(redirect_policy())
-            .https_only(!config.insecure)
-            .build()
-            .map_err(|e| FetchError::Client(e.to_string()))?;
+        let client = client_builder(
+            config.ca_file.as_deref(),
+            config.connect_timeout,
+            config.insecure,
+        )?
+        .timeout(config.timeout)
+        .build()
+        .map_err(|e| FetchError::Client(e.to_string()))?;
         let mut headers = HeaderMap::new();
         let value = |v: &str| {
             HeaderValue::from_str(v).map_err(|_| {

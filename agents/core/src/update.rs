@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
-use crate::fetch::{FetchError, redirect_policy, tls_config, transport};
+use crate::fetch::{FetchError, client_builder, transport};
 use crate::trust::{TrustError, TrustPolicy};
 
 /// GPT partition labels hold 36 characters; the longest the update writes is
@@ -448,14 +448,14 @@ pub async fn stage(config: &UpdateConfig, trust: &TrustPolicy) -> Result<Staged,
 }
 
 async fn stage_into(config: &UpdateConfig, trust: &TrustPolicy) -> Result<Staged, UpdateError> {
-    let client = Client::builder()
-        .use_preconfigured_tls(tls_config(config.ca_file.as_deref())?)
-        .connect_timeout(config.connect_timeout)
-        .read_timeout(config.read_timeout)
-        .redirect(redirect_policy())
-        .https_only(!config.insecure)
-        .build()
-        .map_err(|e| FetchError::Client(e.to_string()))?;
+    let client = client_builder(
+        config.ca_file.as_deref(),
+        config.connect_timeout,
+        config.insecure,
+    )?
+    .read_timeout(config.read_timeout)
+    .build()
+    .map_err(|e| FetchError::Client(e.to_string()))?;
     let base = &config.base_url;
     let sums_url = format!("{base}/SHA256SUMS");
     let sums = get_small(&client, &sums_url, MAX_SUMS)
