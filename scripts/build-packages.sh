@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
-# Build a Debian package (.deb) of every agent: kiwi, kaktus, kontroller.
+# Build the agents' packages: Debian (.deb) and Alpine (.apk, APK v2).
 #
-#   scripts/build-packages.sh [--arch amd64] [--out DIR] [--agent NAME]...
-#                             [--bin-dir DIR] [--no-lintian]
+#   scripts/build-packages.sh [--arch amd64] [--format deb|apk]... [--out DIR]
+#                             [--agent NAME]... [--bin-dir DIR] [--musl-bin-dir DIR]
+#                             [--apk-key FILE] [--no-lintian]
 #
 # --arch     amd64 (default). arm64 is not supported yet: it fails at once.
+# --format   deb or apk (repeatable; default: both)
 # --out      output directory (default: dist/packages/)
-# --agent    build only this agent (repeatable; default: all three)
-# --bin-dir  take the agent binaries from DIR instead of `cargo build --release`
+# --agent    build only this agent (repeatable; default: all three; kaktus has
+#            no .apk: see docs/packages.md)
+# --bin-dir  take the glibc binaries (.deb) from DIR instead of `cargo build --release`
+# --musl-bin-dir  take the static musl binaries (.apk) from DIR instead of
+#            `cargo build --release --target x86_64-unknown-linux-musl`
+# --apk-key  the packager's RSA private key (PEM, as abuild-keygen makes it); its
+#            public key NAME.pub must sit beside it. Default: a throwaway key kept
+#            in ~/.cache/kowabunga/apk-key/ (a warning says so; Alpine hosts will
+#            not trust it)
 # --no-lintian  skip lintian (it runs by default, and fails on a warning)
 #
-# Writes AGENT_VERSION_ARCH.deb for each agent and SHA256SUMS into --out.
-# Each package: /usr/bin/AGENT, /usr/lib/systemd/system/AGENT.service
+# Writes AGENT_VERSION_ARCH.deb, apk/x86_64/AGENT-VERSION-r0.apk, the packager's
+# public key apk/NAME.rsa.pub and SHA256SUMS (every package) into --out.
+# A .deb: /usr/bin/AGENT, /usr/lib/systemd/system/AGENT.service
 # (generated from the image's unit in overlays/, see package_unit), its
 # maintainer scripts (packaging/deb/common), an example of its credentials and
-# the docs under /usr/share/doc/AGENT. What is in them: docs/packages.md.
+# the docs under /usr/share/doc/AGENT. An .apk: the static musl binary, an OpenRC
+# service (packaging/apk/openrc), the same example, written and signed by
+# kowabunga-apk (packaging/apk). What is in them: docs/packages.md.
 # Host tools: scripts/install-deps.sh --for packages.
 set -euo pipefail
 
@@ -22,19 +34,27 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 say() { printf '[build-packages] %s\n' "$*" >&2; }
 die() { printf '[build-packages] error: %s\n' "$*" >&2; exit 1; }
 
-arch=amd64 out="$repo/dist/packages" agents=() bin_dir="" lintian=1
+arch=amd64 out="$repo/dist/packages" agents=() bin_dir="" musl_bin_dir="" apk_key="" lintian=1 formats=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) [ $# -ge 2 ] || die "--arch needs a value"; arch=$2; shift 2 ;;
+    --format) [ $# -ge 2 ] || die "--format needs deb or apk"; formats+=("$2"); shift 2 ;;
+    --musl-bin-dir) [ $# -ge 2 ] || die "--musl-bin-dir needs a directory"; musl_bin_dir=$2; shift 2 ;;
+    --apk-key) [ $# -ge 2 ] || die "--apk-key needs a file"; apk_key=$2; shift 2 ;;
     --out) [ $# -ge 2 ] || die "--out needs a directory"; out=$2; shift 2 ;;
     --agent) [ $# -ge 2 ] || die "--agent needs a name"; agents+=("$2"); shift 2 ;;
     --bin-dir) [ $# -ge 2 ] || die "--bin-dir needs a directory"; bin_dir=$2; shift 2 ;;
     --no-lintian) lintian=0; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
 [ ${#agents[@]} -gt 0 ] || agents=(kiwi kaktus kontroller)
+[ ${#formats[@]} -gt 0 ] || formats=(deb apk)
+want_deb=0 want_apk=0
+for f in "${formats[@]}"; do
+  case "$f" in deb) want_deb=1 ;; apk) want_apk=1 ;; *) die "unknown --format '$f' (deb or apk)" ;; esac
+done
 case "$arch" in
   amd64) ;;
   arm64) die "--arch arm64 is not supported yet: it needs an aarch64 cross linker and, for kaktus, libvirt-dev:arm64 (see docs/packages.md)" ;;
@@ -44,10 +64,25 @@ for a in "${agents[@]}"; do
   case "$a" in kiwi|kaktus|kontroller) ;; *) die "unknown agent '$a' (kiwi, kaktus or kontroller)" ;; esac
 done
 [ "$(dpkg --print-architecture)" = "$arch" ] || die "this host is $(dpkg --print-architecture), not $arch (no cross build yet)"
-for tool in dpkg-deb dpkg-shlibdeps gzip md5sum; do
-  command -v "$tool" >/dev/null || die "$tool not found: run scripts/install-deps.sh --for packages"
-done
-[ "$lintian" = 0 ] || command -v lintian >/dev/null || die "lintian not found: run scripts/install-deps.sh --for packages (or pass --no-lintian)"
+if [ "$want_deb" = 1 ]; then
+  for tool in dpkg-deb dpkg-shlibdeps gzip md5sum; do
+    command -v "$tool" >/dev/null || die "$tool not found: run scripts/install-deps.sh --for packages"
+  done
+  [ "$lintian" = 0 ] || command -v lintian >/dev/null || die "lintian not found: run scripts/install-deps.sh --for packages (or pass --no-lintian)"
+fi
+# .apk: every agent but kaktus, whose libvirt helper links libvirt (C), which has no
+# musl build on a Debian host (docs/packages.md).
+apk_agents=() apk_arch=x86_64 musl_target=x86_64-unknown-linux-musl
+if [ "$want_apk" = 1 ]; then
+  for a in "${agents[@]}"; do [ "$a" = kaktus ] || apk_agents+=("$a"); done
+  if [ ${#apk_agents[@]} -lt ${#agents[@]} ]; then
+    why="kaktus has no .apk: kaktus-libvirt links libvirt, and no musl libvirt can be built or linked on a Debian host (docs/packages.md)"
+    [ "$want_deb" = 1 ] || [ ${#apk_agents[@]} -gt 0 ] || die "$why"
+    say "note: $why"
+  fi
+  command -v openssl >/dev/null || die "openssl not found (it makes the throwaway packager key): run scripts/install-deps.sh --for packages"
+  command -v readelf >/dev/null || die "readelf not found: run scripts/install-deps.sh --for packages"
+fi
 
 version=$(awk '/^\[workspace.package\]/{p=1;next} /^\[/{p=0} p && $1=="version"{gsub(/"/,"",$3); print $3; exit}' "$repo/Cargo.toml")
 license=$(awk '/^\[workspace.package\]/{p=1;next} /^\[/{p=0} p && $1=="license"{gsub(/"/,"",$3); print $3; exit}' "$repo/Cargo.toml")
@@ -59,18 +94,42 @@ maintainer="Kowabunga OS maintainers <maintainers@kowabunga.cloud>"
 commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 # ---- binaries ------------------------------------------------------------------
-if [ -z "$bin_dir" ]; then
-  . "$repo/scripts/lib/find-cargo.sh"
-  find_cargo || die "cargo not found: install a Rust toolchain with rustup, or set CARGO=/path/to/cargo"
-  pkgs=(); for a in "${agents[@]}"; do pkgs+=(-p "$a"); done
-  say "cargo build --release --locked ${pkgs[*]}"
-  (cd "$repo" && nice -n 10 "$cargo_bin" build --release --locked "${pkgs[@]}") \
-    || die "cargo build --release --locked ${pkgs[*]} failed"
-  bin_dir=${CARGO_TARGET_DIR:-$repo/target}/release
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+cargo_build() {
+  if [ -z "${cargo_bin:-}" ]; then
+    . "$repo/scripts/lib/find-cargo.sh"
+    find_cargo || die "cargo not found: install a Rust toolchain with rustup, or set CARGO=/path/to/cargo"
+  fi
+  say "cargo build --release --locked $*"
+  (cd "$repo" && nice -n 10 "$cargo_bin" build --release --locked "$@") || die "cargo build --release --locked $* failed${hint:+ ($hint)}"
+}
+pkgs() { local a; for a in "$@"; do printf -- '-p\n%s\n' "$a"; done; }
+if [ "$want_deb" = 1 ]; then
+  if [ -z "$bin_dir" ]; then
+    mapfile -t p < <(pkgs "${agents[@]}"); hint="" cargo_build "${p[@]}"
+    bin_dir=$target_dir/release
+  fi
+  for a in "${agents[@]}"; do
+    [ -x "$bin_dir/$a" ] || die "no executable $bin_dir/$a"
+  done
 fi
-for a in "${agents[@]}"; do
-  [ -x "$bin_dir/$a" ] || die "no executable $bin_dir/$a"
-done
+if [ ${#apk_agents[@]} -gt 0 ]; then
+  if [ -z "$musl_bin_dir" ]; then
+    mapfile -t p < <(pkgs "${apk_agents[@]}")
+    hint="the $musl_target target and musl-gcc come with scripts/install-deps.sh --for packages" \
+      cargo_build --target "$musl_target" "${p[@]}"
+    musl_bin_dir=$target_dir/$musl_target/release
+  fi
+  for a in "${apk_agents[@]}"; do
+    [ -x "$musl_bin_dir/$a" ] || die "no executable $musl_bin_dir/$a"
+    # Alpine's libc is musl: a binary asking for a program interpreter (glibc's
+    # ld-linux, or musl's own) is not the static build the package promises.
+    ! readelf -lW "$musl_bin_dir/$a" | grep -q 'program interpreter' \
+      || die "$musl_bin_dir/$a is dynamically linked: an .apk carries the static $musl_target build"
+  done
+  apk_tool=$target_dir/release/kowabunga-apk
+  hint="" cargo_build -p kowabunga-apk
+fi
 # Reproducible: every date and mtime is the last commit's (set after cargo: a
 # changed SOURCE_DATE_EPOCH makes build scripts rerun).
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)}
@@ -224,10 +283,83 @@ EOF
   fi
 }
 
+# ---- one .apk ----------------------------------------------------------------------
+# The OpenRC service is packaging/apk/openrc/agent.initd with the agent's name, its
+# `run` arguments and its start_pre checks (AGENT.start_pre) filled in.
+render_apk_file() {
+  local agent=$1 src=$2 upper description args="" pre=""
+  upper=$(printf '%s' "$agent" | tr 'a-z' 'A-Z')
+  case "$agent" in
+    kiwi) description="Pulls Kiwi's signed desired state from Kahuna and applies it" ;;
+    kontroller) description="Applies the service VM's state from its NoCloud seed and instance metadata" ;;
+  esac
+  [ "$agent" = kontroller ] || args=" --trusted-keys /etc/kowabunga/trusted-keys"
+  [ ! -r "$apk_src/openrc/$agent.start_pre" ] || pre="$apk_src/openrc/$agent.start_pre"
+  awk -v a="$agent" -v u="$upper" -v d="$description" -v r="$args" -v ready="$3" -v pre="$pre" '
+    $0 == "@START_PRE@" { if (pre != "") while ((getline line < pre) > 0) print line; next }
+    { gsub(/@AGENT_UPPER@/, u); gsub(/@AGENT@/, a); gsub(/@DESCRIPTION@/, d); gsub(/@ARGS@/, r)
+      gsub(/@READY_TEXT@/, ready); print }' "$src"
+}
+
+build_apk() {
+  local agent=$1 root="$work/apk-$1" ready example desc depends=()
+  case "$agent" in
+    kiwi)
+      ready="put Kahuna's credentials in /etc/kowabunga/kiwi.yml (example: /usr/share/doc/kiwi/examples/kiwi.yml) and its minisign key in /etc/kowabunga/trusted-keys/"
+      example="$repo/packaging/deb/kiwi/kiwi.yml"
+      desc="Kowabunga network node agent (SD-WAN gateway)"
+      depends=(nftables) ;;
+    kontroller)
+      ready="starts once the NoCloud seed volume (label cidata) is attached"
+      example="$repo/packaging/deb/kontroller/meta-data"
+      desc="Kowabunga service VM agent (Kawaii gateway, Konvey load balancer)"
+      depends=(nftables) ;;
+  esac
+  rm -rf "$root" && mkdir -p "$root"
+  render_apk_file "$agent" "$apk_src/openrc/agent.initd" "$ready" > "$root/initd"
+  render_apk_file "$agent" "$apk_src/openrc/agent.confd" "$ready" > "$root/confd"
+  render_apk_file "$agent" "$apk_src/openrc/post-install" "$ready" > "$root/post-install"
+  render_apk_file "$agent" "$apk_src/openrc/pre-deinstall" "$ready" > "$root/pre-deinstall"
+  if grep -q '@[A-Z_]*@' "$root/initd" "$root/confd" "$root/post-install" "$root/pre-deinstall"; then
+    die "$agent: a placeholder of packaging/apk/openrc was left unfilled"
+  fi
+  local apk="$out/apk/$apk_arch/$agent-$version-r0.apk" dep_args=() d
+  for d in "${depends[@]}"; do dep_args+=(--depend "$d"); done
+  mkdir -p "$(dirname "$apk")"
+  "$apk_tool" --out "$apk" --key "$apk_key" --pkgname "$agent" --pkgver "$version-r0" --arch "$apk_arch" \
+    --description "$desc" --maintainer "$maintainer" --license "$license" --commit "$commit" "${dep_args[@]}" \
+    --file "$musl_bin_dir/$agent=usr/bin/$agent:755" \
+    --file "$root/initd=etc/init.d/$agent:755" \
+    --file "$root/confd=etc/conf.d/$agent:644" \
+    --file "$example=usr/share/doc/$agent/examples/$(basename "$example"):644" \
+    --script "post-install=$root/post-install" --script "pre-deinstall=$root/pre-deinstall" \
+    || die "kowabunga-apk $agent failed"
+  say "apk/$apk_arch/$(basename "$apk"): $(( $(stat -c %s "$apk") / 1024 )) KiB, depends: ${depends[*]}, signed by $(basename "$apk_key").pub"
+}
+
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 chmod 0755 "$work"
-for a in "${agents[@]}"; do build_one "$a"; done
-(cd "$out" && sha256sum -- *.deb > SHA256SUMS)
+if [ "$want_deb" = 1 ]; then
+  for a in "${agents[@]}"; do build_one "$a"; done
+fi
+if [ ${#apk_agents[@]} -gt 0 ]; then
+  apk_src="$repo/packaging/apk"
+  if [ -z "$apk_key" ]; then
+    # Kept out of --out (never published beside the packages), reused between builds.
+    apk_key="${XDG_CACHE_HOME:-$HOME/.cache}/kowabunga/apk-key/kowabunga-throwaway.rsa"
+    if [ ! -r "$apk_key" ] || [ ! -r "$apk_key.pub" ]; then
+      mkdir -p "$(dirname "$apk_key")" && chmod 0700 "$(dirname "$apk_key")"
+      openssl genrsa -out "$apk_key" 2048 2>/dev/null && openssl rsa -in "$apk_key" -pubout -out "$apk_key.pub" 2>/dev/null \
+        || die "openssl could not make the throwaway packager key"
+    fi
+    say "warning: .apk signed with a throwaway key ($apk_key): pass --apk-key for packages Alpine hosts trust"
+  fi
+  [ -r "$apk_key.pub" ] || die "no public key $apk_key.pub beside --apk-key $apk_key (apk finds it as /etc/apk/keys/$(basename "$apk_key").pub)"
+  mkdir -p "$out/apk"
+  [ "$(realpath "$apk_key.pub")" = "$(realpath -m "$out/apk/$(basename "$apk_key").pub")" ] || cp "$apk_key.pub" "$out/apk/"
+  for a in "${apk_agents[@]}"; do build_apk "$a"; done
+fi
+(cd "$out" && find . -maxdepth 3 \( -name '*.deb' -o -name '*.apk' \) -printf '%P\n' | LC_ALL=C sort | xargs -r sha256sum -- > SHA256SUMS)
 say "done: $out ($(wc -l < "$out/SHA256SUMS") packages, SHA256SUMS)"

@@ -22,7 +22,7 @@ set -euo pipefail
 
 # ---- package lists ---------------------------------------------------------
 # Each entry: "package" or "package/suite" (suite pinned for that package).
-# libvirt-dev: the kaktus agent links libvirt (virt crate); every workspace build needs it.
+# libvirt-dev: kaktus's helper kaktus-libvirt links libvirt (virt crate); every workspace build needs it.
 PKGS_base=(ca-certificates curl git build-essential pkg-config libvirt-dev)
 # The kaktus tests run a real libvirtd (QEMU driver, TCG guests) and qemu-img; qemu from
 # backports as in the QEMU tier, so that both tiers agree on one version.
@@ -57,9 +57,15 @@ PKGS_ceph=(ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra/bpo)
 # The agents' .deb packages (scripts/build-packages.sh, scripts/test-packages.sh):
 # dpkg-deb/dpkg-shlibdeps, lintian, clean Debian roots made with debootstrap,
 # minisign to sign the test document; systemd-analyze and unshare are the host's.
-PKGS_packages=(dpkg-dev lintian debootstrap debian-archive-keyring minisign)
+# The .apk packages (Alpine: musl): musl-gcc for the C parts of the static musl
+# build (ring), openssl for the throwaway packager key and for scripts/check-apk.py's
+# independent signature check, python3 for that reader, busybox for `sh -n` of the
+# OpenRC scripts with Alpine's shell.
+PKGS_packages=(dpkg-dev lintian debootstrap debian-archive-keyring minisign musl-tools openssl python3 busybox-static)
 RUSTUP_COMPONENTS=(rustfmt clippy)
 RUSTUP_TARGETS=()
+# The .apk packages carry static musl binaries.
+RUSTUP_TARGETS_packages=(x86_64-unknown-linux-musl)
 
 # ---- helpers -----------------------------------------------------------------
 say() { printf '[install-deps] %s\n' "$*" >&2; }
@@ -87,8 +93,9 @@ for g in "${groups[@]}"; do
     image|build) want+=("${PKGS_base[@]}" "${PKGS_image[@]}"); want_rust=1 ;;
     qemu) want+=("${PKGS_base[@]}" "${PKGS_qemu[@]}") ;;
     ceph) want+=("${PKGS_ceph[@]}") ;;
-    packages) want+=("${PKGS_base[@]}" "${PKGS_packages[@]}"); want_rust=1 ;;
-    all) want+=("${PKGS_base[@]}" "${PKGS_test[@]}" "${PKGS_ceph[@]}" "${PKGS_image[@]}" "${PKGS_qemu[@]}" "${PKGS_packages[@]}"); want_rust=1 ;;
+    packages) want+=("${PKGS_base[@]}" "${PKGS_packages[@]}"); want_rust=1; RUSTUP_TARGETS+=("${RUSTUP_TARGETS_packages[@]}") ;;
+    all) want+=("${PKGS_base[@]}" "${PKGS_test[@]}" "${PKGS_ceph[@]}" "${PKGS_image[@]}" "${PKGS_qemu[@]}" "${PKGS_packages[@]}"); want_rust=1
+      RUSTUP_TARGETS+=("${RUSTUP_TARGETS_packages[@]}") ;;
     *) die "unknown group '$g' (expected rust, test, ceph, image, qemu, packages or all)" ;;
   esac
 done

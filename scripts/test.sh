@@ -10,7 +10,8 @@
 #   scripts/test.sh --qemu     build the images, install an A/B update into a disk copy
 #                              (scripts/test-sysupdate.sh), boot them under QEMU, check
 #                              from outside; then the agents' .deb packages
-#                              (scripts/test-packages.sh)
+#                              (scripts/test-packages.sh) and .apk packages
+#                              (scripts/test-apk.sh)
 #
 # Installs what it needs first (scripts/install-deps.sh). Needs root: the kernel tests
 # create network namespaces and nftables tables, the QEMU tier builds images.
@@ -93,12 +94,14 @@ if [ "$qemu" = 1 ]; then
   KOWABUNGA_QEMU_TESTS=1 cargo test -p qemu-test --locked -- --ignored --test-threads=1
   tier_done "QEMU tier"
   disk
-  say "packages: each agent's .deb installed, verified and purged in bookworm and trixie roots"
+  say "packages: each agent's .deb installed, verified and purged in bookworm and trixie roots; each .apk read back and run without libc"
   scripts/install-deps.sh --for packages
   # The release binaries the image builds just left (a joint `cargo build -p kiwi -p
-  # kaktus -p kontroller` would unify features and rebuild most of the tree).
+  # kaktus -p kontroller` would unify features and rebuild most of the tree); the
+  # .apk's static musl binaries are built here.
   scripts/build-packages.sh --no-lintian --bin-dir target/release --out dist/packages
   scripts/test-packages.sh --packages dist/packages
+  scripts/test-apk.sh --packages dist/packages
   tier_done "packages"
   disk
 fi
