@@ -188,6 +188,17 @@ impl FakeKahuna {
             .collect()
     }
 
+    /// The `os` object of the last report that carried one (the running OS image, its
+    /// other slot: `kowabunga_agent::os_image`).
+    pub fn last_report_os(&self) -> Option<serde_json::Value> {
+        self.seen()
+            .iter()
+            .rev()
+            .filter(|s| s.method == "POST" && s.path.ends_with("/report"))
+            .filter_map(|s| serde_json::from_slice::<serde_json::Value>(&s.body).ok())
+            .find_map(|v| v.get("os").cloned())
+    }
+
     /// Waits until `pred` holds on what was seen so far, or the deadline passes.
     pub fn wait_for<T>(
         &self,

@@ -241,6 +241,21 @@ fn uefi_disk_boot_reaches_agent_ready_with_credentials_from_the_esp() {
         !vm.console().contains(API_KEY),
         "the API key appeared on the console"
     );
+    // The reports say which image runs: slot A's version, slot B never written.
+    let label = h.artifacts.root_label().unwrap_or_else(|e| panic!("{e}"));
+    let (image_id, version) = label.split_once('_').unwrap_or_else(|| panic!("{label}"));
+    let os = h.kahuna.last_report_os();
+    assert_eq!(
+        os,
+        Some(serde_json::json!({
+            "image_id": image_id,
+            "version": version,
+            "boot": "disk",
+            "other_slot": { "state": "empty" },
+            "updates": "A/B: a new version is written to the other slot and booted with boot counting",
+        })),
+        "the report's os object"
+    );
 }
 
 #[test]
@@ -270,6 +285,17 @@ fn pxe_style_direct_kernel_boot_reaches_agent_ready_diskless() {
     // Diskless: no verity root, /var in RAM.
     let verity = console_line(&mut vm, "kowabunga: verity ");
     assert!(verity.contains("status=none"), "{verity}");
+    // It reports that it has no slots and is updated by its netboot server.
+    let os = h
+        .kahuna
+        .last_report_os()
+        .unwrap_or_else(|| panic!("no os in the reports"));
+    assert_eq!(os["boot"], "diskless", "{os}");
+    assert!(os.get("other_slot").is_none(), "{os}");
+    assert!(
+        os["version"].as_str().is_some_and(|v| !v.is_empty()),
+        "{os}"
+    );
 }
 
 #[test]
@@ -394,13 +420,15 @@ while true; do
   t=closed; nc -w 2 10.101.0.1 53 -e /bin/true >/dev/null 2>&1 && t=open
   u=closed; nc -w 2 10.101.0.11 53 -e /bin/true >/dev/null 2>&1 && u=open
   c=down; ping -c 1 -W 1 10.102.0.1 >/dev/null 2>&1 && c=up
+  # The VRRP virtual address on the bridge, once the node holds it.
+  v=down; [ "$c" = up ] && ping -c 1 -W 1 10.102.0.254 >/dev/null 2>&1 && v=up
   # A lease on the bridge's segment, once the node serves DHCP there (the address is
   # not configured: -s /bin/true).
   if [ "$d" = none ] && [ "$c" = up ]; then
     d=$(udhcpc -i eth1 -n -q -t 2 -T 1 -s /bin/true 2>&1 | sed -n 's/.*lease of \([0-9.]*\) obtained.*/\1/p')
     d=${d:-none}
   fi
-  echo "PEER[$n]: v1addr=$a v2addr=$b tcp53@v1=$t tcp53@v2=$u bridge=$c dhcp=$d"
+  echo "PEER[$n]: v1addr=$a v2addr=$b tcp53@v1=$t tcp53@v2=$u bridge=$c dhcp=$d vip=$v"
   sleep 1
 done
 "#;
@@ -412,6 +440,15 @@ const DHCP_ON_BR0: &str = r#"
 [dhcp.links.br0]
 pools = [{ first = "10.102.0.100", last = "10.102.0.120" }]
 hosts = [{ mac = "52:54:00:12:34:98", address = "10.102.0.50" }]
+"#;
+/// VRRP on `br0`: one instance holding 10.102.0.254 (a lone node becomes master).
+const VRRP_ON_BR0: &str = r#"
+[vrrp]
+priority = 100
+[[vrrp.instance]]
+link = "br0"
+vrid = 102
+vips = ["10.102.0.254/24"]
 "#;
 /// The node's third NIC: the only member of `bond0`, itself the only port of `br0`.
 const NODE_BOND_NIC_MAC: &str = "52:54:00:12:34:03";
@@ -639,11 +676,13 @@ fn vlan_bond_bridge_and_firewall_seen_from_a_peer_vm_and_a_route_cut_is_reverted
     // internal (no default route leaves by one), so DNS, a service the node runs,
     // answers the peer on the VLAN. The node now serves DHCP on the bridge, with a
     // static lease for the peer's NIC there: the baseline opens UDP 67 on that link,
-    // and the peer's udhcpc gets its address.
+    // and the peer's udhcpc gets its address. It also runs VRRP on the bridge
+    // (keepalived, checked, written and started by the agent; VRRP opened by the
+    // baseline): alone, it becomes master and the peer reaches the virtual address.
     let without_firewall = |extra: &str| {
         let doc = network_v2(extra);
         let cut = doc.find("[firewall]").unwrap_or(doc.len());
-        format!("{}{DHCP_ON_BR0}", &doc[..cut])
+        format!("{}{DHCP_ON_BR0}{VRRP_ON_BR0}", &doc[..cut])
     };
     h.publish(5, &without_firewall(""));
     h.expect_report(&mut node, 5, "applied");
@@ -651,9 +690,9 @@ fn vlan_bond_bridge_and_firewall_seen_from_a_peer_vm_and_a_route_cut_is_reverted
         &mut peer,
         &node,
         &h,
-        &["v2addr=up", "tcp53@v2=open", "dhcp=10.102.0.50"],
+        &["v2addr=up", "tcp53@v2=open", "dhcp=10.102.0.50", "vip=up"],
     );
-    eprintln!("after v5 (baseline, internal VLAN, DHCP on br0): {seen}");
+    eprintln!("after v5 (baseline, internal VLAN, DHCP and a VRRP VIP on br0): {seen}");
 
     // v6: a default route now leaves by the VLAN (behind the management one): the VLAN
     // is an uplink, and the baseline closes DNS on it; ICMP still answers, and the

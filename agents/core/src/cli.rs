@@ -408,6 +408,7 @@ async fn show_status<R: Role>(common: &Common, addr: SocketAddr) -> Result<ExitC
         }
         Err(e) => println!("{} is not running ({url}: {e})", R::NAME),
     }
+    println!("{}", crate::os_image::OsImage::read_system().summary());
     let store = GenerationStore::open_read_only(common.state_dir::<R>());
     match store.current().map_err(|e| e.to_string())? {
         Some(g) => println!(

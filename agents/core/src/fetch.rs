@@ -165,6 +165,17 @@ pub struct Fetcher {
     client: Client,
     headers: HeaderMap,
     etag: Option<HeaderValue>,
+    /// Sent with every report: the running OS version and the other slot's.
+    os: Option<crate::os_image::OsImage>,
+}
+
+/// A report's body: the outcome, and the OS image when the agent knows it.
+#[derive(serde::Serialize)]
+struct ReportBody<'a> {
+    #[serde(flatten)]
+    outcome: &'a Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    os: Option<&'a crate::os_image::OsImage>,
 }
 
 impl Fetcher {
@@ -200,7 +211,14 @@ impl Fetcher {
             client,
             headers,
             etag: None,
+            os: None,
         })
+    }
+
+    /// Send `os` with every report.
+    pub fn with_os(mut self, os: crate::os_image::OsImage) -> Self {
+        self.os = Some(os);
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -278,7 +296,10 @@ impl Fetcher {
             .client
             .post(url)
             .headers(self.headers.clone())
-            .json(outcome)
+            .json(&ReportBody {
+                outcome,
+                os: self.os.as_ref(),
+            })
             .send()
             .await
             .map_err(|e| transport(url, e))?;

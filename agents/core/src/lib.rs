@@ -19,6 +19,7 @@ pub mod failpoint;
 pub mod fetch;
 pub mod generations;
 pub mod logging;
+pub mod os_image;
 pub mod outcome;
 pub mod pipeline;
 pub mod push;

@@ -11,6 +11,7 @@ use crate::cli::Common;
 use crate::credentials::{self, Credentials};
 use crate::daemon::{Daemon, shutdown_signal};
 use crate::fetch::{EndpointProbe, FetchConfig, Fetcher};
+use crate::os_image::OsImage;
 use crate::pipeline::{ConfirmPolicy, Pipeline};
 use crate::push::PipelinePusher;
 use crate::record::Recorder;
@@ -45,10 +46,14 @@ pub(crate) async fn run<R: Role>(
             common.trusted_keys.display()
         ));
     }
+    let os = OsImage::read_system();
+    tracing::info!("{}", os.summary());
     let fetcher = if pulls {
         let config =
             FetchConfig::new(&credentials, R::KIND, insecure).map_err(|e| e.to_string())?;
-        let fetcher = Fetcher::new(config, &credentials).map_err(|e| e.to_string())?;
+        let fetcher = Fetcher::new(config, &credentials)
+            .map_err(|e| e.to_string())?
+            .with_os(os.clone());
         tracing::info!(
             "agent {} pulling {} every {}s",
             credentials.agent_id,
@@ -67,7 +72,8 @@ pub(crate) async fn run<R: Role>(
     let reconcilers = role.reconcilers(&context)?;
     let board = StatusBoard::new(R::NAME, &credentials.agent_id, boot.insecure)
         .with_reconcilers(reconcilers.iter().map(|r| r.name()))
-        .with_progress(context.progress.clone());
+        .with_progress(context.progress.clone())
+        .with_os(os);
     let mut pipeline = Pipeline::new(
         credentials.agent_id.clone(),
         reconcilers,

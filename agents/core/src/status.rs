@@ -70,6 +70,8 @@ pub struct Status {
     pub kahuna_link: Option<String>,
     /// Long tasks under way (template downloads...), by task.
     pub progress: BTreeMap<String, String>,
+    /// The OS image: running version, the other A/B slot, how the node updates.
+    pub os: Option<crate::os_image::OsImage>,
     /// Reconcilers of the role, in order: every metric by reconciler starts at zero.
     #[serde(skip)]
     pub reconcilers: Vec<String>,
@@ -122,6 +124,12 @@ impl StatusBoard {
     /// Show the tasks of `progress` (shared with the role's reconcilers) in `/status`.
     pub fn with_progress(self, progress: kowabunga_model::Progress) -> Self {
         self.lock().progress_source = progress;
+        self
+    }
+
+    /// Show the OS image the node runs (read once at start).
+    pub fn with_os(self, os: crate::os_image::OsImage) -> Self {
+        self.lock().os = Some(os);
         self
     }
 
@@ -280,6 +288,25 @@ impl StatusBoard {
                 .map(|(name, svc)| (label("service", name), svc.restarts.to_string()))
                 .collect(),
         );
+        if let Some(os) = &s.os {
+            let other = match &os.other_slot {
+                Some(crate::os_image::OtherSlot::Version(v)) => v.as_str(),
+                Some(crate::os_image::OtherSlot::Empty) => "empty",
+                Some(crate::os_image::OtherSlot::None) | None => "none",
+            };
+            metric(
+                "kowabunga_os_info",
+                "gauge",
+                "The OS image running (version), how it booted, and the other A/B slot's version.",
+                vec![(
+                    label("image", os.image_id.as_deref().unwrap_or(""))
+                        + &label("version", os.version.as_deref().unwrap_or(""))
+                        + &label("boot", os.boot.as_str())
+                        + &label("other_slot", other),
+                    "1".to_string(),
+                )],
+            );
+        }
         metric(
             "kowabunga_agent_kahuna_connected",
             "gauge",
@@ -409,6 +436,30 @@ fn respond<B>(board: &StatusBoard, req: &Request<B>) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_os_image_shows_in_status_and_metrics() {
+        use crate::os_image::{Boot, OsImage, OtherSlot};
+        let board = StatusBoard::new("kiwi", "n1", false);
+        assert!(!board.metrics().contains("kowabunga_os_info"));
+        let board = board.with_os(OsImage {
+            image_id: Some("kowabunga-kiwi".into()),
+            version: Some("0.1.1".into()),
+            boot: Boot::Disk,
+            other_slot: Some(OtherSlot::Version("0.1.0".into())),
+            updates: "A/B",
+        });
+        let text = board.metrics();
+        assert!(
+            text.contains(
+                "kowabunga_os_info{agent=\"kiwi\",image=\"kowabunga-kiwi\",version=\"0.1.1\",boot=\"disk\",other_slot=\"0.1.0\"} 1"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(board.snapshot()).unwrap();
+        assert_eq!(json["os"]["version"], "0.1.1");
+        assert_eq!(json["os"]["other_slot"]["version"], "0.1.0");
+    }
 
     #[test]
     fn metrics_count_failures_by_reason() {

@@ -7,7 +7,7 @@
 //!   (Kiwi: DNS, 53 UDP and TCP) on the node's internal links only, and the role's
 //!   services that another section places on named links, on exactly those links
 //!   (Kiwi: its DHCP server, UDP 68 -> 67, broadcast or unicast, on the links `[dhcp]`
-//!   serves);
+//!   serves; VRRP adverts, IP protocol 112, on the links `[vrrp]` runs on);
 //! - forward: policy drop (no traffic between links until the document opens it);
 //! - output: policy accept (the management path to Kahuna is outbound).
 //!
@@ -51,7 +51,8 @@ pub struct LinkService {
     pub proto: Proto,
     /// The clients' source port, when they always use one (DHCP: 68).
     pub sport: Option<u16>,
-    pub port: u16,
+    /// The service's port (DHCP: 67); none for a protocol without ports (VRRP).
+    pub dport: Option<u16>,
     /// Which links, read from the document.
     pub links: ServedLinks,
 }
@@ -65,19 +66,29 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    /// Kiwi's: DNS (53, UDP and TCP) on internal links, and its DHCP server (UDP
+    /// Kiwi's: DNS (53, UDP and TCP) on internal links, its DHCP server (UDP
     /// 68 -> 67) on the links `dhcp_links` reads from the document (the links `[dhcp]`
-    /// serves: `kowabunga_dhcp::model::served_links`, given by the role, since the
-    /// firewall knows no `[dhcp]`).
-    pub fn kiwi(dhcp_links: ServedLinks) -> Self {
+    /// serves: `kowabunga_dhcp::model::served_links`), and VRRP adverts on the links
+    /// `vrrp_links` reads (`kowabunga_vrrp::model::vrrp_links`); given by the role,
+    /// since the firewall knows neither section.
+    pub fn kiwi(dhcp_links: ServedLinks, vrrp_links: ServedLinks) -> Self {
         Self {
-            link_services: vec![LinkService {
-                name: "dhcp server",
-                proto: Proto::Udp,
-                sport: Some(68),
-                port: 67,
-                links: dhcp_links,
-            }],
+            link_services: vec![
+                LinkService {
+                    name: "dhcp server",
+                    proto: Proto::Udp,
+                    sport: Some(68),
+                    dport: Some(67),
+                    links: dhcp_links,
+                },
+                LinkService {
+                    name: "vrrp",
+                    proto: Proto::Vrrp,
+                    sport: None,
+                    dport: None,
+                    links: vrrp_links,
+                },
+            ],
             services: vec![
                 Service {
                     name: "dns",
@@ -152,7 +163,7 @@ impl Baseline {
                     ..rule(
                         service.proto,
                         service.sport,
-                        Some(service.port),
+                        service.dport,
                         &format!("{} on served link {link}", service.name),
                     )
                 });

@@ -207,10 +207,11 @@ pub fn rule_line(r: &Rule) -> String {
                 m.push(format!("{} dport {p}", proto.as_str()));
             }
         }
-        // By number: `ipv6-icmp` is resolved through /etc/protocols, which the images
-        // do not carry (nft refused the whole ruleset there). tcp, udp and icmp are
-        // nft's own names.
+        // By number: `ipv6-icmp` and `vrrp` are resolved through /etc/protocols, which
+        // the images do not carry (nft refused the whole ruleset there). tcp, udp and
+        // icmp are nft's own names.
         Some(Proto::Icmpv6) => m.push("meta l4proto 58".into()),
+        Some(Proto::Vrrp) => m.push("meta l4proto 112".into()),
         Some(proto) => m.push(format!("meta l4proto {}", proto.as_str())),
         None => {}
     }

@@ -127,7 +127,7 @@ fn baseline_golden_file() {
         ["eth0", "eth2"]
     );
     assert_eq!(internal_links(&net), ["eth1", "br0"]);
-    let baseline = Baseline::kiwi(kowabunga_dhcp::model::served_links);
+    let baseline = Baseline::kiwi(kowabunga_dhcp::model::served_links, |_| Vec::new());
     let got = render(Some(&baseline.for_document(&doc, Origin::Section).unwrap())).script;
     let dhcp: Vec<&str> = got.lines().filter(|l| l.contains("dport 67")).collect();
     assert_eq!(
@@ -155,6 +155,20 @@ fn baseline_golden_file() {
         let fw = baseline.for_document(&doc, Origin::Section).unwrap();
         assert!(!render(Some(&fw)).script.contains("dport 67"), "{body}");
     }
+
+    // VRRP adverts on the links the role's reader names (declared ones only).
+    let vrrp = Baseline::kiwi(
+        |_| Vec::new(),
+        |_| vec!["br0".to_owned(), "eth9".to_owned()],
+    );
+    let got = render(Some(&vrrp.for_document(&doc, Origin::Section).unwrap())).script;
+    let lines: Vec<&str> = got.lines().filter(|l| l.contains("l4proto 112")).collect();
+    assert_eq!(
+        lines,
+        [
+            "\t\tiifname \"br0\" meta l4proto 112 accept comment \"baseline: vrrp on served link br0\""
+        ]
+    );
 
     // Without a default route every declared link is internal.
     let flat = document("[network]\n[[network.links]]\nname = \"eth0\"\n");

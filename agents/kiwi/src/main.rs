@@ -11,6 +11,7 @@ use kowabunga_dns::{DnsReconciler, DnsServer, KiwiService};
 use kowabunga_firewall::{Baseline, FirewallReconciler};
 use kowabunga_model::{DynReconciler, Supervised, erase};
 use kowabunga_network::NetworkReconciler;
+use kowabunga_vrrp::VrrpReconciler;
 
 struct Kiwi {
     dns: DnsServer,
@@ -23,8 +24,10 @@ impl Role for Kiwi {
     const STATUS_PORT: u16 = 9721;
     type Rpc = KiwiService<PipelinePusher>;
 
-    /// Links and addresses first, so the firewall can name them and DNS and DHCP can
-    /// bind them. DHCP keeps its leases under the state directory (`dhcp/leases.json`).
+    /// Links and addresses first, so the firewall can name them, keepalived hold VIPs
+    /// on them and DNS and DHCP bind them. DHCP keeps its leases under the state
+    /// directory (`dhcp/leases.json`), keepalived's file is `daemons/keepalived.conf`
+    /// (the image's keepalived.service reads it there).
     fn reconcilers(&self, context: &RoleContext) -> Result<Vec<Box<dyn DynReconciler>>, String> {
         let network = NetworkReconciler::with_state_dir(context.state_dir.join("network"))
             .map_err(|e| e.to_string())?;
@@ -32,12 +35,16 @@ impl Role for Kiwi {
         Ok(vec![
             erase(network),
             // Closed until the document opens it: with no [firewall], the baseline,
-            // DHCP opened on the links [dhcp] serves.
+            // DHCP opened on the links [dhcp] serves, VRRP on the links [vrrp] runs on.
             erase(
                 FirewallReconciler::new()
                     .map_err(|e| e.to_string())?
-                    .with_baseline(Baseline::kiwi(kowabunga_dhcp::model::served_links)),
+                    .with_baseline(Baseline::kiwi(
+                        kowabunga_dhcp::model::served_links,
+                        kowabunga_vrrp::model::vrrp_links,
+                    )),
             ),
+            erase(VrrpReconciler::new(context.state_dir.join("daemons"))),
             erase(DnsReconciler::new(self.dns.clone())),
             erase(DhcpReconciler::new(self.dhcp.clone())),
         ])

@@ -162,6 +162,8 @@ pub enum Proto {
     Udp,
     Icmp,
     Icmpv6,
+    /// VRRP adverts (IP protocol 112): Kiwi's failover.
+    Vrrp,
 }
 
 impl Proto {
@@ -171,6 +173,7 @@ impl Proto {
             Proto::Udp => "udp",
             Proto::Icmp => "icmp",
             Proto::Icmpv6 => "icmpv6",
+            Proto::Vrrp => "vrrp",
         }
     }
     pub fn has_ports(self) -> bool {
@@ -910,7 +913,8 @@ to = "192.0.2.10"
             Just(Proto::Tcp),
             Just(Proto::Udp),
             Just(Proto::Icmp),
-            Just(Proto::Icmpv6)
+            Just(Proto::Icmpv6),
+            Just(Proto::Vrrp)
         ]
     }
 
