@@ -165,8 +165,8 @@ pub struct Fetcher {
     client: Client,
     headers: HeaderMap,
     etag: Option<HeaderValue>,
-    /// Sent with every report: the running OS version and the other slot's.
-    os: Option<crate::os_image::OsImage>,
+    /// Read for every report: the running OS version and the other slot's.
+    os: Option<fn() -> crate::os_image::OsImage>,
 }
 
 /// A report's body: the outcome, and the OS image when the agent knows it.
@@ -175,7 +175,7 @@ struct ReportBody<'a> {
     #[serde(flatten)]
     outcome: &'a Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
-    os: Option<&'a crate::os_image::OsImage>,
+    os: Option<crate::os_image::OsImage>,
 }
 
 impl Fetcher {
@@ -215,9 +215,10 @@ impl Fetcher {
         })
     }
 
-    /// Send `os` with every report.
-    pub fn with_os(mut self, os: crate::os_image::OsImage) -> Self {
-        self.os = Some(os);
+    /// Send the OS image, as `read` gives it then (`OsImage::read_system`), with every
+    /// report.
+    pub fn with_os(mut self, read: fn() -> crate::os_image::OsImage) -> Self {
+        self.os = Some(read);
         self
     }
 
@@ -298,7 +299,7 @@ impl Fetcher {
             .headers(self.headers.clone())
             .json(&ReportBody {
                 outcome,
-                os: self.os.as_ref(),
+                os: self.os.map(|read| read()),
             })
             .send()
             .await

@@ -7,10 +7,14 @@
 //! - the root filesystem: erofs (a disk boot, from slot A or B), a RAM filesystem (a
 //!   netboot: the whole root came in the initrd), anything else (the agent installed
 //!   from a package on a general-purpose host);
-//! - the GPT labels of the partitions (`PARTNAME` in sysfs): root slots are labelled
-//!   `IMAGE_ID_VERSION` (the `%M_%A` of the image's repart definitions), verity
-//!   partitions `IMAGE_ID_VERSION_verity`, a free slot `_empty` (systemd-sysupdate's
-//!   mark).
+//! - the GPT labels of the partitions: root slots are labelled `IMAGE_ID_VERSION` (the
+//!   `%M_%A` of the image's repart definitions), verity partitions
+//!   `IMAGE_ID_VERSION_verity`, a free slot `_empty` (systemd-sysupdate's mark). The
+//!   kernel gives a partition's label (`PARTNAME` in its sysfs uevent) only for the
+//!   partitions it found when it read the table: those systemd-repart adds on first
+//!   boot (slot B, `/var`) have none until the next boot. udev's database has them all
+//!   (`ID_PART_ENTRY_NAME`, from blkid, in `/run/udev/data/b<major>:<minor>`), and is
+//!   readable from the agent's sandbox, where `/dev/disk/by-partlabel` is not.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -82,17 +86,21 @@ const TMPFS_MAGIC: u32 = 0x0102_1994;
 const RAMFS_MAGIC: u32 = 0x8584_58F6;
 
 impl OsImage {
-    /// This node's image, from `/etc/os-release`, `statfs("/")` and `/sys/class/block`.
+    /// This node's image, from `/etc/os-release`, `statfs("/")`, `/sys/class/block` and
+    /// udev's database.
     pub fn read_system() -> Self {
         Self::read(
             Path::new("/etc/os-release"),
-            Path::new("/sys/class/block"),
+            &Partitions {
+                sys_class_block: Path::new("/sys/class/block"),
+                udev_data: Path::new("/run/udev/data"),
+            },
             root_fs(),
         )
     }
 
     /// The same from other paths (tests).
-    pub fn read(os_release: &Path, sys_class_block: &Path, root: RootFs) -> Self {
+    pub fn read(os_release: &Path, partitions: &Partitions, root: RootFs) -> Self {
         let release = std::fs::read(os_release)
             .ok()
             .and_then(|bytes| etc_os_release::OsRelease::from_reader(bytes.as_slice()).ok());
@@ -111,7 +119,7 @@ impl OsImage {
         };
         let other_slot = match (boot, &image_id, &version) {
             (Boot::Disk, Some(id), Some(running)) => {
-                Some(other_slot(&partition_labels(sys_class_block), id, running))
+                Some(other_slot(&partitions.labels(), id, running))
             }
             (Boot::Disk, ..) => Some(OtherSlot::None),
             _ => None,
@@ -163,21 +171,47 @@ fn root_fs() -> RootFs {
     }
 }
 
-/// Every partition's GPT label (`PARTNAME=` of its uevent).
-fn partition_labels(sys_class_block: &Path) -> BTreeSet<String> {
-    let Ok(entries) = std::fs::read_dir(sys_class_block) else {
-        return BTreeSet::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("uevent")).ok())
-        .filter_map(|uevent| {
+/// Where partitions and their labels are read.
+pub struct Partitions<'a> {
+    /// `/sys/class/block`: one directory per block device, with its `uevent`.
+    pub sys_class_block: &'a Path,
+    /// `/run/udev/data`: udev's database, `b<major>:<minor>` per block device.
+    pub udev_data: &'a Path,
+}
+
+impl Partitions<'_> {
+    /// Every partition's GPT label: `PARTNAME=` of its uevent, else udev's
+    /// `ID_PART_ENTRY_NAME`.
+    fn labels(&self) -> BTreeSet<String> {
+        let Ok(entries) = std::fs::read_dir(self.sys_class_block) else {
+            return BTreeSet::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("uevent")).ok())
+            .filter(|uevent| uevent.lines().any(|l| l == "DEVTYPE=partition"))
+            .filter_map(|uevent| self.label(&uevent))
+            .collect()
+    }
+
+    fn label(&self, uevent: &str) -> Option<String> {
+        let field = |key: &str| {
             uevent
                 .lines()
-                .find_map(|l| l.strip_prefix("PARTNAME="))
-                .map(str::to_owned)
-        })
-        .collect()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        };
+        if let Some(name) = field("PARTNAME") {
+            return Some(name.to_owned());
+        }
+        let db = self
+            .udev_data
+            .join(format!("b{}:{}", field("MAJOR")?, field("MINOR")?));
+        std::fs::read_to_string(db)
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("E:ID_PART_ENTRY_NAME="))
+            .map(str::to_owned)
+    }
 }
 
 /// The slot that is not the running one: another version's root label, else `_empty`.
@@ -199,20 +233,54 @@ fn other_slot(labels: &BTreeSet<String>, image_id: &str, running: &str) -> Other
 mod tests {
     use super::*;
 
-    fn sysfs(dir: &Path, labels: &[&str]) {
+    /// Partitions labelled `labels` under `dir/sys`; those from `added_at_runtime` on
+    /// have no PARTNAME (added by systemd-repart after the kernel read the table), their
+    /// label only in udev's database under `dir/udev`.
+    fn sysfs(dir: &Path, labels: &[&str], added_at_runtime: usize) -> Partitions<'static> {
+        let sys = dir.join("sys");
+        let udev = dir.join("udev");
+        std::fs::create_dir_all(&udev).unwrap();
         for (i, label) in labels.iter().enumerate() {
-            let part = dir.join(format!("vda{}", i + 1));
+            let part = sys.join(format!("vda{}", i + 1));
             std::fs::create_dir_all(&part).unwrap();
+            let partname = if i < added_at_runtime {
+                format!("PARTNAME={label}\n")
+            } else {
+                std::fs::write(
+                    udev.join(format!("b253:{}", i + 1)),
+                    format!("S:disk/by-partlabel/{label}\nE:ID_PART_ENTRY_SCHEME=gpt\nE:ID_PART_ENTRY_NAME={label}\nG:systemd\n"),
+                )
+                .unwrap();
+                String::new()
+            };
             std::fs::write(
                 part.join("uevent"),
-                format!("MAJOR=253\nMINOR={i}\nDEVNAME=vda{}\nDEVTYPE=partition\nPARTN={}\nPARTNAME={label}\n", i + 1, i + 1),
+                format!(
+                    "MAJOR=253\nMINOR={}\nDEVNAME=vda{}\nDEVTYPE=partition\nPARTN={}\n{partname}",
+                    i + 1,
+                    i + 1,
+                    i + 1
+                ),
             )
             .unwrap();
         }
-        // A whole disk and a device-mapper device: no PARTNAME.
-        for dev in ["vda", "dm-0"] {
-            std::fs::create_dir_all(dir.join(dev)).unwrap();
-            std::fs::write(dir.join(dev).join("uevent"), "MAJOR=253\nDEVTYPE=disk\n").unwrap();
+        // A whole disk and a device-mapper device: no label, udev entries of their own.
+        for (dev, minor) in [("vda", 0), ("dm-0", 0)] {
+            std::fs::create_dir_all(sys.join(dev)).unwrap();
+            std::fs::write(
+                sys.join(dev).join("uevent"),
+                format!("MAJOR=252\nMINOR={minor}\nDEVTYPE=disk\n"),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            udev.join("b252:0"),
+            "E:ID_PART_ENTRY_NAME=not-a-partition\n",
+        )
+        .unwrap();
+        Partitions {
+            sys_class_block: Box::leak(sys.into_boxed_path()),
+            udev_data: Box::leak(udev.into_boxed_path()),
         }
     }
 
@@ -230,7 +298,8 @@ mod tests {
     #[test]
     fn a_fresh_disk_runs_slot_a_with_slot_b_empty() {
         let dir = tempfile::tempdir().unwrap();
-        sysfs(
+        // First boot: repart added slot B and /var after the kernel read the table.
+        let parts = sysfs(
             dir.path(),
             &[
                 "esp",
@@ -240,8 +309,9 @@ mod tests {
                 "_empty",
                 "var",
             ],
+            3,
         );
-        let os = OsImage::read(&os_release(dir.path()), dir.path(), RootFs::Erofs);
+        let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Erofs);
         assert_eq!(os.image_id.as_deref(), Some("kowabunga-kiwi"));
         assert_eq!(os.version.as_deref(), Some("0.1.1"));
         assert_eq!(os.boot, Boot::Disk);
@@ -257,7 +327,7 @@ mod tests {
     #[test]
     fn after_an_update_the_other_slot_holds_the_previous_version() {
         let dir = tempfile::tempdir().unwrap();
-        sysfs(
+        let parts = sysfs(
             dir.path(),
             &[
                 "esp",
@@ -267,8 +337,9 @@ mod tests {
                 "kowabunga-kiwi_0.1.1_verity",
                 "var",
             ],
+            6,
         );
-        let os = OsImage::read(&os_release(dir.path()), dir.path(), RootFs::Erofs);
+        let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Erofs);
         assert_eq!(os.other_slot, Some(OtherSlot::Version("0.1.0".into())));
         let json = serde_json::to_value(&os).unwrap();
         assert_eq!(
@@ -280,8 +351,8 @@ mod tests {
     #[test]
     fn a_netbooted_node_has_no_slots_and_says_how_it_updates() {
         let dir = tempfile::tempdir().unwrap();
-        sysfs(dir.path(), &["some-other-disk"]);
-        let os = OsImage::read(&os_release(dir.path()), dir.path(), RootFs::Ram);
+        let parts = sysfs(dir.path(), &["some-other-disk"], 1);
+        let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Ram);
         assert_eq!(os.boot, Boot::Diskless);
         assert_eq!(os.other_slot, None);
         assert!(os.updates.contains("netboot server"));
@@ -296,7 +367,8 @@ mod tests {
     #[test]
     fn a_package_install_or_a_missing_os_release_is_not_an_image() {
         let dir = tempfile::tempdir().unwrap();
-        let os = OsImage::read(&dir.path().join("missing"), dir.path(), RootFs::Erofs);
+        let parts = sysfs(dir.path(), &[], 0);
+        let os = OsImage::read(&dir.path().join("missing"), &parts, RootFs::Erofs);
         assert_eq!(
             (os.boot, os.image_id, os.version),
             (Boot::Package, None, None)
@@ -304,8 +376,31 @@ mod tests {
         let debian = dir.path().join("debian");
         std::fs::write(&debian, "ID=debian\nVERSION_ID=12\n").unwrap();
         assert_eq!(
-            OsImage::read(&debian, dir.path(), RootFs::Other).boot,
+            OsImage::read(&debian, &parts, RootFs::Other).boot,
             Boot::Package
         );
+    }
+
+    #[test]
+    fn without_udev_data_the_runtime_partitions_are_not_seen() {
+        // The test can fail: the same first-boot disk with udev's database empty shows
+        // no free slot (what reading PARTNAME alone gave under QEMU).
+        let dir = tempfile::tempdir().unwrap();
+        let parts = sysfs(
+            dir.path(),
+            &[
+                "esp",
+                "kowabunga-kiwi_0.1.1",
+                "kowabunga-kiwi_0.1.1_verity",
+                "_empty",
+                "_empty",
+            ],
+            3,
+        );
+        for entry in std::fs::read_dir(parts.udev_data).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Erofs);
+        assert_eq!(os.other_slot, Some(OtherSlot::None));
     }
 }

@@ -46,14 +46,13 @@ pub(crate) async fn run<R: Role>(
             common.trusted_keys.display()
         ));
     }
-    let os = OsImage::read_system();
-    tracing::info!("{}", os.summary());
+    tracing::info!("{}", OsImage::read_system().summary());
     let fetcher = if pulls {
         let config =
             FetchConfig::new(&credentials, R::KIND, insecure).map_err(|e| e.to_string())?;
         let fetcher = Fetcher::new(config, &credentials)
             .map_err(|e| e.to_string())?
-            .with_os(os.clone());
+            .with_os(OsImage::read_system);
         tracing::info!(
             "agent {} pulling {} every {}s",
             credentials.agent_id,
@@ -73,7 +72,7 @@ pub(crate) async fn run<R: Role>(
     let board = StatusBoard::new(R::NAME, &credentials.agent_id, boot.insecure)
         .with_reconcilers(reconcilers.iter().map(|r| r.name()))
         .with_progress(context.progress.clone())
-        .with_os(os);
+        .with_os(OsImage::read_system);
     let mut pipeline = Pipeline::new(
         credentials.agent_id.clone(),
         reconcilers,

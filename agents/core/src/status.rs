@@ -70,8 +70,11 @@ pub struct Status {
     pub kahuna_link: Option<String>,
     /// Long tasks under way (template downloads...), by task.
     pub progress: BTreeMap<String, String>,
-    /// The OS image: running version, the other A/B slot, how the node updates.
+    /// The OS image: running version, the other A/B slot, how the node updates (read
+    /// at each snapshot: slot labels change under a running agent).
     pub os: Option<crate::os_image::OsImage>,
+    #[serde(skip)]
+    os_source: Option<fn() -> crate::os_image::OsImage>,
     /// Reconcilers of the role, in order: every metric by reconciler starts at zero.
     #[serde(skip)]
     pub reconcilers: Vec<String>,
@@ -107,6 +110,7 @@ impl StatusBoard {
     pub fn snapshot(&self) -> Status {
         let mut status = self.lock().clone();
         status.progress = status.progress_source.snapshot();
+        status.os = status.os_source.map(|read| read());
         let reports = std::mem::take(&mut status.reports);
         for (name, reporter) in reports {
             status.services.entry(name).or_default().report = Some(reporter.0.status());
@@ -127,9 +131,10 @@ impl StatusBoard {
         self
     }
 
-    /// Show the OS image the node runs (read once at start).
-    pub fn with_os(self, os: crate::os_image::OsImage) -> Self {
-        self.lock().os = Some(os);
+    /// Show the OS image the node runs, as `read` gives it at each snapshot and scrape
+    /// (`OsImage::read_system`).
+    pub fn with_os(self, read: fn() -> crate::os_image::OsImage) -> Self {
+        self.lock().os_source = Some(read);
         self
     }
 
@@ -288,7 +293,7 @@ impl StatusBoard {
                 .map(|(name, svc)| (label("service", name), svc.restarts.to_string()))
                 .collect(),
         );
-        if let Some(os) = &s.os {
+        if let Some(os) = s.os_source.map(|read| read()) {
             let other = match &os.other_slot {
                 Some(crate::os_image::OtherSlot::Version(v)) => v.as_str(),
                 Some(crate::os_image::OtherSlot::Empty) => "empty",
@@ -442,13 +447,16 @@ mod tests {
         use crate::os_image::{Boot, OsImage, OtherSlot};
         let board = StatusBoard::new("kiwi", "n1", false);
         assert!(!board.metrics().contains("kowabunga_os_info"));
-        let board = board.with_os(OsImage {
-            image_id: Some("kowabunga-kiwi".into()),
-            version: Some("0.1.1".into()),
-            boot: Boot::Disk,
-            other_slot: Some(OtherSlot::Version("0.1.0".into())),
-            updates: "A/B",
-        });
+        fn updated() -> OsImage {
+            OsImage {
+                image_id: Some("kowabunga-kiwi".into()),
+                version: Some("0.1.1".into()),
+                boot: Boot::Disk,
+                other_slot: Some(OtherSlot::Version("0.1.0".into())),
+                updates: "A/B",
+            }
+        }
+        let board = board.with_os(updated);
         let text = board.metrics();
         assert!(
             text.contains(
