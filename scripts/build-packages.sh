@@ -95,7 +95,10 @@ commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 # ---- binaries ------------------------------------------------------------------
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
+# cargo_build HINT ARGS...: `cargo build --release --locked ARGS`, HINT added to the
+# error when it fails.
 cargo_build() {
+  local hint=$1; shift
   if [ -z "${cargo_bin:-}" ]; then
     . "$repo/scripts/lib/find-cargo.sh"
     find_cargo || die "cargo not found: install a Rust toolchain with rustup, or set CARGO=/path/to/cargo"
@@ -103,10 +106,10 @@ cargo_build() {
   say "cargo build --release --locked $*"
   (cd "$repo" && nice -n 10 "$cargo_bin" build --release --locked "$@") || die "cargo build --release --locked $* failed${hint:+ ($hint)}"
 }
-pkgs() { local a; for a in "$@"; do printf -- '-p\n%s\n' "$a"; done; }
 if [ "$want_deb" = 1 ]; then
   if [ -z "$bin_dir" ]; then
-    mapfile -t p < <(pkgs "${agents[@]}"); hint="" cargo_build "${p[@]}"
+    p=(); for a in "${agents[@]}"; do p+=(-p "$a"); done
+    cargo_build "" "${p[@]}"
     bin_dir=$target_dir/release
   fi
   for a in "${agents[@]}"; do
@@ -115,9 +118,9 @@ if [ "$want_deb" = 1 ]; then
 fi
 if [ ${#apk_agents[@]} -gt 0 ]; then
   if [ -z "$musl_bin_dir" ]; then
-    mapfile -t p < <(pkgs "${apk_agents[@]}")
-    hint="the $musl_target target and musl-gcc come with scripts/install-deps.sh --for packages" \
-      cargo_build --target "$musl_target" "${p[@]}"
+    p=(); for a in "${apk_agents[@]}"; do p+=(-p "$a"); done
+    cargo_build "the $musl_target target and musl-gcc come with scripts/install-deps.sh --for packages" \
+      --target "$musl_target" "${p[@]}"
     musl_bin_dir=$target_dir/$musl_target/release
   fi
   for a in "${apk_agents[@]}"; do
@@ -128,7 +131,7 @@ if [ ${#apk_agents[@]} -gt 0 ]; then
       || die "$musl_bin_dir/$a is dynamically linked: an .apk carries the static $musl_target build"
   done
   apk_tool=$target_dir/release/kowabunga-apk
-  hint="" cargo_build -p kowabunga-apk
+  cargo_build "" -p kowabunga-apk
 fi
 # Reproducible: every date and mtime is the last commit's (set after cargo: a
 # changed SOURCE_DATE_EPOCH makes build scripts rerun).

@@ -61,6 +61,28 @@ minisign -S -s "$tmp/test.key" -m "$tmp/doc.toml" -x "$tmp/doc.toml.minisig" >/d
 sed 's/^version = 1$/version = 2/' "$tmp/doc.toml" > "$tmp/tampered.toml"
 cp "$tmp/doc.toml.minisig" "$tmp/tampered.toml.minisig"
 
+# tamper flip APK OUT: one byte of the data stream's deflate body flipped;
+# tamper swap APK OTHER OUT: APK with OTHER's control stream. The streams are split by
+# check-apk.py's own gzip_streams.
+tamper() {
+  python3 - "$repo/scripts/check-apk.py" "$@" <<'PY'
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("check_apk", sys.argv[1])
+check_apk = importlib.util.module_from_spec(spec); spec.loader.exec_module(check_apk)
+how, args = sys.argv[2], sys.argv[3:]
+split = lambda path: check_apk.gzip_streams(open(path, "rb").read())
+if how == "flip":
+    sig, control, data = split(args[0])
+    at = 10 + (len(data) - 18) // 2  # past the 10-byte gzip header, before the trailer
+    data = data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:]
+    out, parts = args[1], (sig, control, data)
+else:
+    (sig, _, data), (_, control, _) = split(args[0]), split(args[1])
+    out, parts = args[2], (sig, control, data)
+open(out, "wb").write(b"".join(parts))
+PY
+}
+
 n=0
 for apk in "${apks[@]}"; do
   file=$(basename "$apk") agent=${file%%-[0-9]*}
@@ -71,32 +93,12 @@ for apk in "${apks[@]}"; do
     >&2 || die "$file: check-apk.py refused it"
 
   # 2. Tampered copies are refused.
-  python3 - "$apk" "$tmp/flipped.apk" <<'PY' || die "$file: could not write a tampered copy"
-import sys, zlib
-data = open(sys.argv[1], "rb").read()
-starts, rest, off = [], data, 0
-while rest:
-    d = zlib.decompressobj(wbits=31); d.decompress(rest)
-    starts.append(off); used = len(rest) - len(d.unused_data); off += used; rest = d.unused_data
-# One byte of the data stream's deflate body (past its 10-byte gzip header) flipped.
-at = starts[2] + 10 + (len(data) - starts[2] - 18) // 2
-open(sys.argv[2], "wb").write(data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:])
-PY
+  tamper flip "$apk" "$tmp/flipped.apk" || die "$file: could not write a tampered copy"
   ! python3 "$repo/scripts/check-apk.py" "$tmp/flipped.apk" --pubkey "$pub" 2>/dev/null \
     || die "$file: a copy with one data byte flipped passed check-apk.py"
   other=""; for o in "${apks[@]}"; do [ "$o" = "$apk" ] || other=$o; done
   if [ -n "$other" ]; then
-    python3 - "$apk" "$other" "$tmp/swapped.apk" <<'PY' || die "$file: could not write a swapped copy"
-import sys, zlib
-def split(data):
-    out, rest = [], data
-    while rest:
-        d = zlib.decompressobj(wbits=31); d.decompress(rest)
-        used = len(rest) - len(d.unused_data); out.append(rest[:used]); rest = d.unused_data
-    return out
-a, b = (split(open(p, "rb").read()) for p in sys.argv[1:3])
-open(sys.argv[3], "wb").write(a[0] + b[1] + a[2])
-PY
+    tamper swap "$apk" "$other" "$tmp/swapped.apk" || die "$file: could not write a swapped copy"
     ! python3 "$repo/scripts/check-apk.py" "$tmp/swapped.apk" --pubkey "$pub" 2>/dev/null \
       || die "$file: a copy with another package's control passed check-apk.py"
   fi
