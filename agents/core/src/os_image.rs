@@ -17,7 +17,7 @@
 //!   readable from the agent's sandbox, where `/dev/disk/by-partlabel` is not.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -92,8 +92,8 @@ impl OsImage {
         Self::read(
             Path::new("/etc/os-release"),
             &Partitions {
-                sys_class_block: Path::new("/sys/class/block"),
-                udev_data: Path::new("/run/udev/data"),
+                sys_class_block: PathBuf::from("/sys/class/block"),
+                udev_data: PathBuf::from("/run/udev/data"),
             },
             root_fs(),
         )
@@ -172,18 +172,18 @@ fn root_fs() -> RootFs {
 }
 
 /// Where partitions and their labels are read.
-pub struct Partitions<'a> {
+pub struct Partitions {
     /// `/sys/class/block`: one directory per block device, with its `uevent`.
-    pub sys_class_block: &'a Path,
+    pub sys_class_block: PathBuf,
     /// `/run/udev/data`: udev's database, `b<major>:<minor>` per block device.
-    pub udev_data: &'a Path,
+    pub udev_data: PathBuf,
 }
 
-impl Partitions<'_> {
+impl Partitions {
     /// Every partition's GPT label: `PARTNAME=` of its uevent, else udev's
     /// `ID_PART_ENTRY_NAME`.
     fn labels(&self) -> BTreeSet<String> {
-        let Ok(entries) = std::fs::read_dir(self.sys_class_block) else {
+        let Ok(entries) = std::fs::read_dir(&self.sys_class_block) else {
             return BTreeSet::new();
         };
         entries
@@ -236,7 +236,7 @@ mod tests {
     /// Partitions labelled `labels` under `dir/sys`; those from `added_at_runtime` on
     /// have no PARTNAME (added by systemd-repart after the kernel read the table), their
     /// label only in udev's database under `dir/udev`.
-    fn sysfs(dir: &Path, labels: &[&str], added_at_runtime: usize) -> Partitions<'static> {
+    fn sysfs(dir: &Path, labels: &[&str], added_at_runtime: usize) -> Partitions {
         let sys = dir.join("sys");
         let udev = dir.join("udev");
         std::fs::create_dir_all(&udev).unwrap();
@@ -279,10 +279,20 @@ mod tests {
         )
         .unwrap();
         Partitions {
-            sys_class_block: Box::leak(sys.into_boxed_path()),
-            udev_data: Box::leak(udev.into_boxed_path()),
+            sys_class_block: sys,
+            udev_data: udev,
         }
     }
+
+    /// A disk after first boot: slot A running 0.1.1, slot B and its verity free.
+    const FIRST_BOOT: &[&str] = &[
+        "esp",
+        "kowabunga-kiwi_0.1.1",
+        "kowabunga-kiwi_0.1.1_verity",
+        "_empty",
+        "_empty",
+        "var",
+    ];
 
     fn os_release(dir: &Path) -> std::path::PathBuf {
         let path = dir.join("os-release");
@@ -299,18 +309,7 @@ mod tests {
     fn a_fresh_disk_runs_slot_a_with_slot_b_empty() {
         let dir = tempfile::tempdir().unwrap();
         // First boot: repart added slot B and /var after the kernel read the table.
-        let parts = sysfs(
-            dir.path(),
-            &[
-                "esp",
-                "kowabunga-kiwi_0.1.1",
-                "kowabunga-kiwi_0.1.1_verity",
-                "_empty",
-                "_empty",
-                "var",
-            ],
-            3,
-        );
+        let parts = sysfs(dir.path(), FIRST_BOOT, 3);
         let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Erofs);
         assert_eq!(os.image_id.as_deref(), Some("kowabunga-kiwi"));
         assert_eq!(os.version.as_deref(), Some("0.1.1"));
@@ -386,18 +385,8 @@ mod tests {
         // The test can fail: the same first-boot disk with udev's database empty shows
         // no free slot (what reading PARTNAME alone gave under QEMU).
         let dir = tempfile::tempdir().unwrap();
-        let parts = sysfs(
-            dir.path(),
-            &[
-                "esp",
-                "kowabunga-kiwi_0.1.1",
-                "kowabunga-kiwi_0.1.1_verity",
-                "_empty",
-                "_empty",
-            ],
-            3,
-        );
-        for entry in std::fs::read_dir(parts.udev_data).unwrap() {
+        let parts = sysfs(dir.path(), FIRST_BOOT, 3);
+        for entry in std::fs::read_dir(&parts.udev_data).unwrap() {
             std::fs::remove_file(entry.unwrap().path()).unwrap();
         }
         let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Erofs);
