@@ -140,9 +140,15 @@ fn offline_reconcilers<R: Role>(role: &R) -> Result<Vec<Box<dyn DynReconciler>>,
         state_dir: scratch.0.clone(),
         progress: Progress::new(),
         boot: kernel_cmdline::BootParams::default(),
+        os_update_dir: scratch.0.join("os-update"),
     };
-    role.reconcilers(&context)
-        .map_err(|e| format!("{}: setting up its reconcilers (offline): {e}", R::NAME))
+    crate::role::pipeline_reconcilers(
+        role,
+        &context,
+        crate::os_image::OsSource::new(crate::os_image::OsImage::read_system),
+        tokio::sync::watch::channel(None).0,
+    )
+    .map_err(|e| format!("{}: setting up its reconcilers (offline): {e}", R::NAME))
 }
 
 /// A state directory path no agent uses, removed on drop if a reconciler created it.

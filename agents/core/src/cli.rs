@@ -21,6 +21,7 @@ use kowabunga_model::{Format, Progress};
 
 use crate::credentials::{self, Sources};
 use crate::generations::{GenerationStore, Source};
+use crate::os_image::{OsImage, OsSource};
 use crate::outcome::{Outcome, State};
 use crate::pipeline::{Candidate, ConfirmPolicy, Pipeline};
 use crate::record::log_outcome;
@@ -271,6 +272,7 @@ impl Common {
             state_dir: self.state_dir::<R>(),
             progress: Progress::new(),
             boot: boot.clone(),
+            os_update_dir: self.state_root.join("os-update"),
         }
     }
 }
@@ -304,7 +306,12 @@ async fn apply<R: Role>(
     let candidate = local_candidate(file, local.signature.as_deref())?;
     let trust = TrustPolicy::load(&common.trusted_keys, &common.pubkeys(&boot), insecure)
         .map_err(|e| e.to_string())?;
-    let reconcilers = role.reconcilers(&common.role_context::<R>(&boot))?;
+    let reconcilers = crate::role::pipeline_reconcilers(
+        &role,
+        &common.role_context::<R>(&boot),
+        OsSource::new(OsImage::read_system),
+        tokio::sync::watch::channel(None).0,
+    )?;
     let mut pipeline = Pipeline::new(node, reconcilers, common.open_store::<R>()?, trust);
     if let Mode::Apply {
         confirm_window,

@@ -166,7 +166,7 @@ pub struct Fetcher {
     headers: HeaderMap,
     etag: Option<HeaderValue>,
     /// Read for every report: the running OS version and the other slot's.
-    os: Option<fn() -> crate::os_image::OsImage>,
+    os: Option<crate::os_image::OsSource>,
 }
 
 /// A report's body: the outcome, and the OS image when the agent knows it.
@@ -217,7 +217,7 @@ impl Fetcher {
 
     /// Send the OS image, as `read` gives it then (`OsImage::read_system`), with every
     /// report.
-    pub fn with_os(mut self, read: fn() -> crate::os_image::OsImage) -> Self {
+    pub fn with_os(mut self, read: crate::os_image::OsSource) -> Self {
         self.os = Some(read);
         self
     }
@@ -299,7 +299,7 @@ impl Fetcher {
             .headers(self.headers.clone())
             .json(&ReportBody {
                 outcome,
-                os: self.os.map(|read| read()),
+                os: self.os.as_ref().map(crate::os_image::OsSource::read),
             })
             .send()
             .await

@@ -69,6 +69,29 @@ pub struct OsImage {
     pub other_slot: Option<OtherSlot>,
     /// How this node gets a new version, in words, for an operator reading `/status`.
     pub updates: &'static str,
+    /// Where the A/B updater is (`os-update/state.json`), when the agent runs one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update: Option<crate::update::UpdateState>,
+}
+
+/// Reads which image the node runs, afresh at each call (the system's, or a test's).
+#[derive(Clone)]
+pub struct OsSource(std::sync::Arc<dyn Fn() -> OsImage + Send + Sync>);
+
+impl OsSource {
+    pub fn new(read: impl Fn() -> OsImage + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(read))
+    }
+
+    pub fn read(&self) -> OsImage {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for OsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OsSource")
+    }
 }
 
 /// The root filesystem's kind, from `statfs("/")`.
@@ -139,7 +162,14 @@ impl OsImage {
             boot,
             other_slot,
             updates,
+            update: None,
         }
+    }
+
+    /// The same, with the updater's state.
+    pub fn with_update(mut self, update: crate::update::UpdateState) -> Self {
+        self.update = Some(update);
+        self
     }
 
     /// One line for the log.

@@ -25,10 +25,13 @@
 
 use std::path::PathBuf;
 
-use kowabunga_model::{DynReconciler, Progress, Supervised};
+use kowabunga_model::{DynReconciler, Progress, Supervised, erase};
+use tokio::sync::watch;
 
 use crate::credentials::Credentials;
+use crate::os_image::OsSource;
 use crate::push::PipelinePusher;
+use crate::update::{OsReconciler, OsSection, UpdateDir};
 
 /// Where a role's desired state comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,4 +104,28 @@ pub struct RoleContext {
     pub boot: kernel_cmdline::BootParams,
     /// Progress of long tasks (downloads, clones), shown in `/status`.
     pub progress: Progress,
+    /// The node's A/B update records (`<state root>/os-update`): one per node, whatever
+    /// its role (a node runs one image).
+    pub os_update_dir: PathBuf,
+}
+
+/// Every reconciler of a role's pipeline: the role's own, in its order, then the core's
+/// `os` (for roles that pull documents: `[os]`, the node's image version), which only
+/// records a target and so comes last. `os_target` is the [`Updater`]'s end.
+pub(crate) fn pipeline_reconcilers<R: Role>(
+    role: &R,
+    context: &RoleContext,
+    os: OsSource,
+    os_target: watch::Sender<Option<OsSection>>,
+) -> Result<Vec<Box<dyn DynReconciler>>, String> {
+    let mut reconcilers = role.reconcilers(context)?;
+    if R::STATE_SOURCE == StateSource::Pull {
+        reconcilers.push(erase(OsReconciler::new(
+            R::NAME,
+            UpdateDir::new(&context.os_update_dir),
+            os,
+            os_target,
+        )));
+    }
+    Ok(reconcilers)
 }

@@ -11,15 +11,16 @@ use crate::cli::Common;
 use crate::credentials::{self, Credentials};
 use crate::daemon::{Daemon, shutdown_signal};
 use crate::fetch::{EndpointProbe, FetchConfig, Fetcher};
-use crate::os_image::OsImage;
+use crate::os_image::{OsImage, OsSource};
 use crate::pipeline::{ConfirmPolicy, Pipeline};
 use crate::push::PipelinePusher;
 use crate::record::Recorder;
-use crate::role::{Role, StateSource};
+use crate::role::{Role, StateSource, pipeline_reconcilers};
 use crate::schedule::Schedule;
 use crate::status::{self, StatusBoard};
 use crate::supervise::{RestartPolicy, supervise};
 use crate::trust::TrustPolicy;
+use crate::update::{SystemdInstaller, UpdateDir, Updater};
 
 pub(crate) async fn run<R: Role>(
     role: R,
@@ -46,13 +47,23 @@ pub(crate) async fn run<R: Role>(
             common.trusted_keys.display()
         ));
     }
-    tracing::info!("{}", OsImage::read_system().summary());
+    let context = common.role_context::<R>(&boot);
+    // What the node runs, with the A/B updater's state (roles that pull documents run
+    // one), read afresh at each status request, scrape and report.
+    let update_dir = UpdateDir::new(&context.os_update_dir);
+    let os: OsSource = if pulls {
+        let dir = update_dir.clone();
+        OsSource::new(move || OsImage::read_system().with_update(dir.state().unwrap_or_default()))
+    } else {
+        OsSource::new(OsImage::read_system)
+    };
+    tracing::info!("{}", os.read().summary());
     let fetcher = if pulls {
         let config =
             FetchConfig::new(&credentials, R::KIND, insecure).map_err(|e| e.to_string())?;
         let fetcher = Fetcher::new(config, &credentials)
             .map_err(|e| e.to_string())?
-            .with_os(OsImage::read_system);
+            .with_os(os.clone());
         tracing::info!(
             "agent {} pulling {} every {}s",
             credentials.agent_id,
@@ -67,12 +78,16 @@ pub(crate) async fn run<R: Role>(
         );
         None
     };
-    let context = common.role_context::<R>(&boot);
-    let reconcilers = role.reconcilers(&context)?;
+    let (os_target, os_target_rx) =
+        tokio::sync::watch::channel(update_dir.target().unwrap_or_else(|e| {
+            tracing::warn!("os update: {e}; no target until the next document");
+            None
+        }));
+    let reconcilers = pipeline_reconcilers(&role, &context, os.clone(), os_target)?;
     let board = StatusBoard::new(R::NAME, &credentials.agent_id, boot.insecure)
         .with_reconcilers(reconcilers.iter().map(|r| r.name()))
         .with_progress(context.progress.clone())
-        .with_os(OsImage::read_system);
+        .with_os(os.clone());
     let mut pipeline = Pipeline::new(
         credentials.agent_id.clone(),
         reconcilers,
@@ -102,6 +117,25 @@ pub(crate) async fn run<R: Role>(
     let rpc = Arc::new(role.rpc(&context, pusher.clone()));
     let mut services = role.services(&context, pusher);
     services.push(kahuna_link::<R>(rpc, &credentials, insecure, &board));
+    if pulls {
+        let trust = TrustPolicy::load(&common.trusted_keys, &common.pubkeys(&boot), boot.insecure)
+            .map_err(|e| e.to_string())?;
+        let updater = Updater::new(
+            R::NAME,
+            update_dir,
+            trust,
+            Arc::new(SystemdInstaller::new()),
+            os,
+            os_target_rx,
+            insecure,
+            credentials.ca_file.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = updater.run().await {
+                tracing::error!("os update: {e}");
+            }
+        });
+    }
     for service in services {
         tokio::spawn(supervise(service, board.clone(), RestartPolicy::default()));
     }

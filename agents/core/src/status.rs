@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::os_image::OsSource;
 use kowabunga_model::Report;
 
 use http_body_util::Full;
@@ -74,7 +75,7 @@ pub struct Status {
     /// at each snapshot: slot labels change under a running agent).
     pub os: Option<crate::os_image::OsImage>,
     #[serde(skip)]
-    os_source: Option<fn() -> crate::os_image::OsImage>,
+    os_source: Option<OsSource>,
     /// Reconcilers of the role, in order: every metric by reconciler starts at zero.
     #[serde(skip)]
     pub reconcilers: Vec<String>,
@@ -110,7 +111,7 @@ impl StatusBoard {
     pub fn snapshot(&self) -> Status {
         let mut status = self.lock().clone();
         status.progress = status.progress_source.snapshot();
-        status.os = status.os_source.map(|read| read());
+        status.os = status.os_source.as_ref().map(OsSource::read);
         let reports = std::mem::take(&mut status.reports);
         for (name, reporter) in reports {
             status.services.entry(name).or_default().report = Some(reporter.0.status());
@@ -133,7 +134,7 @@ impl StatusBoard {
 
     /// Show the OS image the node runs, as `read` gives it at each snapshot and scrape
     /// (`OsImage::read_system`).
-    pub fn with_os(self, read: fn() -> crate::os_image::OsImage) -> Self {
+    pub fn with_os(self, read: OsSource) -> Self {
         self.lock().os_source = Some(read);
         self
     }
@@ -293,7 +294,7 @@ impl StatusBoard {
                 .map(|(name, svc)| (label("service", name), svc.restarts.to_string()))
                 .collect(),
         );
-        if let Some(os) = s.os_source.map(|read| read()) {
+        if let Some(os) = s.os_source.as_ref().map(OsSource::read) {
             let other = match &os.other_slot {
                 Some(crate::os_image::OtherSlot::Version(v)) => v.as_str(),
                 Some(crate::os_image::OtherSlot::Empty) => "empty",
@@ -311,6 +312,24 @@ impl StatusBoard {
                     "1".to_string(),
                 )],
             );
+            if let Some(update) = &os.update {
+                metric(
+                    "kowabunga_os_update_info",
+                    "gauge",
+                    "Where the A/B updater is (state) and the version it is about.",
+                    vec![(
+                        label("state", update.phase.name())
+                            + &label("version", update.phase.version().unwrap_or("")),
+                        "1".to_string(),
+                    )],
+                );
+                metric(
+                    "kowabunga_os_update_failed_versions",
+                    "gauge",
+                    "Versions booted on this node and rolled back (never installed again).",
+                    vec![(String::new(), update.failed.len().to_string())],
+                );
+            }
         }
         metric(
             "kowabunga_agent_kahuna_connected",
@@ -454,9 +473,16 @@ mod tests {
                 boot: Boot::Disk,
                 other_slot: Some(OtherSlot::Version("0.1.0".into())),
                 updates: "A/B",
+                update: Some(crate::update::UpdateState {
+                    phase: crate::update::Phase::RolledBack {
+                        version: "0.1.2".into(),
+                        running: "0.1.1".into(),
+                    },
+                    failed: vec!["0.1.2".into()],
+                }),
             }
         }
-        let board = board.with_os(updated);
+        let board = board.with_os(OsSource::new(updated));
         let text = board.metrics();
         assert!(
             text.contains(
@@ -467,6 +493,18 @@ mod tests {
         let json = serde_json::to_value(board.snapshot()).unwrap();
         assert_eq!(json["os"]["version"], "0.1.1");
         assert_eq!(json["os"]["other_slot"]["version"], "0.1.0");
+        assert_eq!(json["os"]["update"]["state"], "rolled_back");
+        assert_eq!(json["os"]["update"]["failed"][0], "0.1.2");
+        assert!(
+            text.contains(
+                "kowabunga_os_update_info{agent=\"kiwi\",state=\"rolled_back\",version=\"0.1.2\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("kowabunga_os_update_failed_versions{agent=\"kiwi\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -2,149 +2,23 @@
 //! version's artifacts as `scripts/make-update.sh` lays them out, `SHA256SUMS` signed
 //! by the real `minisign` CLI. Each refusal leaves the staging directory empty.
 //!
-//! The server is a few lines over a TCP socket rather than hyper, so that it can lie:
-//! announce a `Content-Length` and close the connection halfway (a truncated download).
+//! The server (`support::artifacts`) can lie: announce a `Content-Length` and close the
+//! connection halfway (a truncated download).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use kowabunga_agent::trust::TrustPolicy;
 use kowabunga_agent::update::{Kind, UpdateConfig, UpdateError, stage};
-use sha2::{Digest, Sha256};
 use support::Key;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use support::artifacts::{ROOT_UUID, Server, names, publish_version};
 
-const ROOT_UUID: &str = "238d195d-61dc-8f7b-3836-d7ab7a183030";
-const VERITY_UUID: &str = "142af3d8-ffa5-6bd1-51ea-261d15c07d07";
-
-/// What the server answers for one path.
-#[derive(Clone)]
-struct File {
-    body: Vec<u8>,
-    /// Bytes actually sent (less than `body` for a truncated answer).
-    send: usize,
-}
-
-type Files = Arc<Mutex<BTreeMap<String, File>>>;
-
-struct Server {
-    base: String,
-    files: Files,
-    requests: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}/v/0.1.1", listener.local_addr().unwrap());
-        let files: Files = Arc::default();
-        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (f, r) = (files.clone(), requests.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut socket, _)) = listener.accept().await else {
-                    return;
-                };
-                let (f, r) = (f.clone(), r.clone());
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        if socket.read(&mut byte).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push(byte[0]);
-                    }
-                    let head = String::from_utf8_lossy(&head).to_string();
-                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
-                    r.lock().unwrap().push(head);
-                    let file = f
-                        .lock()
-                        .unwrap()
-                        .get(path.trim_start_matches("/v/0.1.1/"))
-                        .cloned();
-                    let reply = match file {
-                        Some(file) => {
-                            let mut out = format!(
-                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                                file.body.len()
-                            )
-                            .into_bytes();
-                            out.extend_from_slice(&file.body[..file.send]);
-                            out
-                        }
-                        None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                            .to_vec(),
-                    };
-                    let _ = socket.write_all(&reply).await;
-                    let _ = socket.shutdown().await;
-                });
-            }
-        });
-        Self {
-            base,
-            files,
-            requests,
-        }
-    }
-
-    fn put(&self, name: &str, body: Vec<u8>) {
-        let send = body.len();
-        self.files
-            .lock()
-            .unwrap()
-            .insert(name.to_owned(), File { body, send });
-    }
-
-    fn truncate(&self, name: &str, send: usize) {
-        self.files.lock().unwrap().get_mut(name).unwrap().send = send;
-    }
-
-    fn request_count(&self) -> usize {
-        self.requests.lock().unwrap().len()
-    }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn names(role: &str, version: &str, arch: &str) -> [String; 3] {
-    let base = format!("kowabunga-{role}_{version}_{arch}");
-    [
-        format!("{base}.efi.xz"),
-        format!("{base}.root.{ROOT_UUID}.raw.xz"),
-        format!("{base}.verity.{VERITY_UUID}.raw.xz"),
-    ]
-}
-
-/// Deterministic contents, distinct per file.
-fn content(i: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|j| ((i * 131 + j * 7) % 251) as u8).collect()
-}
-
-/// Serves artifacts named for `role`/`arch` (version 0.1.1) and their `SHA256SUMS`
-/// signed by `key`; returns the contents by name.
+/// `publish_version` for 0.1.1, the version every test here asks for.
 fn publish(server: &Server, key: &Key, role: &str, arch: &str) -> BTreeMap<String, Vec<u8>> {
-    let mut sums = String::new();
-    let mut contents = BTreeMap::new();
-    for (i, name) in names(role, "0.1.1", arch).iter().enumerate() {
-        let body = content(i, 50_000 + i * 1000);
-        sums.push_str(&format!("{}  {name}\n", sha256_hex(&body)));
-        server.put(name, body.clone());
-        contents.insert(name.clone(), body);
-    }
-    server.put("SHA256SUMS.minisig", key.sign(sums.as_bytes()));
-    server.put("SHA256SUMS", sums.into_bytes());
-    contents
+    publish_version(server, key, role, "0.1.1", arch)
 }
 
 struct Setup {

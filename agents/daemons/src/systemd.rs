@@ -129,6 +129,24 @@ impl Systemd {
         self.job("ReloadOrRestartUnit", unit).await
     }
 
+    /// `systemctl start UNIT`, done when the job ended `done` (for a oneshot service:
+    /// when its command exited 0).
+    pub async fn start(&self, unit: &str) -> Result<(), SystemdError> {
+        self.job("StartUnit", unit).await
+    }
+
+    /// `systemctl reboot`: queue `reboot.target` so that nothing can cancel it. Returns
+    /// once queued; the system goes down without waiting for our answer.
+    pub async fn reboot(&self) -> Result<(), SystemdError> {
+        self.manager_call::<OwnedObjectPath>(
+            "StartUnit",
+            "reboot.target",
+            &("reboot.target", "replace-irreversibly"),
+        )
+        .await
+        .map(drop)
+    }
+
     /// `systemctl stop UNIT`, done when the job ended `done`.
     pub async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
         self.job("StopUnit", unit).await

@@ -16,6 +16,8 @@ use kowabunga_model::{Action, Document, Planned, ReconcileError, Reconciler};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+pub mod artifacts;
+
 pub const NODE: &str = "kiwi-test-1";
 pub const API_KEY: &str = "k3y-for-tests";
 
