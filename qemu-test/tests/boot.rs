@@ -241,7 +241,8 @@ fn uefi_disk_boot_reaches_agent_ready_with_credentials_from_the_esp() {
         !vm.console().contains(API_KEY),
         "the API key appeared on the console"
     );
-    // The reports say which image runs: slot A's version, slot B never written.
+    // The reports say which image runs: slot A's version, slot B never written, the
+    // updater idle (no [os] asked).
     let label = h.artifacts.root_label().unwrap_or_else(|e| panic!("{e}"));
     let (image_id, version) = label.split_once('_').unwrap_or_else(|| panic!("{label}"));
     let os = h.kahuna.last_report_os();
@@ -253,6 +254,7 @@ fn uefi_disk_boot_reaches_agent_ready_with_credentials_from_the_esp() {
             "boot": "disk",
             "other_slot": { "state": "empty" },
             "updates": "A/B: a new version is written to the other slot and booted with boot counting",
+            "update": { "state": "idle" },
         })),
         "the report's os object"
     );
