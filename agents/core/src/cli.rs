@@ -98,6 +98,17 @@ enum Command {
     },
     /// Print the JSON Schema of this agent's document (for editors and CI).
     Schema,
+    /// Exit 0 once the running agent shows a good boot (generation restored, last
+    /// attempt not reverted, Kahuna or the config endpoint reached), 1 if it does not
+    /// within the deadline: the A/B health gate run before `boot-complete.target`.
+    HealthGate {
+        /// Seconds to wait for a good boot.
+        #[arg(long, default_value_t = 300)]
+        deadline: u64,
+        /// Address of the running agent's status endpoint (default: the role's).
+        #[arg(long)]
+        status_addr: Option<SocketAddr>,
+    },
     /// Show the agent's status (from the running agent, else from its state directory).
     Status {
         #[command(flatten)]
@@ -216,6 +227,28 @@ async fn dispatch<R: Role>(role: R, command: Command) -> Result<ExitCode, String
             crate::check::check(&role, &file, signature.as_deref(), &keys, node.as_deref())
         }
         Command::Schema => crate::check::print_schema(&role),
+        Command::HealthGate {
+            deadline,
+            status_addr,
+        } => {
+            let addr = status_addr.unwrap_or_else(|| status::default_addr(R::STATUS_PORT));
+            match crate::health_gate::wait(
+                addr,
+                Duration::from_secs(deadline),
+                Duration::from_secs(2),
+            )
+            .await
+            {
+                Ok(()) => {
+                    println!("{}: this boot is good", R::NAME);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(why) => {
+                    eprintln!("{}: health gate failed: {why}", R::NAME);
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Status {
             common,
             status_addr,

@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod failpoint;
 pub mod fetch;
 pub mod generations;
+pub mod health_gate;
 pub mod logging;
 pub mod os_image;
 pub mod outcome;

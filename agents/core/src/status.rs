@@ -60,6 +60,9 @@ pub struct Status {
     pub fetch_failures: u64,
     pub consecutive_fetch_failures: u32,
     pub last_fetch_error: Option<String>,
+    /// Unix seconds of the last poll the config endpoint answered (the health gate
+    /// asks whether it answered during this boot).
+    pub last_fetch_ok: Option<i64>,
     /// Corrections of drift from the generation in force since start, by reconciler.
     pub drift_corrections: BTreeMap<String, u64>,
     /// Seconds until the next poll, as last scheduled.
@@ -196,6 +199,7 @@ impl StatusBoard {
         let mut status = self.lock();
         status.consecutive_fetch_failures = 0;
         status.last_fetch_error = None;
+        status.last_fetch_ok = Some(kowabunga_model::Timestamp::now().as_unix_seconds());
     }
 
     pub fn fetch_failed(&self, error: &str) {
