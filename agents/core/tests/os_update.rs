@@ -127,7 +127,7 @@ impl Node {
             None,
         )
         .with_clock(clock)
-        .with_retry(Duration::from_secs(5))
+        .with_retry(Duration::from_secs(5), Duration::from_secs(12))
     }
 
     fn boot_into(&self, version: &str) {
@@ -355,6 +355,15 @@ async fn a_transport_failure_is_retried_later_not_refused() {
     assert_eq!(
         updater.step(Some(&os)).await.unwrap(),
         Next::After(Duration::from_secs(5))
+    );
+    // Backing off: doubled, then capped.
+    assert_eq!(
+        updater.step(Some(&os)).await.unwrap(),
+        Next::After(Duration::from_secs(10))
+    );
+    assert_eq!(
+        updater.step(Some(&os)).await.unwrap(),
+        Next::After(Duration::from_secs(12))
     );
     assert_eq!(
         node.state().phase,

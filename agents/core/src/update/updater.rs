@@ -8,7 +8,8 @@
 //!            `-> refused(V) <'
 //! ```
 //!
-//! - staging: [`stage`] downloads and verifies (a transport failure is retried after
+//! - staging: [`stage`] downloads and verifies (a transport failure, such as the network
+//!   not up yet at boot, is retried after a back-off from 15 s to 10 min,
 //!   [`Updater::with_retry`]; a verification failure refuses the version for that URL);
 //! - installing: the [`Installer`] runs systemd-sysupdate from the staging directory;
 //! - installed: waits for the reboot the policy allows (now, the daily window, or a
@@ -22,8 +23,10 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use kowabunga_backoff::Exponential;
 use tokio::sync::watch;
 
 use super::section::{OsSection, RebootPolicy};
@@ -112,7 +115,9 @@ pub struct Updater {
     target: watch::Receiver<Option<OsSection>>,
     insecure: bool,
     ca_file: Option<PathBuf>,
-    retry: Duration,
+    retry: Exponential,
+    /// Transport failures in a row (reset by a download that gets through).
+    transient_failures: AtomicU32,
     clock: fn() -> u32,
 }
 
@@ -156,14 +161,16 @@ impl Updater {
             target,
             insecure,
             ca_file,
-            retry: Duration::from_secs(600),
+            retry: Exponential::new(Duration::from_secs(15), Duration::from_secs(600)),
+            transient_failures: AtomicU32::new(0),
             clock: utc_minute,
         }
     }
 
-    /// How long after a transport failure the download is tried again (10 min).
-    pub fn with_retry(mut self, retry: Duration) -> Self {
-        self.retry = retry;
+    /// How long after a transport failure the download is tried again: `first` after
+    /// the first, doubled after each further one, at most `max` (15 s to 10 min).
+    pub fn with_retry(mut self, first: Duration, max: Duration) -> Self {
+        self.retry = Exponential::new(first, max);
         self
     }
 
@@ -217,7 +224,7 @@ impl Updater {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::error!("os update: {e}");
-                    Next::After(self.retry)
+                    Next::After(self.retry.max())
                 }
             };
             let changed = match next {
@@ -321,13 +328,18 @@ impl Updater {
         config.insecure = self.insecure;
         config.ca_file = self.ca_file.clone();
         let staged = match stage(&config, &self.trust).await {
-            Ok(staged) => staged,
+            Ok(staged) => {
+                self.transient_failures.store(0, Ordering::Relaxed);
+                staged
+            }
             Err(e) if is_transient(&e) => {
+                let failures = self.transient_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                let delay = self.retry.delay(failures);
                 tracing::warn!(
                     "os update: downloading {version}: {e}; trying again in {}s",
-                    self.retry.as_secs()
+                    delay.as_secs()
                 );
-                return Ok(Next::After(self.retry));
+                return Ok(Next::After(delay));
             }
             Err(e) => {
                 self.refuse(&mut state, os, &e.to_string())?;
