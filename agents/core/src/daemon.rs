@@ -104,6 +104,7 @@ impl Daemon {
                 Ok(Some(_)) => failures = 0,
                 Ok(None) => {
                     failures = 0;
+                    watchdog.guard(self.recorder.flush()).await;
                     watchdog.guard(self.correct_drift()).await;
                 }
                 Err(error) => {
@@ -136,16 +137,33 @@ impl Daemon {
     }
 
     /// Undo an interrupted apply, re-apply the generation in force, report.
+    ///
+    /// Kahuna hears of the restore: the interrupted apply's outcome if there was one,
+    /// else the generation in force, applied again (`applied`, its version). That report
+    /// says what the node runs after a reboot (its `os`: an update booted, a rollback);
+    /// made before the uplink is up, it is sent after the first poll that gets through.
     pub async fn restore(&self) {
         let restored = self.pipeline.lock().await.restore().await;
-        match restored {
-            Ok(Some(outcome)) => self.record(&outcome).await,
-            Ok(None) => {}
-            Err(e) => tracing::error!("{e}"),
-        }
+        let reported = match restored {
+            Ok(Some(outcome)) => {
+                self.record(&outcome).await;
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!("{e}");
+                true
+            }
+        };
         let current = self.pipeline.lock().await.store().current();
         match current {
-            Ok(Some(g)) => self.board.in_force(Some(g.meta.seq), Some(g.meta.version)),
+            Ok(Some(g)) => {
+                self.board.in_force(Some(g.meta.seq), Some(g.meta.version));
+                if !reported {
+                    self.record(&Outcome::applied(g.meta.version, g.meta.seq))
+                        .await;
+                }
+            }
             Ok(None) => tracing::info!("no generation yet: waiting for a document"),
             Err(e) => tracing::error!("{e}"),
         }

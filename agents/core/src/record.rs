@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use crate::fetch::Fetcher;
+use crate::fetch::{FetchError, Fetcher};
 use crate::outcome::{Outcome, State};
 use crate::status::StatusBoard;
 
@@ -16,6 +16,11 @@ pub struct Recorder {
     /// Where reports go; `None` for a role that pulls no document (Kahuna's config API
     /// knows nothing of it): outcomes are then logged and shown only.
     fetcher: Option<Arc<Mutex<Fetcher>>>,
+    /// The last outcome whose report did not get through because Kahuna or the network
+    /// was away, sent again by [`Recorder::flush`] after the next poll that did: the
+    /// restore at boot usually comes before the uplink is up, and it is the report that
+    /// tells Kahuna what the node runs after a reboot (an OS update, a rollback).
+    pending: Arc<Mutex<Option<Outcome>>>,
 }
 
 impl Recorder {
@@ -23,6 +28,7 @@ impl Recorder {
         Self {
             board,
             fetcher: Some(fetcher),
+            pending: Arc::default(),
         }
     }
 
@@ -31,6 +37,7 @@ impl Recorder {
         Self {
             board,
             fetcher: None,
+            pending: Arc::default(),
         }
     }
 
@@ -42,15 +49,45 @@ impl Recorder {
     pub async fn record(&self, outcome: &Outcome) {
         log_outcome(outcome);
         self.board.attempt(outcome);
-        let Some(fetcher) = &self.fetcher else {
-            return;
-        };
         if outcome.state == State::Unchanged {
             return;
         }
-        if let Err(e) = fetcher.lock().await.report(outcome).await {
-            tracing::warn!("reporting \"{outcome}\": {e}");
+        // A newer outcome replaces one still waiting to be reported.
+        let mut pending = self.pending.lock().await;
+        *pending = None;
+        self.send(outcome, &mut pending).await;
+    }
+
+    /// Report the outcome a transport failure held back, if any (after a poll that
+    /// reached the endpoint).
+    pub async fn flush(&self) {
+        let mut pending = self.pending.lock().await;
+        if let Some(outcome) = pending.take() {
+            self.send(&outcome, &mut pending).await;
         }
+    }
+
+    async fn send(&self, outcome: &Outcome, pending: &mut Option<Outcome>) {
+        let Some(fetcher) = &self.fetcher else {
+            return;
+        };
+        match fetcher.lock().await.report(outcome).await {
+            Ok(()) => {}
+            Err(e) if worth_retrying(&e) => {
+                tracing::warn!("reporting \"{outcome}\": {e} (sent again after the next poll)");
+                *pending = Some(outcome.clone());
+            }
+            Err(e) => tracing::warn!("reporting \"{outcome}\": {e}"),
+        }
+    }
+}
+
+/// Kahuna or the network away, not a report Kahuna refused.
+fn worth_retrying(e: &FetchError) -> bool {
+    match e {
+        FetchError::Transport { .. } => true,
+        FetchError::Status { status, .. } => *status >= 500 || *status == 429,
+        _ => false,
     }
 }
 

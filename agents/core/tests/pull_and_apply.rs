@@ -396,11 +396,12 @@ async fn unreachable_endpoint_keeps_the_generation_and_backs_off() {
     let daemon = daemon.with_schedule(fast_schedule(Duration::from_secs(10)));
     let polls = 6;
     let counted = arrivals.clone();
+    // The first request is the restore's report (503 as well), then the polls.
     daemon
-        .run(until(move || counted.lock().unwrap().len() >= polls))
+        .run(until(move || counted.lock().unwrap().len() > polls))
         .await;
 
-    let arrivals = arrivals.lock().unwrap().clone();
+    let arrivals = arrivals.lock().unwrap()[1..].to_vec();
     assert!(arrivals.len() >= polls, "{arrivals:?}");
     assert_eq!(arrivals[0].1, None, "the first poll follows no back-off");
     // 40 ms, 80, 160, 320, 640 (±10 %): doubled after each failure, where a fixed
@@ -535,4 +536,44 @@ async fn https_with_a_pinned_ca_and_refusal_of_another() {
         .err()
         .expect("a CA file without PEM is refused");
     assert!(err.to_string().contains("bogus.pem"), "{err}");
+}
+
+/// The restore at boot comes before the uplink is up: its report fails, and it is the
+/// report that tells Kahuna what the node runs after a reboot (an OS update, a
+/// rollback). It is sent again once a poll gets through, not lost.
+#[tokio::test]
+async fn a_report_that_could_not_be_sent_is_sent_after_the_next_poll_that_gets_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_key, kahuna, agent) = agent_on_v1(tmp.path(), 1).await;
+    let reported = kahuna.reports().len();
+    tokio::time::pause();
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let mut served = kahuna.served.lock().unwrap();
+        served.unavailable = true;
+        let counted = requests.clone();
+        served.on_request = Some(Arc::new(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+    }
+    let daemon = agent
+        .daemon
+        .with_schedule(fast_schedule(Duration::from_secs(1)));
+    let seen = requests.clone();
+    let served = kahuna.served.clone();
+    daemon
+        .run(until(move || {
+            let mut served = served.lock().unwrap();
+            // The restore's report and two polls failed: Kahuna comes back.
+            if seen.load(std::sync::atomic::Ordering::SeqCst) >= 3 {
+                served.unavailable = false;
+            }
+            served.reports.len() > reported
+        }))
+        .await;
+    let reports = kahuna.reports();
+    assert_eq!(reports.len(), reported + 1, "{reports:?}");
+    let last = reports.last().unwrap();
+    assert_eq!(last["version"], 1, "{last}");
+    assert_eq!(last["state"], "applied", "{last}");
 }
