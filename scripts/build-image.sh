@@ -3,7 +3,7 @@
 #
 #   scripts/build-image.sh ROLE [--arch x86_64] [--out DIR] [--mirror URL]
 #                               [--version V] [--agent-bin PATH] [--no-install]
-#                               [--update-key FILE]
+#                               [--update-key FILE] [--overlay DIR]...
 #
 # ROLE       a directory of overlays/ (kiwi, ...) with a matching agent binary
 # --arch     target architecture (x86_64 only for now)
@@ -18,6 +18,9 @@
 # --update-key  minisign secret key signing update/ROLE/SHA256SUMS (also
 #            KOWABUNGA_UPDATE_KEY); without one the update is left unsigned and
 #            nodes refuse it (make one with: minisign -G -W -p K.pub -s K.key)
+# --overlay  one more tree of files baked in after overlays/common and
+#            overlays/ROLE (a site's own files; the QEMU tier's update test builds
+#            a version whose health gate fails with one); may be repeated
 #
 # Writes to --out:
 #   ROLE-VERSION-ARCH.raw          GPT disk: ESP (systemd-boot + UKI), erofs
@@ -55,6 +58,7 @@ say() { printf '    %s\n' "$*" >&2; }
 die() { printf '\nbuild-image: error: %s\n' "$*" >&2; exit 1; }
 
 role="" arch=x86_64 out="$repo/dist" mirror="${KOWABUNGA_MIRROR:-}" version="" agent_bin="" install=1 kernel= update_key="${KOWABUNGA_UPDATE_KEY:-}"
+overlays=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) [ $# -ge 2 ] || die "--arch needs a value"; arch=$2; shift 2 ;;
@@ -72,6 +76,8 @@ while [ $# -gt 0 ]; do
     --no-install) install=0; shift ;;
     --update-key) [ $# -ge 2 ] || die "--update-key needs a file"; update_key=$2; shift 2 ;;
     --update-key=*) update_key=${1#*=}; shift ;;
+    --overlay) [ $# -ge 2 ] || die "--overlay needs a directory"; overlays+=("$2"); shift 2 ;;
+    --overlay=*) overlays+=("${1#*=}"); shift ;;
     -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *) [ -z "$role" ] || die "only one ROLE may be given (got '$role' and '$1')"; role=$1; shift ;;
@@ -106,6 +112,13 @@ case "$version" in *[!A-Za-z0-9.-]*) die "invalid version '$version' (letters, d
 label_max="kowabunga-${role}_${version}_verity"
 [ ${#label_max} -le 36 ] || die "version '$version' too long for role $role: partition label '$label_max' is ${#label_max} characters, GPT allows 36 (at most $(( 36 - ${#label_max} + ${#version} )) characters of version)"
 name="$role-$version-$arch"
+overlay_args=() extra_trees=()
+for o in "${overlays[@]}"; do
+  [ -d "$o" ] || die "--overlay '$o': not a directory"
+  o=$(cd "$o" && pwd)
+  overlay_args+=(--overlay "$o")
+  extra_trees+=(--extra-tree "$o")
+done
 mkdir -p "$out" || die "cannot create output directory '$out'"
 out=$(cd "$out" && pwd)
 work="$repo/target/image/$role"
@@ -145,7 +158,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "installing with scripts/install-deps.sh --for image"
     "$repo/scripts/install-deps.sh" --for image ${mirror:+--mirror "$mirror"} || die "installing host tools failed"
     exec "$0" "$role" --arch "$arch" --out "$out" --version "$version" --kernel "$kernel" ${mirror:+--mirror "$mirror"} \
-      ${agent_bin:+--agent-bin "$agent_bin"} ${update_key:+--update-key "$update_key"} --no-install
+      ${agent_bin:+--agent-bin "$agent_bin"} ${update_key:+--update-key "$update_key"} "${overlay_args[@]}" --no-install
   fi
   printf '    missing: %s\n' "${missing[@]}" >&2
   die "host tools missing; run (as root): scripts/install-deps.sh --for image"
@@ -229,8 +242,8 @@ run_mkosi "$work/mkosi.log" --directory "$repo/image" \
   --image-id "kowabunga-$role" --image-version "$version" \
   --unified-kernel-image-format "kowabunga-${role}_${version}" \
   --output "$name" --output-dir "$work/out" --initrd "$initrd" --package "$kernel_pkg" \
-  --extra-tree "$repo/overlays/common" --extra-tree "$repo/overlays/$role" --extra-tree "$work/agent" \
-  "${profile_args[@]}"
+  --extra-tree "$repo/overlays/common" --extra-tree "$repo/overlays/$role" "${extra_trees[@]}" \
+  --extra-tree "$work/agent" "${profile_args[@]}"
 raw="$work/out/$name.raw"
 [ -f "$raw" ] || die "mkosi produced no $raw"
 
