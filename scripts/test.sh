@@ -12,24 +12,30 @@
 #                              from outside; then the agents' .deb packages
 #                              (scripts/test-packages.sh) and .apk packages
 #                              (scripts/test-apk.sh)
+#   scripts/test.sh --updates  the A/B update boot test, outside the CI run (~25 min
+#                              of TCG: ten boots of one VM; docs/benchmarks.md): builds
+#                              the kiwi image V, V.1 and V.2 (whose health gate fails),
+#                              then boots V -> power cut -> V.1 -> V.2 -> back to V.1
 #
 # Installs what it needs first (scripts/install-deps.sh). Needs root: the kernel tests
 # create network namespaces and nftables tables, the QEMU tier builds images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-fast=1 fuzz=1 qemu=1
+fast=1 fuzz=1 qemu=1 updates=0
 case "${1:-}" in
   "") ;;
   --fast) fuzz=0 qemu=0 ;;
   --fuzz) fast=0 qemu=0 ;;
   --qemu) fast=0 fuzz=0 ;;
-  -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-  *) echo "usage: scripts/test.sh [--fast|--fuzz|--qemu]" >&2; exit 2 ;;
+  --updates) fast=0 fuzz=0 qemu=0 updates=1 ;;
+  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+  *) echo "usage: scripts/test.sh [--fast|--fuzz|--qemu|--updates]" >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || { echo "scripts/test.sh: run as root (network namespaces, nftables, image build)" >&2; exit 1; }
 say() { printf '\n[test] %s\n' "$*" >&2; }
 started=$SECONDS
+update_test=ab_update_to_v2_is_blessed_and_an_unhealthy_v3_rolls_back_to_v2_by_itself
 tier_start=$SECONDS
 # Each tier's duration, printed at the end (docs/benchmarks.md keeps them).
 timings=()
@@ -90,8 +96,9 @@ if [ "$qemu" = 1 ]; then
   done
   say "QEMU tier: the A/B update installed into slot B of the kiwi disk (systemd-sysupdate, no boot)"
   scripts/test-sysupdate.sh dist --role kiwi
-  say "QEMU tier: boots"
-  KOWABUNGA_QEMU_TESTS=1 cargo test -p qemu-test --locked -- --ignored --test-threads=1
+  say "QEMU tier: boots (all but the A/B update test: scripts/test.sh --updates)"
+  KOWABUNGA_QEMU_TESTS=1 cargo test -p qemu-test --locked -- --ignored --test-threads=1 \
+    --skip "$update_test"
   tier_done "QEMU tier"
   disk
   say "packages: each agent's .deb installed, verified and purged in bookworm and trixie roots; each .apk read back and run without libc"
@@ -104,5 +111,21 @@ if [ "$qemu" = 1 ]; then
   scripts/test-apk.sh --packages dist/packages
   tier_done "packages"
   disk
+fi
+if [ "$updates" = 1 ]; then
+  # The node goes from the kiwi image V to V.1, then to V.2, a build whose health gate
+  # fails (its agent cannot reach Kahuna): qemu-test/tests/boot.rs, docs/images.md.
+  say "A/B update boot test: the kiwi image V, V.1 and V.2 (unhealthy)"
+  scripts/install-deps.sh --for image --for qemu
+  v1=$(cargo pkgid -p kiwi | sed 's/.*[#@]//')
+  scripts/build-image.sh kiwi
+  rm -rf dist/update-test
+  scripts/build-image.sh kiwi --version "$v1.1" --out dist/update-test/next --agent-bin target/release/kiwi
+  scripts/build-image.sh kiwi --version "$v1.2" --out dist/update-test/unhealthy --agent-bin target/release/kiwi \
+    --overlay qemu-test/overlays/unhealthy
+  tier_done "update builds"
+  say "A/B update boot test: V -> power cut -> V.1 -> V.2 -> rolled back to V.1"
+  KOWABUNGA_QEMU_TESTS=1 cargo test -p qemu-test --locked --test boot -- --ignored --exact "$update_test"
+  tier_done "update boots"
 fi
 say "durations: ${timings[*]:-none}; total $((SECONDS - started)) s"

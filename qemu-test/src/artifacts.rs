@@ -184,6 +184,16 @@ pub fn personalize(disk: &Path, args: &[&str]) -> Result<(), ArtifactError> {
 /// Byte offset and length of the GPT partition labelled `label` in a disk image
 /// (read with `sfdisk --json`).
 pub fn partition(disk: &Path, label: &str) -> Result<(u64, u64), ArtifactError> {
+    find_partition(disk, |p| p["name"].as_str() == Some(label)).ok_or_else(|| {
+        ArtifactError::Tool(format!(
+            "no partition labelled {label} in {}",
+            disk.display()
+        ))
+    })?
+}
+
+/// The partitions of a disk image's GPT (`sfdisk --json`'s objects) and its sector size.
+fn partition_table(disk: &Path) -> Result<(u64, Vec<serde_json::Value>), ArtifactError> {
     let out = Command::new("sfdisk")
         .arg("--json")
         .arg(disk)
@@ -204,18 +214,174 @@ pub fn partition(disk: &Path, label: &str) -> Result<(u64, u64), ArtifactError> 
     let sector = table["partitiontable"]["sectorsize"]
         .as_u64()
         .unwrap_or(512);
-    table["partitiontable"]["partitions"]
+    let partitions = table["partitiontable"]["partitions"]
         .as_array()
+        .cloned()
+        .unwrap_or_default();
+    Ok((sector, partitions))
+}
+
+/// Offset and length of the first partition `matches` accepts: `None` when there is
+/// none, `Some(Err)` when the table cannot be read.
+fn find_partition(
+    disk: &Path,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> Option<Result<(u64, u64), ArtifactError>> {
+    let (sector, partitions) = match partition_table(disk) {
+        Ok(table) => table,
+        Err(e) => return Some(Err(e)),
+    };
+    partitions.iter().find(|p| matches(p)).and_then(|p| {
+        Some(Ok((
+            p["start"].as_u64()? * sector,
+            p["size"].as_u64()? * sector,
+        )))
+    })
+}
+
+/// One image version's A/B update artifacts (`update/<role>/` of a build): the version
+/// they carry and each file's name and bytes (`SHA256SUMS` among them, unsigned or not).
+#[derive(Debug)]
+pub struct Update {
+    pub version: String,
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+impl Update {
+    /// Reads `<dist>/update/<role>/`; the version is read off the UKI's file name
+    /// (`kowabunga-<role>_<version>_<arch>.efi.xz`).
+    pub fn read(dist: &Path, role: &str) -> Result<Self, ArtifactError> {
+        let dir = dist.join("update").join(role);
+        let io = |what: String| move |source| ArtifactError::Io { what, source };
+        let mut files = Vec::new();
+        let mut version = None;
+        for entry in fs::read_dir(&dir).map_err(io(format!(
+            "reading {} (build it with scripts/build-image.sh {role} --out {})",
+            dir.display(),
+            dist.display()
+        )))? {
+            let path = entry
+                .map_err(io(format!("reading {}", dir.display())))?
+                .path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            if name == "SHA256SUMS.minisig" {
+                continue;
+            }
+            if let Some(rest) = name
+                .strip_prefix(&format!("kowabunga-{role}_"))
+                .and_then(|r| r.strip_suffix(".efi.xz"))
+            {
+                version = rest.rsplit_once('_').map(|(v, _arch)| v.to_owned());
+            }
+            let bytes = fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+            files.push((name, bytes));
+        }
+        let version = version.ok_or_else(|| {
+            ArtifactError::Tool(format!("no kowabunga-{role}_*.efi.xz in {}", dir.display()))
+        })?;
+        Ok(Self { version, files })
+    }
+
+    /// The `SHA256SUMS` file.
+    pub fn sums(&self) -> Option<&[u8]> {
+        self.files
+            .iter()
+            .find(|(name, _)| name == "SHA256SUMS")
+            .map(|(_, bytes)| bytes.as_slice())
+    }
+}
+
+/// The files in `/EFI/Linux` of a disk image's ESP (listed with mtools' `mdir`).
+pub fn esp_linux_entries(disk: &Path) -> Result<Vec<String>, ArtifactError> {
+    let (offset, _) = partition_of_type(disk, ESP_TYPE)?;
+    let out = Command::new("mdir")
+        .arg("-b")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", disk.display()))
+        .arg("::/EFI/Linux")
+        .output()
+        .map_err(|source| ArtifactError::Io {
+            what: "running mdir (mtools)".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(ArtifactError::Tool(format!(
+            "mdir ::/EFI/Linux on {} failed: {}",
+            disk.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().rsplit('/').next().map(str::to_owned))
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The EFI system partition's GPT type.
+const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+
+/// The labels of a disk image's GPT partitions, in table order.
+pub fn partition_labels(disk: &Path) -> Result<Vec<String>, ArtifactError> {
+    Ok(partition_table(disk)?
+        .1
         .into_iter()
-        .flatten()
-        .find(|p| p["name"].as_str() == Some(label))
-        .and_then(|p| Some((p["start"].as_u64()? * sector, p["size"].as_u64()? * sector)))
-        .ok_or_else(|| {
-            ArtifactError::Tool(format!(
-                "no partition labelled {label} in {}",
-                disk.display()
-            ))
-        })
+        .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
+        .collect())
+}
+
+/// GPT type of an x86-64 root partition (slots A and B).
+pub const ROOT_X86_64_TYPE: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
+
+/// Offset and length of the partition of type `gpt_type` labelled `label`: `None` when
+/// there is none.
+pub fn partition_of(
+    disk: &Path,
+    gpt_type: &str,
+    label: &str,
+) -> Result<Option<(u64, u64)>, ArtifactError> {
+    find_partition(disk, |p| {
+        p["name"].as_str() == Some(label)
+            && p["type"]
+                .as_str()
+                .is_some_and(|t| t.eq_ignore_ascii_case(gpt_type))
+    })
+    .transpose()
+}
+
+/// `len` bytes of `disk` at `offset`.
+pub fn read_at(disk: &Path, offset: u64, len: usize) -> Result<Vec<u8>, ArtifactError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |what: &str| {
+        let what = format!("{what} {}", disk.display());
+        move |source| ArtifactError::Io { what, source }
+    };
+    let mut file = fs::File::open(disk).map_err(io("opening"))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(io("seeking in"))?;
+    let mut bytes = vec![0; len];
+    file.read_exact(&mut bytes).map_err(io("reading"))?;
+    Ok(bytes)
+}
+
+fn partition_of_type(disk: &Path, gpt_type: &str) -> Result<(u64, u64), ArtifactError> {
+    find_partition(disk, |p| {
+        p["type"]
+            .as_str()
+            .is_some_and(|t| t.eq_ignore_ascii_case(gpt_type))
+    })
+    .ok_or_else(|| {
+        ArtifactError::Tool(format!(
+            "no partition of type {gpt_type} in {}",
+            disk.display()
+        ))
+    })?
 }
 
 /// Overwrites `bytes` at `offset` in `disk` (the tests' way to tamper with an image).

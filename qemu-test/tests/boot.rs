@@ -16,7 +16,9 @@ use qemu_test::artifacts::{self, Artifacts};
 use qemu_test::document::document;
 use qemu_test::kahuna::{Credentials, FakeKahuna, Report};
 use qemu_test::sign::Signer;
-use qemu_test::vm::{Boot, KAHUNA_GUEST_ADDR, KAHUNA_RPC_GUEST_PORT, SocketNic, Vm, VmConfig};
+use qemu_test::vm::{
+    BOOT_BANNER, Boot, KAHUNA_GUEST_ADDR, KAHUNA_RPC_GUEST_PORT, SocketNic, Vm, VmConfig,
+};
 use serde_json::json;
 
 /// Boots under TCG take minutes; give each wait a generous bound.
@@ -402,6 +404,242 @@ fn a_tampered_root_is_refused_by_dm_verity() {
         "the agent ran from a tampered root:\n{}",
         h.kahuna.transcript()
     );
+}
+
+/// Where `scripts/test.sh` builds the update test's next versions (`build-image.sh kiwi
+/// --version V1.1 --out <dist>/update-test/next`, and V1.2 with
+/// `--overlay qemu-test/overlays/unhealthy` to `.../unhealthy`).
+fn update_test_build(which: &str) -> artifacts::Update {
+    let dist = artifacts::dist_dir().join("update-test").join(which);
+    artifacts::Update::read(&dist, "kiwi").unwrap_or_else(|e| panic!("{e}"))
+}
+
+impl Harness {
+    /// Serves `update` under `/files/<dir>/` with `SHA256SUMS` signed by this harness's
+    /// key (the one on the node's command line); returns the `[os]` section asking for it.
+    fn serve_update(&self, dir: &str, update: &artifacts::Update) -> String {
+        for (name, bytes) in &update.files {
+            self.kahuna
+                .serve_file(&format!("{dir}/{name}"), bytes.clone());
+        }
+        let sums = update
+            .sums()
+            .unwrap_or_else(|| panic!("no SHA256SUMS in the {dir} update"));
+        let signature = self
+            .signer
+            .sign(&format!("{dir}-SHA256SUMS"), sums)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.kahuna
+            .serve_file(&format!("{dir}/SHA256SUMS.minisig"), signature);
+        format!(
+            "[os]\nversion = \"{}\"\nurl = \"{}/files/{dir}\"\nreboot = \"now\"\n",
+            update.version,
+            self.kahuna_url()
+        )
+    }
+
+    /// Waits until a report's `os` object satisfies `want`; returns it.
+    fn expect_os(
+        &self,
+        vm: &mut Vm,
+        what: &str,
+        within: Duration,
+        want: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Some(os) = self.kahuna.wait_for(Duration::from_secs(2), |k| {
+                k.last_report_os().filter(|os| want(os))
+            }) {
+                return os;
+            }
+            if let Err(e) = vm.check_running() {
+                self.fail(vm, &format!("{e}"));
+            }
+        }
+        self.fail(
+            vm,
+            &format!(
+                "{what}: not reported within {}s (last os object: {:?})",
+                within.as_secs(),
+                self.kahuna.last_report_os()
+            ),
+        )
+    }
+}
+
+/// erofs's superblock magic (0xE0F5E1E2, little-endian), 1024 bytes into the file system.
+const EROFS_MAGIC: [u8; 4] = [0xe2, 0xe1, 0xf5, 0xe0];
+
+/// The boot banner of `image_id` at `version` (overlays/common/usr/lib/kowabunga/boot-banner).
+fn banner(image_id: &str, version: &str) -> String {
+    format!("{BOOT_BANNER}{image_id} version={version}")
+}
+
+/// How many times the console shows the boot banner of `version` (whole lines: 0.1.0
+/// is a prefix of 0.1.0.1).
+fn boots_of(vm: &Vm, image_id: &str, version: &str) -> usize {
+    let want = banner(image_id, version);
+    vm.console()
+        .lines()
+        .filter(|line| line.trim_end().ends_with(&want))
+        .count()
+}
+
+#[test]
+#[ignore = "boots the kiwi image under QEMU three versions deep: scripts/test.sh --qemu"]
+fn ab_update_to_v2_is_blessed_and_an_unhealthy_v3_rolls_back_to_v2_by_itself() {
+    let Some(h) = harness("ab_update") else {
+        return;
+    };
+    let next = update_test_build("next");
+    let unhealthy = update_test_build("unhealthy");
+    let label = h.artifacts.root_label().unwrap_or_else(|e| panic!("{e}"));
+    let (image_id, v1) = label.split_once('_').unwrap_or_else(|| panic!("{label}"));
+    let (v2, v3) = (next.version.clone(), unhealthy.version.clone());
+    eprintln!("ab update: {v1} -> {v2} -> {v3} (unhealthy)");
+
+    h.publish(1, "");
+    let disk = h.personalized_disk();
+    let mut vm = h.boot("ab", Boot::Uefi { disk: disk.clone() });
+    h.expect_report(&mut vm, 1, "applied");
+
+    // v2: downloaded from the fake Kahuna, verified, installed into slot B. The power
+    // is cut while systemd-sysupdate writes the slot: the node boots v1 again and
+    // starts the install over.
+    h.publish(2, &h.serve_update("v2", &next));
+    vm.wait_console(&format!("os update: {v2} verified"), BOOT_TIMEOUT)
+        .unwrap_or_else(|e| h.fail(&vm, &format!("v2 was not staged: {e}")));
+    // The cut comes once slot B holds the start of the new root (seen in the disk file
+    // from the host: the erofs superblock's magic), and before sysupdate labels it.
+    let slot_b = artifacts::partition_of(&disk, artifacts::ROOT_X86_64_TYPE, "_empty")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no _empty root partition (slot B) on the disk"));
+    let writing = Instant::now();
+    while artifacts::read_at(&disk, slot_b.0 + 1024, 4).unwrap_or_else(|e| panic!("{e}"))
+        != EROFS_MAGIC
+    {
+        if writing.elapsed() > BOOT_TIMEOUT {
+            h.fail(&vm, "slot B was never written");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    vm.kill();
+    drop(vm);
+    let labels = artifacts::partition_labels(&disk).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !labels.iter().any(|l| l.ends_with(&v2)),
+        "the power cut came after sysupdate labelled the slot: {labels:?}"
+    );
+    eprintln!(
+        "ab update: power cut {:.1}s after the install began",
+        writing.elapsed().as_secs_f32()
+    );
+    let mut vm = h.boot("ab-after-power-cut", Boot::Uefi { disk: disk.clone() });
+    vm.wait_console(&banner(image_id, v1), BOOT_TIMEOUT)
+        .unwrap_or_else(|e| h.fail(&vm, &format!("v1 did not boot after the power cut: {e}")));
+    // Then v2 is installed in full and rebooted into; its health gate passes and
+    // systemd-bless-boot keeps it.
+    let os = h.expect_os(&mut vm, "v2 booted", BOOT_TIMEOUT * 3, |os| {
+        os["version"] == v2.as_str() && os["update"]["state"] == "booted"
+    });
+    assert_eq!(os["image_id"], image_id, "{os}");
+    assert_eq!(
+        os["other_slot"],
+        json!({ "state": "version", "version": v1 }),
+        "v1 is not in the other slot: {os}"
+    );
+    assert_eq!(boots_of(&vm, image_id, &v2), 1, "v2 booted more than once");
+    let downloads = h.kahuna.downloads();
+    assert!(
+        downloads
+            .iter()
+            .any(|d| d.path.starts_with("/files/v2/") && d.path.ends_with(".efi.xz")),
+        "the UKI of v2 was not downloaded: {downloads:?}"
+    );
+
+    // v3 boots, its agent cannot reach Kahuna, its gate fails and reboots; after the
+    // tries systemd-boot starts v2 again, whose agent reports the rollback.
+    h.publish(3, &h.serve_update("v3", &unhealthy));
+    let os = h.expect_os(
+        &mut vm,
+        "v3 rolled back",
+        Duration::from_secs(30 * 60),
+        |os| os["version"] == v2.as_str() && os["update"]["state"] == "rolled_back",
+    );
+    assert_eq!(os["update"]["version"], v3.as_str(), "{os}");
+    assert!(
+        os["update"]["failed"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|v| v == v3.as_str())),
+        "v3 is not remembered as failed: {os}"
+    );
+    let v3_boots = boots_of(&vm, image_id, &v3);
+    assert!(
+        (1..=3).contains(&v3_boots),
+        "v3 should have booted once per try (3 tries), booted {v3_boots} times"
+    );
+    eprintln!("ab update: v3 booted {v3_boots} times before v2 came back");
+    let v2_boots = boots_of(&vm, image_id, &v2);
+
+    // A further reboot (a clean power-off and on) stays on v2 and boots normally: the
+    // first-boot partitioning does not run again (systemd/systemd#34528).
+    assert!(
+        vm.powerdown(Duration::from_secs(120)),
+        "the guest did not power off on ACPI request"
+    );
+    drop(vm);
+    let reports_before = h.kahuna.reports().len();
+    let mut vm = h.boot("ab-again", Boot::Uefi { disk: disk.clone() });
+    vm.wait_console(&banner(image_id, &v2), BOOT_TIMEOUT)
+        .unwrap_or_else(|e| h.fail(&vm, &format!("v2 did not boot again: {e}")));
+    h.kahuna
+        .wait_for(BOOT_TIMEOUT, |k| {
+            (k.reports().len() > reports_before).then_some(())
+        })
+        .unwrap_or_else(|| h.fail(&vm, "no report after the further reboot"));
+    let console = vm.console();
+    let repart_failed: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("repart") && (l.contains("FAILED") || l.contains("Failed")))
+        .collect();
+    assert!(
+        repart_failed.is_empty(),
+        "the further reboot tripped partitioning: {repart_failed:?}"
+    );
+    assert_eq!(boots_of(&vm, image_id, &v3), 0, "v3 booted again");
+    assert!(v2_boots >= 2);
+    assert!(
+        vm.powerdown(Duration::from_secs(120)),
+        "the guest did not power off on ACPI request"
+    );
+    drop(vm);
+
+    // From outside: v2's UKI blessed (no tries left in its name), v3's with none left,
+    // v1's removed (two kept); the slots hold v2 and v3.
+    let entries = artifacts::esp_linux_entries(&disk).unwrap_or_else(|e| panic!("{e}"));
+    let uki = |v: &str| format!("{image_id}_{v}");
+    assert!(
+        entries.iter().any(|e| *e == format!("{}.efi", uki(&v2))),
+        "v2 is not blessed: {entries:?}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.starts_with(&format!("{}+0-", uki(&v3)))),
+        "v3 did not use up its tries: {entries:?}"
+    );
+    assert!(
+        !entries.iter().any(|e| e.starts_with(&uki(v1))),
+        "v1's UKI is still there: {entries:?}"
+    );
+    let labels = artifacts::partition_labels(&disk).unwrap_or_else(|e| panic!("{e}"));
+    for v in [&v2, &v3] {
+        assert!(
+            labels.contains(&uki(v)),
+            "no root partition of {v}: {labels:?}"
+        );
+    }
 }
 
 /// The peer's view of the node, printed every second on its console.
