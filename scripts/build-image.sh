@@ -33,10 +33,10 @@
 #   ROLE-VERSION-ARCH.ipxe         example iPXE script (kowabunga.* keys)
 #   ROLE-VERSION-ARCH.cmdline      kernel command line of the disk image
 #   SHA256SUMS
-#   update/ROLE/                   the A/B update of this version, as the image's
-#                                  sysupdate.d expects it (scripts/make-update.sh):
+#   update/ROLE/                   the A/B update of this version, as the agent
+#                                  downloads it (scripts/make-update.sh):
 #                                  kowabunga-ROLE_VERSION_x86-64.{root.UUID.raw,
-#                                  verity.UUID.raw,efi}.xz, SHA256SUMS(.minisig)
+#                                  verity.UUID.raw,efi}.zst, SHA256SUMS(.minisig)
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -143,7 +143,6 @@ need dpkg dpkg
 need /usr/share/keyrings/debian-archive-keyring.gpg debian-archive-keyring
 need qemu-img qemu-utils
 need zstd zstd
-need xz xz-utils
 need cpio cpio
 need python3 python3
 need sfdisk fdisk

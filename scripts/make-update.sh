@@ -19,11 +19,11 @@
 # --key       minisign secret key; also KOWABUNGA_UPDATE_KEY. Without one,
 #             SHA256SUMS is left unsigned and nodes refuse the update.
 #
-# Writes to DIR (xz: the systemd-import of systemd 257 decompresses xz, gzip and bzip2
-# regular-file sources by their magic; it copies zstd files as they are, measured):
-#   kowabunga-ROLE_V_ARCH.root.<root uuid>.raw.xz
-#   kowabunga-ROLE_V_ARCH.verity.<verity uuid>.raw.xz
-#   kowabunga-ROLE_V_ARCH.efi.xz
+# Writes to DIR (zstd -12: the agent unpacks it while it downloads, and sysupdate
+# copies the unpacked files; docs/images.md, "Update artifacts"):
+#   kowabunga-ROLE_V_ARCH.root.<root uuid>.raw.zst
+#   kowabunga-ROLE_V_ARCH.verity.<verity uuid>.raw.zst
+#   kowabunga-ROLE_V_ARCH.efi.zst
 #   SHA256SUMS          sha256sum format, over the three files above
 #   SHA256SUMS.minisig  with --key: detached minisign signature of SHA256SUMS
 # Exit: 0 written (signed or not), 1 an error, 2 usage.
@@ -61,7 +61,7 @@ label="kowabunga-${role}_${version}_verity"
 for f in "$root" "$verity" "$uki"; do
   [ -f "$f" ] && [ -s "$f" ] || die "$f: missing or empty"
 done
-command -v xz >/dev/null || die "xz not found (Debian package xz-utils)"
+command -v zstd >/dev/null || die "zstd not found (Debian package zstd)"
 command -v sha256sum >/dev/null || die "sha256sum not found (coreutils)"
 if [ -n "$key" ]; then
   [ -f "$key" ] || die "update key '$key': no such file"
@@ -81,11 +81,11 @@ tmp=$(mktemp -d "$out/.make-update.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
 compress() { # SRC NAME
-  xz -T0 -3 -c -- "$1" > "$tmp/$2" || die "xz of $1 failed"
+  zstd -q -T0 -12 -c -- "$1" > "$tmp/$2" || die "zstd of $1 failed"
 }
-compress "$root" "$base.root.$root_uuid.raw.xz"
-compress "$verity" "$base.verity.$verity_uuid.raw.xz"
-compress "$uki" "$base.efi.xz"
+compress "$root" "$base.root.$root_uuid.raw.zst"
+compress "$verity" "$base.verity.$verity_uuid.raw.zst"
+compress "$uki" "$base.efi.zst"
 (cd "$tmp" && sha256sum -- "$base".* | LC_ALL=C sort -k2 > SHA256SUMS) || die "sha256sum failed"
 if [ -n "$key" ]; then
   # The trusted comment names what is signed, for a human reading the .minisig; the

@@ -5,7 +5,7 @@
 #
 #   scripts/test-make-update.sh
 #
-# Needs xz, minisign, sha256sum. Exit 0 when every check passes.
+# Needs zstd, minisign, sha256sum. Exit 0 when every check passes.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,7 +30,7 @@ refused() { # DESCRIPTION EXPECTED-MESSAGE-PART COMMAND...
   fi
 }
 
-for tool in xz minisign sha256sum; do
+for tool in zstd minisign sha256sum; do
   command -v "$tool" >/dev/null || { echo "test-make-update: $tool not found" >&2; exit 1; }
 done
 
@@ -45,18 +45,18 @@ args=(--role kiwi --version 0.1.1 --roothash "$hash" --root "$t/root.raw" --veri
 check "signed run succeeds" "$mk" "${args[@]}" --out "$t/u" --key "$t/update.key"
 expected="SHA256SUMS
 SHA256SUMS.minisig
-kowabunga-kiwi_0.1.1_x86-64.efi.xz
-kowabunga-kiwi_0.1.1_x86-64.root.01234567-89ab-cdef-0123-456789abcdef.raw.xz
-kowabunga-kiwi_0.1.1_x86-64.verity.fedcba98-7654-3210-fedc-ba9876543210.raw.xz"
+kowabunga-kiwi_0.1.1_x86-64.efi.zst
+kowabunga-kiwi_0.1.1_x86-64.root.01234567-89ab-cdef-0123-456789abcdef.raw.zst
+kowabunga-kiwi_0.1.1_x86-64.verity.fedcba98-7654-3210-fedc-ba9876543210.raw.zst"
 got=$(cd "$t/u" && LC_ALL=C ls -A)
 if [ "$got" = "$expected" ]; then ok "file names (root and verity UUIDs are the root hash halves)"; else fail "file names"; diff <(echo "$expected") <(echo "$got") | sed 's/^/     | /'; fi
 check "SHA256SUMS lists the three files and they match" \
   bash -c "cd '$t/u' && [ \$(wc -l < SHA256SUMS) = 3 ] && sha256sum --quiet -c SHA256SUMS"
 check "SHA256SUMS.minisig verifies with the public key" minisign -V -q -p "$t/update.pub" -m "$t/u/SHA256SUMS"
 check "the files decompress to the inputs" bash -c "
-  xz -dc '$t/u/kowabunga-kiwi_0.1.1_x86-64.root.01234567-89ab-cdef-0123-456789abcdef.raw.xz' | cmp - '$t/root.raw' &&
-  xz -dc '$t/u/kowabunga-kiwi_0.1.1_x86-64.verity.fedcba98-7654-3210-fedc-ba9876543210.raw.xz' | cmp - '$t/verity.raw' &&
-  xz -dc '$t/u/kowabunga-kiwi_0.1.1_x86-64.efi.xz' | cmp - '$t/uki.efi'"
+  zstd -dcq '$t/u/kowabunga-kiwi_0.1.1_x86-64.root.01234567-89ab-cdef-0123-456789abcdef.raw.zst' | cmp - '$t/root.raw' &&
+  zstd -dcq '$t/u/kowabunga-kiwi_0.1.1_x86-64.verity.fedcba98-7654-3210-fedc-ba9876543210.raw.zst' | cmp - '$t/verity.raw' &&
+  zstd -dcq '$t/u/kowabunga-kiwi_0.1.1_x86-64.efi.zst' | cmp - '$t/uki.efi'"
 printf 'x' >> "$t/u/SHA256SUMS"
 refused "a changed SHA256SUMS no longer verifies" "verification failed" minisign -V -p "$t/update.pub" -m "$t/u/SHA256SUMS"
 

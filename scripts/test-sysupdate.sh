@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Host-side test of the A/B update mechanics on a built image, without booting it:
-# systemd-sysupdate (257, from mkosi's tools tree) installs the next version into slot
-# B of a copy of the disk, from a local directory of update artifacts, after the
-# checks the agent makes (minisign signature of SHA256SUMS, then each file's sha256).
+# the agent core's staging (example stage_update: download over HTTP on loopback,
+# minisign signature of SHA256SUMS, each file's sha256, zstd unpacked to sparse files)
+# fills a staging directory, and systemd-sysupdate (257, from mkosi's tools tree)
+# installs the next version from it into slot B of a copy of the disk.
 #
 #   scripts/test-sysupdate.sh DIST [--role ROLE] [--tools DIR] [--keep] [--bench]
 #
@@ -11,10 +12,9 @@
 # --tools  mkosi's tools tree (default: target/image/ROLE/out/debian-tools, else the
 #          tools tree cached in KOWABUNGA_IMAGE_CACHE or ~/.cache/kowabunga/mkosi)
 # --keep   keep the work directory (target/test-sysupdate/ROLE)
-# --bench  install as the agent will (scripts/bench-update.sh): the artifacts served
-#          over HTTP on loopback, staged and verified by the agent core's update step
-#          (example stage_update), then sysupdate; timed against `cp` of the same
-#          bytes (the decompressed root, verity and UKI) to the same partitions
+# --bench  time the install (staging + sysupdate, the stager built in release) against
+#          `cp` of the same bytes (the unpacked root, verity and UKI) to the same
+#          partitions (scripts/bench-update.sh)
 #
 # sysupdate runs as on a booted node: in a sandbox (bubblewrap) whose /etc/os-release
 # and /etc/sysupdate.d are the image's own (copied out of slot A), whose root block
@@ -28,7 +28,7 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "test-sysupdate: error: $*" >&2; exit 1; }
 t0=$(date +%s)
 step() { printf '\n==> %s (+%ss)\n' "$*" "$(( $(date +%s) - t0 ))"; }
@@ -50,7 +50,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$dist" ] || usage
 [ "$(id -u)" = 0 ] || die "run as root (sysupdate attaches the disk copy to a loop device)"
-for tool in bwrap sfdisk mdir mcopy mdel losetup partx minisign xz sha256sum cmp python3; do
+for tool in bwrap sfdisk mdir mcopy mdel losetup partx minisign sha256sum cmp python3 curl; do
   command -v "$tool" >/dev/null || die "$tool not found (scripts/install-deps.sh --for image --for qemu)"
 done
 dist=$(cd "$dist" && pwd) || die "no directory $dist"
@@ -143,9 +143,10 @@ mkdir -p "$work/esp"
 mcopy -s -p -m -i "$work/disk.raw@@$esp_off" '::/*' "$work/esp/" || die "cannot copy the ESP's files out"
 
 step "update artifacts of $next: $update, renamed from $version, signed with a throwaway key"
-mkdir -p "$work/keys" "$work/next"
+mkdir -p "$work/keys" "$work/trusted" "$work/next"
 minisign -G -W -p "$work/keys/update.pub" -s "$work/keys/update.key" >/dev/null
 minisign -G -W -p "$work/keys/other.pub" -s "$work/keys/other.key" >/dev/null
+cp "$work/keys/update.pub" "$work/trusted/"
 for f in "$update/${image_id}_${version}_"*; do
   [ -e "$f" ] || die "no ${image_id}_${version}_* files in $update"
   n=$(basename "$f"); cp --reflink=auto "$f" "$work/next/${n/_${version}_/_${next}_}"
@@ -154,65 +155,70 @@ done
 minisign -S -s "$work/keys/update.key" -m "$work/next/SHA256SUMS" >/dev/null </dev/null
 show ls -l "$work/next"
 
-# The agent's checks before sysupdate runs, made here with the stock tools: a signature
-# by a trusted key over SHA256SUMS, every file listed and matching, no file that is not
-# listed.
-verify() { # DIR PUBKEY
-  minisign -V -q -p "$2" -m "$1/SHA256SUMS" >/dev/null 2>&1 || { echo "SHA256SUMS: signature does not verify with $(basename "$2")"; return 1; }
-  (cd "$1" && sha256sum --quiet --strict -c SHA256SUMS 2>&1) || { echo "a file does not match SHA256SUMS"; return 1; }
-  local f; for f in "$1"/*; do
-    case "$(basename "$f")" in SHA256SUMS|SHA256SUMS.minisig) ;; *) grep -qF "  $(basename "$f")" "$1/SHA256SUMS" || { echo "$(basename "$f"): not in SHA256SUMS"; return 1; } ;; esac
-  done
-}
-install_verified() { # DIR PUBKEY: verify, and only then let sysupdate install DIR
-  verify "$1" "$2" || return 1
-  sysupdate --transfer-source="$1" update "$next"
+# The agent's staging, as the updater runs it (agents/core/src/update/staging.rs).
+profile=debug; [ "$bench" = 1 ] && profile=release
+step "the agent core's stager (example stage_update, $profile)"
+. "$repo/scripts/lib/find-cargo.sh"
+find_cargo || die "cargo not found (see scripts/test.sh)"
+(cd "$repo" && "$cargo_bin" build -q --locked -p kowabunga-agent --example stage_update \
+  $([ "$profile" = release ] && echo --release)) || die "cannot build the stage_update example"
+stager="$repo/target/$profile/examples/stage_update"
+# One HTTP server on loopback for every case: $work, each version directory under it.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work" >/dev/null 2>&1 &
+server=$!
+trap 'kill "$server" 2>/dev/null || true; cleanup' EXIT
+url="http://127.0.0.1:$port"
+for _ in $(seq 1 100); do curl -fs -o /dev/null "$url/next/SHA256SUMS" && break; sleep 0.1; done
+curl -fs -o /dev/null "$url/next/SHA256SUMS" || die "the HTTP server on $url did not answer"
+stage() { # DIR STAGING: DIR's artifacts (a directory of $work), staged as the agent does
+  "$stager" "$url/$(basename "$1")" "$role" "$version" "$next" "$2" "$work/trusted"
 }
 
-step "refusals: nothing reaches sysupdate, slot B stays empty"
+step "refusals: nothing reaches the staging directory or slot B"
 cp -r "$work/next" "$work/tampered"
-f=$(ls "$work/tampered"/*.root.*.raw.xz)
+f=$(ls "$work/tampered"/*.root.*.raw.zst)
 printf '\x00' | dd of="$f" bs=1 seek=4096 conv=notrunc status=none
-if out=$(install_verified "$work/tampered" "$work/keys/update.pub" 2>&1); then fail "a tampered root file was installed"; else ok "tampered root file refused: $(echo "$out" | tail -n1)"; fi
 cp -r "$work/next" "$work/othersig"
 minisign -S -s "$work/keys/other.key" -m "$work/othersig/SHA256SUMS" >/dev/null </dev/null
-if out=$(install_verified "$work/othersig" "$work/keys/update.pub" 2>&1); then fail "SHA256SUMS signed by an untrusted key was installed"; else ok "untrusted signer refused: $out"; fi
 cp -r "$work/next" "$work/truncated"
-f=$(ls "$work/truncated"/*.efi.xz); truncate -s $(( $(stat -c %s "$f") / 2 )) "$f"
-if out=$(install_verified "$work/truncated" "$work/keys/update.pub" 2>&1); then fail "a truncated UKI was installed"; else ok "truncated download refused: $(echo "$out" | tail -n1)"; fi
+f=$(ls "$work/truncated"/*.efi.zst); truncate -s $(( $(stat -c %s "$f") / 2 )) "$f"
+for case in "tampered:a root file changed by one byte:does not match SHA256SUMS" \
+            "othersig:SHA256SUMS signed by an untrusted key:does not verify" \
+            "truncated:a truncated UKI:does not match SHA256SUMS"; do
+  IFS=: read -r dir what expected <<<"$case"
+  if out=$(stage "$work/$dir" "$work/refused" 2>&1); then
+    fail "$what was staged"
+  elif ! grep -qF "$expected" <<<"$out"; then
+    fail "$what: refused without '$expected': $out"
+  elif [ -n "$(ls -A "$work/refused")" ]; then
+    fail "$what: refused, but the staging directory holds $(ls -A "$work/refused" | tr '\n' ' ')"
+  else
+    ok "$what: refused ($(tail -n1 <<<"$out")), staging empty"
+  fi
+done
 b=$(slots $ROOT | sed -n 2p | cut -d'|' -f1); bv=$(slots $VERITY | sed -n 2p | cut -d'|' -f1)
 [ "$b" = _empty ] && [ "$bv" = _empty ] && ok "slot B still _empty/_empty" || fail "slot B is now '$b'/'$bv'"
 
-step "sysupdate sees the installed version (the image's own sysupdate.d)"
-show sysupdate --transfer-source="$work/next" list || fail "sysupdate list failed"
-sysupdate --transfer-source="$work/next" --json=short list 2>/dev/null | grep -q "\"$version\"" \
-  && ok "installed version $version listed" || fail "version $version not listed"
-[ "$(sysupdate --transfer-source="$work/next" check-new 2>/dev/null)" = "$next" ] \
-  && ok "check-new finds $next" || fail "check-new does not find $next"
-
 now() { date +%s.%N; }
 elapsed() { awk -v s="$1" -v e="$(now)" 'BEGIN { printf "%.3f", e - s }'; }
-if [ "$bench" = 1 ]; then
-  step "install $next as the agent will: HTTP on loopback, staged and verified by stage_update, then sysupdate"
-  stager="$repo/target/release/examples/stage_update"
-  [ -x "$stager" ] || die "no $stager (scripts/bench-update.sh builds it)"
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work/next" >/dev/null 2>&1 &
-  server=$!
-  for _ in $(seq 1 50); do curl -fs -o /dev/null "http://127.0.0.1:$port/SHA256SUMS" && break; sleep 0.1; done
-  mkdir -p "$work/staged"
-  s=$(now)
-  show "$stager" "http://127.0.0.1:$port" "$role" "$version" "$next" "$work/staged" "$work/keys" || fail "staging failed"
-  staged_s=$(elapsed "$s")
-  show sysupdate --transfer-source="$work/staged" update "$next" || fail "install failed"
-  install_s=$(elapsed "$s")
-  kill "$server" 2>/dev/null || true
-else
-  step "install $next (verified first, then systemd-sysupdate update)"
-  s=$(now)
-  show install_verified "$work/next" "$work/keys/update.pub" || fail "install failed"
-  install_s=$(elapsed "$s")
-fi
+step "install $next as the agent does: staged (downloaded, verified, unpacked), then systemd-sysupdate update"
+mkdir -p "$work/staged"
+sync
+s=$(now)
+stage "$work/next" "$work/staged" > "$work/stage.log" 2>&1 || fail "staging failed"
+sed 's/^/  /' "$work/stage.log"
+staged_s=$(elapsed "$s")
+# sysupdate sees the installed version and the staged one (the image's own sysupdate.d).
+t_list=$(now)
+sysupdate --transfer-source="$work/staged" --json=short list 2>/dev/null | grep -q "\"$version\"" \
+  && ok "sysupdate lists the installed version $version" || fail "version $version not listed"
+[ "$(sysupdate --transfer-source="$work/staged" check-new 2>/dev/null)" = "$next" ] \
+  && ok "check-new finds the staged $next" || fail "check-new does not find the staged $next"
+list_s=$(elapsed "$t_list")
+show sysupdate --transfer-source="$work/staged" update "$next" || fail "install failed"
+# The install's time without the two checks above (not part of what the agent runs).
+install_s=$(awk -v a="$(elapsed "$s")" -v b="$list_s" 'BEGIN { printf "%.3f", a - b }')
 # The ESP's files back into the disk's FAT file system: what sysupdate added to and
 # removed from EFI/Linux.
 for f in $(esp_ls); do
@@ -223,9 +229,13 @@ for f in "$work/esp/EFI/Linux"/*; do
 done
 show sfdisk -d "$work/disk.raw"
 show esp_ls
-root_file=$(ls "$work/next"/*.root.*.raw.xz); verity_file=$(ls "$work/next"/*.verity.*.raw.xz)
-want_root_uuid=$(basename "$root_file" | sed -E 's/.*\.root\.([0-9a-f-]{36})\.raw\.xz/\1/')
-want_verity_uuid=$(basename "$verity_file" | sed -E 's/.*\.verity\.([0-9a-f-]{36})\.raw\.xz/\1/')
+root_file=$(ls "$work/staged"/*.root.*.raw); verity_file=$(ls "$work/staged"/*.verity.*.raw)
+uki_file=$(ls "$work/staged/${image_id}_${next}_"*.efi)
+want_root_uuid=$(basename "$root_file" | sed -E 's/.*\.root\.([0-9a-f-]{36})\.raw/\1/')
+want_verity_uuid=$(basename "$verity_file" | sed -E 's/.*\.verity\.([0-9a-f-]{36})\.raw/\1/')
+zstd -dcq "$(ls "$work/next"/*.root.*.raw.zst)" | cmp -s - "$root_file" \
+  && ok "the staged root is the unpacked .raw.zst ($(( $(du -k "$root_file" | cut -f1) >> 10 )) MiB allocated of $(( $(stat -c %s "$root_file") >> 20 )) MiB: zeros are holes)" \
+  || fail "the staged root differs from the unpacked .raw.zst"
 IFS='|' read -r a_label _ _ < <(slots $ROOT | sed -n 1p)
 IFS='|' read -r b_label b_uuid b_off < <(slots $ROOT | sed -n 2p)
 IFS='|' read -r bv_label bv_uuid bv_off < <(slots $VERITY | sed -n 2p)
@@ -235,22 +245,21 @@ IFS='|' read -r bv_label bv_uuid bv_off < <(slots $VERITY | sed -n 2p)
 [ "$b_uuid" = "$want_root_uuid" ] && [ "$bv_uuid" = "$want_verity_uuid" ] \
   && ok "slot B partition UUIDs from the file names (the root hash halves): $b_uuid $bv_uuid" \
   || fail "slot B UUIDs $b_uuid $bv_uuid, expected $want_root_uuid $want_verity_uuid"
-xz -dcq "$root_file" > "$work/root.img"; xz -dcq "$verity_file" > "$work/verity.img"
-cmp -s -n "$(stat -c %s "$work/root.img")" "$work/root.img" <(tail -c +"$(( b_off + 1 ))" "$work/disk.raw") \
-  && ok "slot B root holds the decompressed root image" || fail "slot B root differs from the root image"
-cmp -s -n "$(stat -c %s "$work/verity.img")" "$work/verity.img" <(tail -c +"$(( bv_off + 1 ))" "$work/disk.raw") \
-  && ok "slot B verity holds the decompressed verity image" || fail "slot B verity differs from the verity image"
+cmp -s -n "$(stat -c %s "$root_file")" "$root_file" <(tail -c +"$(( b_off + 1 ))" "$work/disk.raw") \
+  && ok "slot B root holds the unpacked root image" || fail "slot B root differs from the root image"
+cmp -s -n "$(stat -c %s "$verity_file")" "$verity_file" <(tail -c +"$(( bv_off + 1 ))" "$work/disk.raw") \
+  && ok "slot B verity holds the unpacked verity image" || fail "slot B verity differs from the verity image"
 esp=$(esp_ls)
 echo "$esp" | grep -qx "${image_id}_$version.efi" && ok "ESP keeps ${image_id}_$version.efi" || fail "ESP lost ${image_id}_$version.efi"
 echo "$esp" | grep -qx "${image_id}_$next+3-0.efi" && ok "ESP has ${image_id}_$next+3-0.efi (3 tries left)" || fail "no ${image_id}_$next+3-0.efi on the ESP"
 mcopy -n -i "$work/disk.raw@@$esp_off" "::/EFI/Linux/${image_id}_$next+3-0.efi" "$work/uki.efi" 2>/dev/null || true
-xz -dcq "$work/next/${image_id}_${next}_"*.efi.xz | cmp -s - "$work/uki.efi" \
-  && ok "the new UKI on the ESP is the decompressed .efi.xz" || fail "the new UKI on the ESP differs from the .efi.xz's content"
-show sysupdate --transfer-source="$work/next" list || true
-sysupdate --transfer-source="$work/next" --json=short list 2>/dev/null | grep -q "\"$next\"" && ok "sysupdate lists $next installed" || fail "$next not listed after the update"
-printf 'install of %s: %.1f s (verification + sysupdate)\n' "$next" "$install_s"
+cmp -s "$uki_file" "$work/uki.efi" \
+  && ok "the new UKI on the ESP is the unpacked .efi.zst" || fail "the new UKI on the ESP differs from the .efi.zst's content"
+show sysupdate --transfer-source="$work/staged" list || true
+sysupdate --transfer-source="$work/staged" --json=short list 2>/dev/null | grep -q "\"$next\"" && ok "sysupdate lists $next installed" || fail "$next not listed after the update"
+printf 'install of %s: %.1f s (staging %.1f s + sysupdate)\n' "$next" "$install_s" "$staged_s"
 if [ "$bench" = 1 ]; then
-  # The same bytes, written by cp: the decompressed root and verity images onto slot B's
+  # The same bytes, written by cp: the unpacked root and verity images onto slot B's
   # partitions, the UKI into the ESP's directory, then synced (sysupdate syncs too).
   dev_of() { parts | python3 -c '
 import json, re, sys
@@ -258,16 +267,16 @@ nodes = [p["node"] for p in json.load(sys.stdin)["partitiontable"]["partitions"]
 print(re.search(r"(\d+)$", nodes[1]).group(1))' "$1"; }
   root_dev="${loop}p$(dev_of $ROOT)" verity_dev="${loop}p$(dev_of $VERITY)"
   [ -b "$root_dev" ] && [ -b "$verity_dev" ] || die "no block devices for slot B ($root_dev, $verity_dev)"
-  xz -dcq "$work/next/${image_id}_${next}_"*.efi.xz > "$work/uki.img"
-  bytes=$(( $(stat -c %s "$work/root.img") + $(stat -c %s "$work/verity.img") + $(stat -c %s "$work/uki.img") ))
+  bytes=$(( $(stat -c %s "$root_file") + $(stat -c %s "$verity_file") + $(stat -c %s "$uki_file") ))
   sync
   s=$(now)
-  cp "$work/root.img" "$root_dev" && cp "$work/verity.img" "$verity_dev" \
-    && cp "$work/uki.img" "$work/esp/EFI/Linux/bench-copy.efi" && sync || fail "cp to slot B failed"
+  cp "$root_file" "$root_dev" && cp "$verity_file" "$verity_dev" \
+    && cp "$uki_file" "$work/esp/EFI/Linux/bench-copy.efi" && sync || fail "cp to slot B failed"
   cp_s=$(elapsed "$s")
   rm -f "$work/esp/EFI/Linux/bench-copy.efi"
-  printf 'bench: update %s (%d MiB written): download + verify %.2f s, with sysupdate %.2f s; cp of the same bytes %.2f s; ratio %.2f (goal <= 1.3)\n' \
-    "$next" "$(( bytes >> 20 ))" "$staged_s" "$install_s" "$cp_s" "$(awk -v a="$install_s" -v b="$cp_s" 'BEGIN { print a / b }')"
+  printf 'bench: update %s (%d MiB written, %d MiB downloaded): download + verify + unpack %.2f s, with sysupdate %.2f s; cp of the same bytes %.2f s; ratio %.2f (goal <= 1.3)\n' \
+    "$next" "$(( bytes >> 20 ))" "$(( $(cat "$work/next"/*.zst | wc -c) >> 20 ))" "$staged_s" "$install_s" "$cp_s" \
+    "$(awk -v a="$install_s" -v b="$cp_s" 'BEGIN { print a / b }')"
 fi
 
 step "next boot: the initrd's systemd-repart runs again and leaves both slots alone"

@@ -249,7 +249,7 @@ pub struct Update {
 
 impl Update {
     /// Reads `<dist>/update/<role>/`; the version is read off the UKI's file name
-    /// (`kowabunga-<role>_<version>_<arch>.efi.xz`).
+    /// (`kowabunga-<role>_<version>_<arch>.efi.zst`).
     pub fn read(dist: &Path, role: &str) -> Result<Self, ArtifactError> {
         let dir = dist.join("update").join(role);
         let io = |what: String| move |source| ArtifactError::Io { what, source };
@@ -273,7 +273,7 @@ impl Update {
             }
             if let Some(rest) = name
                 .strip_prefix(&format!("kowabunga-{role}_"))
-                .and_then(|r| r.strip_suffix(".efi.xz"))
+                .and_then(|r| r.strip_suffix(".efi.zst"))
             {
                 version = rest.rsplit_once('_').map(|(v, _arch)| v.to_owned());
             }
@@ -281,7 +281,10 @@ impl Update {
             files.push((name, bytes));
         }
         let version = version.ok_or_else(|| {
-            ArtifactError::Tool(format!("no kowabunga-{role}_*.efi.xz in {}", dir.display()))
+            ArtifactError::Tool(format!(
+                "no kowabunga-{role}_*.efi.zst in {}",
+                dir.display()
+            ))
         })?;
         Ok(Self { version, files })
     }

@@ -554,7 +554,7 @@ fn ab_update_to_v2_is_blessed_and_an_unhealthy_v3_rolls_back_to_v2_by_itself() {
     assert!(
         downloads
             .iter()
-            .any(|d| d.path.starts_with("/files/v2/") && d.path.ends_with(".efi.xz")),
+            .any(|d| d.path.starts_with("/files/v2/") && d.path.ends_with(".efi.zst")),
         "the UKI of v2 was not downloaded: {downloads:?}"
     );
 

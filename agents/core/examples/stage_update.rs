@@ -1,11 +1,11 @@
-//! Stage one image version's update as the agent will: download over HTTP(S), check the
-//! minisign signature of `SHA256SUMS` and every file's sha256 (run by
-//! `scripts/bench-update.sh` through `scripts/test-sysupdate.sh --bench`):
+//! Stage one image version's update as the agent does: download over HTTP(S), check the
+//! minisign signature of `SHA256SUMS` and every file's sha256, unpack the zstd files
+//! (run by `scripts/test-sysupdate.sh`, and `scripts/bench-update.sh` through it):
 //!
 //!   stage_update BASE_URL ROLE RUNNING_VERSION VERSION STAGING_DIR TRUSTED_KEYS_DIR
 //!
 //! Plain http is allowed (a loopback server); the signature is still required. Prints
-//! `staged: BYTES bytes in SECONDS s` on success.
+//! `staged: BYTES bytes (UNPACKED unpacked) in SECONDS s` on success.
 
 use std::path::Path;
 use std::time::Instant;
@@ -35,8 +35,9 @@ async fn main() -> Result<(), String> {
     let started = Instant::now();
     let staged = stage(&config, &trust).await.map_err(|e| e.to_string())?;
     println!(
-        "staged: {} bytes in {:.3} s",
+        "staged: {} bytes ({} unpacked) in {:.3} s",
         staged.bytes,
+        staged.unpacked_bytes,
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -16,7 +16,7 @@ use kowabunga_agent::update::{
     Installer, Next, OsSection, Phase, RebootPolicy, UpdateDir, UpdateState, Updater,
 };
 use support::Key;
-use support::artifacts::{Server, names, publish_version};
+use support::artifacts::{Server, names, publish_version, staged};
 use tokio::sync::watch;
 
 #[derive(Default)]
@@ -151,8 +151,10 @@ async fn a_signed_version_is_staged_installed_and_rebooted_into_then_reported_bo
     updater.resume().unwrap();
     let os = target(&node.server, "0.1.1", RebootPolicy::Now);
     assert_eq!(updater.step(Some(&os)).await.unwrap(), Next::Wait);
-    // Three artifacts, SHA256SUMS and its signature were in staging for sysupdate.
+    // Three artifacts, SHA256SUMS and its signature were in staging for sysupdate,
+    // and are gone once it installed them.
     assert_eq!(node.calls(), ["install 0.1.1 (5 files)", "reboot"]);
+    assert_eq!(std::fs::read_dir(node.dir().staging()).unwrap().count(), 0);
     assert_eq!(
         node.state().phase,
         Phase::Rebooting {
@@ -372,7 +374,7 @@ async fn a_transport_failure_is_retried_later_not_refused() {
         }
     );
     let [uki, ..] = names("kiwi", "0.1.1", "x86-64");
-    assert!(!node.dir().staging().join(uki).exists());
+    assert!(!node.dir().staging().join(staged(&uki)).exists());
 }
 
 #[tokio::test]

@@ -14,7 +14,9 @@ use std::path::Path;
 use kowabunga_agent::trust::TrustPolicy;
 use kowabunga_agent::update::{Kind, UpdateConfig, UpdateError, stage};
 use support::Key;
-use support::artifacts::{ROOT_UUID, Server, names, publish_version};
+use support::artifacts::{
+    ROOT_UUID, Server, names, publish_version, republish, staged as staged_name,
+};
 
 /// `publish_version` for 0.1.1, the version every test here asks for.
 fn publish(server: &Server, key: &Key, role: &str, arch: &str) -> BTreeMap<String, Vec<u8>> {
@@ -74,7 +76,7 @@ async fn a_signed_version_is_staged_verified_and_complete() {
     let contents = publish(&s.server, &s.key, "kiwi", "x86-64");
     // Leftovers of an earlier attempt go.
     std::fs::create_dir_all(&s.config.staging).unwrap();
-    std::fs::write(s.config.staging.join("stale.raw.xz"), b"old").unwrap();
+    std::fs::write(s.config.staging.join("stale.raw"), b"old").unwrap();
     let staged = stage(&s.config, &s.trust)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -89,11 +91,29 @@ async fn a_signed_version_is_staged_verified_and_complete() {
     expected.sort();
     assert_eq!(staged_files(&s.config.staging), expected);
     for (name, body) in &contents {
-        assert_eq!(&std::fs::read(s.config.staging.join(name)).unwrap(), body);
+        assert!(
+            std::fs::read(s.config.staging.join(name)).unwrap() == *body,
+            "{name} is not the unpacked artifact"
+        );
     }
+    let served: u64 = names("kiwi", "0.1.1", "x86-64")
+        .iter()
+        .map(|n| s.server.files.lock().unwrap()[n].body.len() as u64)
+        .sum();
+    assert_eq!(staged.bytes, served);
     assert_eq!(
-        staged.bytes,
+        staged.unpacked_bytes,
         contents.values().map(|b| b.len() as u64).sum::<u64>()
+    );
+    // The root's zeros are holes: sysupdate reads them back as zeros.
+    let [_, root, _] = names("kiwi", "0.1.1", "x86-64");
+    let root_file = std::fs::metadata(s.config.staging.join(staged_name(&root))).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        root_file.blocks() * 512 < root_file.len() - 128 * 1024,
+        "{} bytes allocated for {}",
+        root_file.blocks() * 512,
+        root_file.len()
     );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&s.config.staging)
@@ -154,12 +174,44 @@ async fn a_truncated_download_is_refused() {
     let s = setup().await;
     publish(&s.server, &s.key, "kiwi", "x86-64");
     let [uki, _, _] = names("kiwi", "0.1.1", "x86-64");
+    let served = s.server.files.lock().unwrap()[&uki].body.len() as u64;
     s.server.truncate(&uki, 20_000);
     let e = refused(&s).await;
     assert!(
-        matches!(&e, UpdateError::Truncated { name, expected: 50_000, .. } if *name == uki),
+        matches!(&e, UpdateError::Truncated { name, expected, received: 20_000 } if *name == uki && *expected == served),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn a_signed_artifact_that_does_not_unpack_or_unpacks_too_large_is_refused() {
+    let mut s = setup().await;
+    publish(&s.server, &s.key, "kiwi", "x86-64");
+    let [uki, root, _] = names("kiwi", "0.1.1", "x86-64");
+    // Signed, and its sha256 matches: not a zstd stream all the same.
+    republish(
+        &s.server,
+        &s.key,
+        &uki,
+        b"MZ a PE file left uncompressed".to_vec(),
+    );
+    let e = refused(&s).await;
+    assert!(
+        matches!(&e, UpdateError::Unpack { name, .. } if *name == uki),
+        "{e}"
+    );
+    assert!(e.to_string().contains("not a complete zstd stream"), "{e}");
+    // A few hundred bytes that unpack to 64 MiB, over the cap.
+    publish(&s.server, &s.key, "kiwi", "x86-64");
+    let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();
+    republish(&s.server, &s.key, &root, bomb);
+    s.config.max_file = 1 << 20;
+    let e = refused(&s).await;
+    assert!(
+        matches!(&e, UpdateError::Unpack { name, .. } if *name == root),
+        "{e}"
+    );
+    assert!(e.to_string().contains("more than 1048576 bytes"), "{e}");
 }
 
 #[tokio::test]

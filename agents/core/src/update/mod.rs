@@ -6,12 +6,14 @@
 //! - [`Updater`]: the service that stages, installs (systemd-sysupdate) and reboots
 //!   toward the target, and settles the outcome of the reboot on the next start;
 //! - [`staging`]: download and verify one version's artifacts;
+//! - [`unpack`]: their zstd streams into sparse files, while they download;
 //! - [`state`]: what the node keeps in `<state root>/os-update/`.
 
 mod reconciler;
 pub mod section;
 pub mod staging;
 pub mod state;
+pub mod unpack;
 mod updater;
 
 pub use reconciler::OsReconciler;

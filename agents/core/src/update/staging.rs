@@ -9,9 +9,11 @@
 //! the keys that sign desired-state documents ([`TrustPolicy`]; an update is never
 //! accepted unsigned, insecure mode included); every line of `SHA256SUMS` names an
 //! artifact of this role, version and architecture, one root, one verity and one UKI;
-//! each file is streamed to disk with a size cap and checked against its length and
-//! sha256. On any refusal the staging directory is emptied: nothing unverified is left
-//! for sysupdate to find.
+//! each file (zstd) is unpacked to disk while it downloads ([`super::unpack`]), both
+//! sizes capped, and checked against its length and sha256 once complete. On any
+//! refusal the staging directory is emptied: nothing unverified is left for sysupdate
+//! to find. What sysupdate then copies is the unpacked files, named as in `SHA256SUMS`
+//! without `.zst`.
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -20,8 +22,8 @@ use std::time::Duration;
 use reqwest::{Client, StatusCode};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
 
+use super::unpack::{UnpackError, unpack_zstd};
 use crate::fetch::{FetchError, client_builder, transport};
 use crate::trust::{TrustError, TrustPolicy};
 
@@ -91,6 +93,8 @@ pub enum UpdateError {
         expected: u64,
         received: u64,
     },
+    #[error("{name}: {source}")]
+    Unpack { name: String, source: UnpackError },
     #[error("{name}: sha256 {actual} does not match SHA256SUMS ({expected})")]
     HashMismatch {
         name: String,
@@ -121,7 +125,7 @@ pub struct UpdateConfig {
     pub allow_downgrade: bool,
     /// Emptied first, then holds the verified files and nothing else.
     pub staging: PathBuf,
-    /// Cap on each artifact's size (compressed).
+    /// Cap on each artifact's size, downloaded and unpacked.
     pub max_file: u64,
     pub connect_timeout: Duration,
     /// Longest wait for the next bytes of a download (large files: no whole-request cap).
@@ -182,10 +186,19 @@ impl Kind {
 /// One line of `SHA256SUMS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
+    /// As downloaded (`....zst`).
     pub name: String,
     pub kind: Kind,
-    /// Lower-case hex.
+    /// Lower-case hex, of the downloaded (compressed) file.
     pub sha256: String,
+}
+
+impl Artifact {
+    /// The unpacked file's name in the staging directory: what the image's
+    /// sysupdate.d transfer files match.
+    pub fn staged_name(&self) -> &str {
+        self.name.strip_suffix(".zst").unwrap_or(&self.name)
+    }
 }
 
 /// A verified version in the staging directory, ready for
@@ -195,7 +208,10 @@ pub struct Staged {
     pub dir: PathBuf,
     pub version: String,
     pub artifacts: Vec<Artifact>,
+    /// Downloaded (compressed).
     pub bytes: u64,
+    /// Unpacked into the staging directory.
+    pub unpacked_bytes: u64,
 }
 
 /// A version as sysupdate reads it from labels and file names, restricted to what
@@ -361,12 +377,12 @@ pub fn parse_manifest(
     Ok(artifacts)
 }
 
-/// `kowabunga-ROLE_VERSION_ARCH.{root.UUID.raw.xz,verity.UUID.raw.xz,efi.xz}`.
+/// `kowabunga-ROLE_VERSION_ARCH.{root.UUID.raw.zst,verity.UUID.raw.zst,efi.zst}`.
 fn artifact_kind(name: &str, role: &str, version: &str, arch: &str) -> Result<Kind, UpdateError> {
     let unknown = || UpdateError::Manifest {
         line: 0,
         detail: format!(
-            "{name:?} is not an update artifact (kowabunga-ROLE_VERSION_ARCH.root.UUID.raw.xz, .verity.UUID.raw.xz or .efi.xz)"
+            "{name:?} is not an update artifact (kowabunga-ROLE_VERSION_ARCH.root.UUID.raw.zst, .verity.UUID.raw.zst or .efi.zst)"
         ),
     };
     let rest = name.strip_prefix("kowabunga-").ok_or_else(unknown)?;
@@ -377,11 +393,11 @@ fn artifact_kind(name: &str, role: &str, version: &str, arch: &str) -> Result<Ki
         return Err(unknown());
     };
     let (found_arch, suffix) = tail.split_once('.').ok_or_else(unknown)?;
-    let kind = if suffix == "efi.xz" {
+    let kind = if suffix == "efi.zst" {
         Kind::Uki
     } else if let Some(uuid) = suffix
         .strip_prefix("root.")
-        .and_then(|s| s.strip_suffix(".raw.xz"))
+        .and_then(|s| s.strip_suffix(".raw.zst"))
     {
         if !is_uuid(uuid) {
             return Err(unknown());
@@ -391,7 +407,7 @@ fn artifact_kind(name: &str, role: &str, version: &str, arch: &str) -> Result<Ki
         }
     } else if let Some(uuid) = suffix
         .strip_prefix("verity.")
-        .and_then(|s| s.strip_suffix(".raw.xz"))
+        .and_then(|s| s.strip_suffix(".raw.zst"))
     {
         if !is_uuid(uuid) {
             return Err(unknown());
@@ -475,9 +491,11 @@ async fn stage_into(config: &UpdateConfig, trust: &TrustPolicy) -> Result<Staged
         detail: "not UTF-8".into(),
     })?;
     let artifacts = parse_manifest(text, &config.role, &config.version, &config.arch)?;
-    let mut bytes = 0;
+    let (mut bytes, mut unpacked_bytes) = (0, 0);
     for artifact in &artifacts {
-        bytes += download(&client, config, artifact).await?;
+        let (downloaded, unpacked) = download(&client, config, artifact).await?;
+        bytes += downloaded;
+        unpacked_bytes += unpacked;
     }
     for (name, content) in [("SHA256SUMS", &sums), ("SHA256SUMS.minisig", &signature)] {
         let path = config.staging.join(name);
@@ -494,6 +512,7 @@ async fn stage_into(config: &UpdateConfig, trust: &TrustPolicy) -> Result<Staged
         version: config.version.clone(),
         artifacts,
         bytes,
+        unpacked_bytes,
     })
 }
 
@@ -535,20 +554,24 @@ async fn get_small(
     Ok(Some(body))
 }
 
-/// Streams one artifact to `staging/.NAME.partial`, checks length and sha256, then
-/// renames it to `staging/NAME`. Returns its size.
+/// Streams one artifact through its unpacker into `staging/.STAGED.partial`, checks
+/// the download's length and sha256, then the unpacking, and renames the file to
+/// `staging/STAGED` ([`Artifact::staged_name`]). Returns the downloaded and unpacked
+/// sizes.
+///
+/// Not synced: sysupdate reads the files in this boot, and an agent that restarts
+/// before the install is done stages again from an empty directory (the updater);
+/// sysupdate syncs what it writes to the slot.
 async fn download(
     client: &Client,
     config: &UpdateConfig,
     artifact: &Artifact,
-) -> Result<u64, UpdateError> {
+) -> Result<(u64, u64), UpdateError> {
     let name = &artifact.name;
     let url = format!("{}/{name}", config.base_url);
-    let partial = config.staging.join(format!(".{name}.partial"));
-    let io = |what: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| UpdateError::Io { what, path, source }
-    };
+    let partial = config
+        .staging
+        .join(format!(".{}.partial", artifact.staged_name()));
     let mut response = client
         .get(&url)
         .send()
@@ -569,35 +592,55 @@ async fn download(
     if expected_len.is_some_and(|n| n > config.max_file) {
         return Err(too_large());
     }
-    let mut file = tokio::fs::File::create(&partial)
-        .await
-        .map_err(io("creating", &partial))?;
+    // Unpacking runs on a blocking thread while the download goes on (two cores: the
+    // network and sha256 on one, zstd and the writes on the other).
+    let (chunks, unpacker_input) = tokio::sync::mpsc::channel(16);
+    let unpacker = {
+        let (path, limit) = (partial.clone(), config.max_file);
+        tokio::task::spawn_blocking(move || unpack_zstd(unpacker_input, &path, limit))
+    };
     let mut hasher = Sha256::new();
     let mut received: u64 = 0;
-    loop {
-        let chunk = match response.chunk().await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
-            Err(e) => {
-                return Err(match expected_len {
-                    Some(expected) if received < expected => UpdateError::Truncated {
-                        name: name.clone(),
-                        expected,
-                        received,
-                    },
-                    _ => transport(&url, e).into(),
-                });
+    let downloaded = async {
+        // Once the unpacker has stopped (an error it reports below), the rest is still
+        // read and hashed: a file that does not match SHA256SUMS is refused for that,
+        // whatever its unpacking made of it.
+        let mut chunks = Some(chunks);
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    return Err(match expected_len {
+                        Some(expected) if received < expected => UpdateError::Truncated {
+                            name: name.clone(),
+                            expected,
+                            received,
+                        },
+                        _ => transport(&url, e).into(),
+                    });
+                }
+            };
+            received += chunk.len() as u64;
+            if received > config.max_file {
+                return Err(too_large());
             }
-        };
-        received += chunk.len() as u64;
-        if received > config.max_file {
-            return Err(too_large());
+            hasher.update(&chunk);
+            if let Some(sender) = &chunks
+                && sender.send(chunk).await.is_err()
+            {
+                chunks = None;
+            }
         }
-        hasher.update(&chunk);
-        file.write_all(&chunk)
-            .await
-            .map_err(io("writing", &partial))?;
     }
+    .await;
+    // The unpacker ends when its input does: waited for on every path, so that no file
+    // appears in the staging directory after the caller has emptied it.
+    let unpacked = unpacker.await.map_err(|e| UpdateError::Unpack {
+        name: name.clone(),
+        source: UnpackError::Corrupt(format!("the unpacking thread failed: {e}")),
+    })?;
+    downloaded?;
     if let Some(expected) = expected_len
         && received != expected
     {
@@ -615,17 +658,31 @@ async fn download(
             actual,
         });
     }
-    file.sync_all().await.map_err(io("syncing", &partial))?;
-    drop(file);
-    let target = config.staging.join(name);
+    let unpacked = unpacked.map_err(|source| UpdateError::Unpack {
+        name: name.clone(),
+        source,
+    })?;
+    let target = config.staging.join(artifact.staged_name());
     tokio::fs::rename(&partial, &target)
         .await
-        .map_err(io("renaming", &partial))?;
-    Ok(received)
+        .map_err(|source| UpdateError::Io {
+            what: "renaming",
+            path: partial,
+            source,
+        })?;
+    Ok((received, unpacked))
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Removes what a staged version left in `dir` once it is installed (best effort: the
+/// next staging empties it too).
+pub async fn clear_staging(dir: &Path) {
+    if let Err(e) = empty_dir(dir).await {
+        tracing::warn!("os update: clearing the staging directory: {e}");
+    }
 }
 
 /// Creates `dir` (0700) if needed and removes everything in it.
@@ -743,7 +800,7 @@ mod tests {
     fn sums(role: &str, version: &str, arch: &str) -> String {
         let base = format!("kowabunga-{role}_{version}_{arch}");
         format!(
-            "{H}  {base}.efi.xz\n{H}  {base}.root.{U1}.raw.xz\n{H} *{base}.verity.{U2}.raw.xz\n"
+            "{H}  {base}.efi.zst\n{H}  {base}.root.{U1}.raw.zst\n{H} *{base}.verity.{U2}.raw.zst\n"
         )
     }
 
@@ -783,9 +840,9 @@ mod tests {
         assert!(matches!(e, Err(UpdateError::OtherVersion { .. })), "{e:?}");
         for stray in [
             format!("{H}  ../etc/passwd\n"),
-            format!("{H}  kowabunga-kiwi_0.1.1_x86-64.root.not-a-uuid.raw.xz\n"),
+            format!("{H}  kowabunga-kiwi_0.1.1_x86-64.root.not-a-uuid.raw.zst\n"),
             format!("{H}  kowabunga-kiwi_0.1.1_x86-64.efi\n"),
-            format!("{}  kowabunga-kiwi_0.1.1_x86-64.efi.xz\n", &H[1..]),
+            format!("{}  kowabunga-kiwi_0.1.1_x86-64.efi.zst\n", &H[1..]),
             "garbage\n".to_owned(),
         ] {
             let text = format!("{}{stray}", sums("kiwi", "0.1.1", "x86-64"));
@@ -805,7 +862,7 @@ mod tests {
             Err(UpdateError::MissingArtifact("verity"))
         ));
         let twice = format!(
-            "{}{H}  kowabunga-kiwi_0.1.1_x86-64.efi.xz\n",
+            "{}{H}  kowabunga-kiwi_0.1.1_x86-64.efi.zst\n",
             sums("kiwi", "0.1.1", "x86-64")
         );
         assert!(matches!(

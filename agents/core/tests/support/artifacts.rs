@@ -116,22 +116,39 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The artifacts' names as served (`SHA256SUMS`): UKI, root, verity.
 pub fn names(role: &str, version: &str, arch: &str) -> [String; 3] {
     let base = format!("kowabunga-{role}_{version}_{arch}");
     [
-        format!("{base}.efi.xz"),
-        format!("{base}.root.{ROOT_UUID}.raw.xz"),
-        format!("{base}.verity.{VERITY_UUID}.raw.xz"),
+        format!("{base}.efi.zst"),
+        format!("{base}.root.{ROOT_UUID}.raw.zst"),
+        format!("{base}.verity.{VERITY_UUID}.raw.zst"),
     ]
 }
 
-/// Deterministic contents, distinct per file.
-pub fn content(i: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|j| ((i * 131 + j * 7) % 251) as u8).collect()
+/// The name an artifact is unpacked to in the staging directory.
+pub fn staged(name: &str) -> &str {
+    name.strip_suffix(".zst").unwrap_or(name)
 }
 
-/// Serves artifacts named for `role`/`version`/`arch` and their `SHA256SUMS`
-/// signed by `key`; returns the contents by name.
+/// Deterministic contents, distinct per file and incompressible (an xorshift), so
+/// that a served file is about as long as its contents.
+pub fn content(i: usize, len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (i as u64 + 1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Serves artifacts named for `role`/`version`/`arch`, zstd-compressed as
+/// `scripts/make-update.sh` makes them, and their `SHA256SUMS` signed by `key`;
+/// returns the unpacked contents by staged name. The root has a run of zeros, as a
+/// slot has (its holes once unpacked).
 pub fn publish_version(
     server: &Server,
     key: &Key,
@@ -142,12 +159,29 @@ pub fn publish_version(
     let mut sums = String::new();
     let mut contents = BTreeMap::new();
     for (i, name) in names(role, version, arch).iter().enumerate() {
-        let body = content(i, 50_000 + i * 1000);
+        let mut raw = content(i, 50_000 + i * 1000);
+        if i == 1 {
+            raw.resize(raw.len() + 256 * 1024, 0);
+            raw.extend(content(7, 3000));
+        }
+        let body = zstd::bulk::compress(&raw, 3).unwrap();
         sums.push_str(&format!("{}  {name}\n", sha256_hex(&body)));
-        server.put(name, body.clone());
-        contents.insert(name.clone(), body);
+        server.put(name, body);
+        contents.insert(staged(name).to_owned(), raw);
     }
     server.put("SHA256SUMS.minisig", key.sign(sums.as_bytes()));
     server.put("SHA256SUMS", sums.into_bytes());
     contents
+}
+
+/// Replaces `name` on the server by `raw` compressed, with a matching `SHA256SUMS`
+/// signed by `key`: an artifact that is signed but wrong in its content.
+pub fn republish(server: &Server, key: &Key, name: &str, body: Vec<u8>) {
+    let mut sums =
+        String::from_utf8(server.files.lock().unwrap()["SHA256SUMS"].body.clone()).unwrap();
+    let old = sha256_hex(&server.files.lock().unwrap()[name].body);
+    sums = sums.replace(&old, &sha256_hex(&body));
+    server.put(name, body);
+    server.put("SHA256SUMS.minisig", key.sign(sums.as_bytes()));
+    server.put("SHA256SUMS", sums.into_bytes());
 }
