@@ -638,7 +638,7 @@ async fn download(
     // appears in the staging directory after the caller has emptied it.
     let unpacked = unpacker.await.map_err(|e| UpdateError::Unpack {
         name: name.clone(),
-        source: UnpackError::Corrupt(format!("the unpacking thread failed: {e}")),
+        source: UnpackError::Thread(e.to_string()),
     })?;
     downloaded?;
     if let Some(expected) = expected_len

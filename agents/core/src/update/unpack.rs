@@ -28,6 +28,8 @@ pub enum UnpackError {
     TooLarge(u64),
     #[error("not a complete zstd stream: {0}")]
     Corrupt(String),
+    #[error("the unpacking thread failed: {0}")]
+    Thread(String),
     #[error("writing {path}: {source}")]
     Io { path: String, source: io::Error },
 }
@@ -80,9 +82,7 @@ impl<'a> SparseFile<'a> {
             if self.tail.len() < BLOCK {
                 return Ok(());
             }
-            let block = std::mem::take(&mut self.tail);
-            self.write_blocks(&block, at)?;
-            self.tail = block;
+            self.write_blocks(&self.tail, at)?;
             self.tail.clear();
             at += BLOCK as u64;
         }

@@ -174,8 +174,8 @@ pub fn publish_version(
     contents
 }
 
-/// Replaces `name` on the server by `raw` compressed, with a matching `SHA256SUMS`
-/// signed by `key`: an artifact that is signed but wrong in its content.
+/// Serves `body` as `name`, as it is, with a `SHA256SUMS` that matches it, signed by
+/// `key`: an artifact that is signed but wrong in its content.
 pub fn republish(server: &Server, key: &Key, name: &str, body: Vec<u8>) {
     let mut sums =
         String::from_utf8(server.files.lock().unwrap()["SHA256SUMS"].body.clone()).unwrap();
