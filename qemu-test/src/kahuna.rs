@@ -191,12 +191,19 @@ impl FakeKahuna {
     /// The `os` object of the last report that carried one (the running OS image, its
     /// other slot: `kowabunga_agent::os_image`).
     pub fn last_report_os(&self) -> Option<serde_json::Value> {
+        self.report_bodies()
+            .into_iter()
+            .rev()
+            .find_map(|v| v.get("os").cloned())
+    }
+
+    /// Every report's JSON body, in the order received.
+    pub fn report_bodies(&self) -> Vec<serde_json::Value> {
         self.seen()
             .iter()
-            .rev()
             .filter(|s| s.method == "POST" && s.path.ends_with("/report"))
             .filter_map(|s| serde_json::from_slice::<serde_json::Value>(&s.body).ok())
-            .find_map(|v| v.get("os").cloned())
+            .collect()
     }
 
     /// Waits until `pred` holds on what was seen so far, or the deadline passes.

@@ -35,8 +35,19 @@ pub fn build_initrd(
     dir: &Path,
     script: &str,
 ) -> Result<PathBuf, ArtifactError> {
-    let src = dir.join("peer-src");
-    let root = dir.join("peer-root");
+    build_initrd_named(artifacts, dir, "peer", script)
+}
+
+/// [`build_initrd`] for one of several peers of a test: its files are named after
+/// `name` (`NAME.initrd`).
+pub fn build_initrd_named(
+    artifacts: &Artifacts,
+    dir: &Path,
+    name: &str,
+    script: &str,
+) -> Result<PathBuf, ArtifactError> {
+    let src = dir.join(format!("{name}-src"));
+    let root = dir.join(format!("{name}-root"));
     let _ = fs::remove_dir_all(&src);
     let _ = fs::remove_dir_all(&root);
     for d in [
@@ -122,7 +133,7 @@ pub fn build_initrd(
             "chmod of the peer's init failed".into(),
         ));
     }
-    let out = dir.join("peer.initrd");
+    let out = dir.join(format!("{name}.initrd"));
     let status = Command::new("sh")
         .arg("-c")
         .arg(format!(

@@ -167,15 +167,21 @@ pub struct Fetcher {
     etag: Option<HeaderValue>,
     /// Read for every report: the running OS version and the other slot's.
     os: Option<crate::os_image::OsSource>,
+    /// Read for every report: what the role's services say (`/status`'s
+    /// `services.<name>.report`), e.g. a Kiwi's WireGuard public keys.
+    services: Vec<(&'static str, Arc<dyn kowabunga_model::Report>)>,
 }
 
-/// A report's body: the outcome, and the OS image when the agent knows it.
+/// A report's body: the outcome, the OS image when the agent knows it, and what the
+/// role's services report (by service name, as in `/status`).
 #[derive(serde::Serialize)]
 struct ReportBody<'a> {
     #[serde(flatten)]
     outcome: &'a Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     os: Option<crate::os_image::OsImage>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    services: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Fetcher {
@@ -212,7 +218,29 @@ impl Fetcher {
             headers,
             etag: None,
             os: None,
+            services: Vec::new(),
         })
+    }
+
+    /// Send what these services report with every report (those without a report
+    /// are left out).
+    pub fn set_services(&mut self, services: &[kowabunga_model::Supervised]) {
+        self.services = services
+            .iter()
+            .filter_map(|s| s.report().map(|r| (s.name(), r)))
+            .collect();
+    }
+
+    fn body<'a>(&self, outcome: &'a Outcome) -> ReportBody<'a> {
+        ReportBody {
+            outcome,
+            os: self.os.as_ref().map(crate::os_image::OsSource::read),
+            services: self
+                .services
+                .iter()
+                .map(|(name, report)| ((*name).to_owned(), report.status()))
+                .collect(),
+        }
     }
 
     /// Send the OS image, as `read` gives it then (`OsImage::read_system`), with every
@@ -297,10 +325,7 @@ impl Fetcher {
             .client
             .post(url)
             .headers(self.headers.clone())
-            .json(&ReportBody {
-                outcome,
-                os: self.os.as_ref().map(crate::os_image::OsSource::read),
-            })
+            .json(&self.body(outcome))
             .send()
             .await
             .map_err(|e| transport(url, e))?;
@@ -417,7 +442,50 @@ pub(crate) fn tls_config(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    struct Keys;
+
+    impl kowabunga_model::Report for Keys {
+        fn status(&self) -> serde_json::Value {
+            serde_json::json!({ "links": { "wg0": { "public_key": "K" } } })
+        }
+        fn metrics(&self) -> Vec<kowabunga_model::Metric> {
+            Vec::new()
+        }
+    }
+
+    /// A service's report goes with the outcome, under its name; a service without
+    /// one is left out, and no service at all leaves no `services` key.
+    #[test]
+    fn reports_carry_what_the_services_report() {
+        let credentials = Credentials {
+            kahuna: kernel_cmdline::HttpUrl::parse_base("https://k").unwrap(),
+            agent_id: "a1".into(),
+            api_key: kernel_cmdline::Secret::new("key"),
+            config_url: None,
+            ca_file: None,
+        };
+        let config = FetchConfig::new(&credentials, "Kiwi", true).unwrap();
+        let mut fetcher = Fetcher::new(config, &credentials).unwrap();
+        let outcome = Outcome::applied(3, 1);
+        let bare = serde_json::to_value(fetcher.body(&outcome)).unwrap();
+        assert_eq!(bare["version"], 3);
+        assert!(bare.get("services").is_none(), "{bare}");
+        fetcher.set_services(&[
+            kowabunga_model::Supervised::new("wireguard", || async { Ok(()) })
+                .with_report(Arc::new(Keys)),
+            kowabunga_model::Supervised::new("dns", || async { Ok(()) }),
+        ]);
+        let body = serde_json::to_value(fetcher.body(&outcome)).unwrap();
+        assert_eq!(
+            body["services"],
+            serde_json::json!({ "wireguard": { "links": { "wg0": { "public_key": "K" } } } })
+        );
+        assert_eq!(body["state"], "applied");
+    }
 
     #[test]
     fn report_url_sits_beside_config() {

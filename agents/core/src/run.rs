@@ -116,6 +116,9 @@ pub(crate) async fn run<R: Role>(
     let pusher = PipelinePusher::new(pipeline.clone(), recorder.clone());
     let rpc = Arc::new(role.rpc(&context, pusher.clone()));
     let mut services = role.services(&context, pusher);
+    if let Some(fetcher) = &fetcher {
+        fetcher.lock().await.set_services(&services);
+    }
     services.push(kahuna_link::<R>(rpc, &credentials, insecure, &board));
     if pulls {
         let trust = TrustPolicy::load(&common.trusted_keys, &common.pubkeys(&boot), boot.insecure)

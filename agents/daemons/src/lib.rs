@@ -9,5 +9,7 @@
 pub mod reconciler;
 pub mod systemd;
 
-pub use reconciler::{Daemon, DaemonsPlan, DaemonsReconciler, KEEPALIVED, SECTION, STRONGSWAN};
+pub use reconciler::{
+    CONNTRACKD, Daemon, DaemonsPlan, DaemonsReconciler, KEEPALIVED, SECTION, STRONGSWAN,
+};
 pub use systemd::{ActiveState, Bus, Systemd, SystemdError};

@@ -55,6 +55,16 @@ pub const KEEPALIVED: Daemon = Daemon {
     check: &["keepalived", "--config-test", "--use-file", "{file}"],
 };
 
+/// conntrackd (Kiwi's connection tracking sync, beside keepalived). It has no check
+/// mode: a file it refuses fails the unit's (re)start, so the step; the image's
+/// drop-in runs it on this file only when the file exists.
+pub const CONNTRACKD: Daemon = Daemon {
+    name: "conntrackd",
+    unit: "conntrackd.service",
+    file: "conntrackd.conf",
+    check: &[],
+};
+
 /// strongSwan (`charon-systemd`, loaded with `swanctl`): Kawaii's IPsec. swanctl has no
 /// offline check mode (it loads into a running charon over VICI): the connections are
 /// checked when rendered (the kontroller's `ipsec.rs`), and the unit's reload

@@ -5,7 +5,9 @@
 //! A served link is named by its `[network]` link name; the Kiwi's first IPv4 address
 //! on that link whose subnet holds the link's pools (or hosts) is the server's address
 //! there: the subnet served, the server identifier, and the default router and DNS
-//! server handed to clients.
+//! server handed to clients. On a Kiwi pair, when `[vrrp]` holds a virtual address in
+//! that subnet on that link, the virtual address is the default router and DNS server
+//! instead: it is the one that survives a failover.
 //!
 //! ```toml
 //! [dhcp]
@@ -16,8 +18,8 @@
 //!
 //! [dhcp.links.vlan101]
 //! pools = [{ first = "10.0.101.100", last = "10.0.101.199" }]
-//! # router = "10.0.101.1"           # default: the Kiwi's address on the link
-//! # dns = ["10.0.101.1"]            # default: the section's, else the Kiwi's address
+//! # router = "10.0.101.1"           # default: the link's VIP, else the Kiwi's address
+//! # dns = ["10.0.101.1"]            # default: the section's, else as the router
 //! mtu = 1400                        # option 26; default: the link's mtu in [network]
 //! routes = [{ to = "10.8.0.0/16", via = "10.0.101.254" }]   # option 121
 //! hosts = [{ mac = "52:54:00:00:01:0a", address = "10.0.101.10" }]
@@ -309,7 +311,22 @@ pub fn effective(doc: &Document) -> Result<DhcpConfig, DhcpError> {
         .section::<Network>(network::SECTION)
         .map_err(|e| DhcpError(format!("cannot read [network]: {e}")))?
         .unwrap_or_default();
-    compile(&section, &net)
+    compile_with_vips(&section, &net, &vips_by_link(doc))
+}
+
+/// The IPv4 virtual addresses `[vrrp]` holds, by link. None when `[vrrp]` does not
+/// validate: the vrrp reconciler refuses that document with its own error.
+fn vips_by_link(doc: &Document) -> BTreeMap<String, Vec<Ipv4Addr>> {
+    let mut vips: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
+    let config = kowabunga_vrrp::model::effective(doc).ok().flatten();
+    for inst in config.map(|c| c.instances).unwrap_or_default() {
+        for vip in &inst.vips {
+            if let IpAddr::V4(v4) = vip.addr {
+                vips.entry(inst.link.clone()).or_default().push(v4);
+            }
+        }
+    }
+    vips
 }
 
 /// The links `doc` has served: the links of its `[dhcp]` section once it validates
@@ -324,6 +341,16 @@ pub fn served_links(doc: &Document) -> Vec<String> {
 
 /// Validate `section` against `net` and fill in the defaults.
 pub fn compile(section: &DhcpSection, net: &Network) -> Result<DhcpConfig, DhcpError> {
+    compile_with_vips(section, net, &BTreeMap::new())
+}
+
+/// [`compile`] on a node holding the VRRP virtual addresses `vips` (by link): a link's
+/// VIP in the served subnet is its default router and DNS server.
+pub fn compile_with_vips(
+    section: &DhcpSection,
+    net: &Network,
+    vips: &BTreeMap<String, Vec<Ipv4Addr>>,
+) -> Result<DhcpConfig, DhcpError> {
     let err = |msg: String| Err(DhcpError(msg));
     if let Some(t) = section.lease_time {
         check_lease_time("lease_time", t)?;
@@ -445,7 +472,12 @@ pub fn compile(section: &DhcpSection, net: &Network) -> Result<DhcpConfig, DhcpE
             .or(section.lease_time)
             .unwrap_or(DEFAULT_LEASE_TIME);
         check_lease_time(&format!("{at}.lease_time"), lease_time)?;
-        let router = spec.router.unwrap_or(server);
+        // The gateway a pair keeps across a failover, when there is one.
+        let gateway = vips
+            .get(name)
+            .and_then(|v| v.iter().copied().find(|vip| subnet.contains(vip)))
+            .unwrap_or(server);
+        let router = spec.router.unwrap_or(gateway);
         if !subnet.contains(&router) || special[..special.len() - 1].contains(&router) {
             return err(format!(
                 "{at}.router: {router} is not a host of the link's subnet {subnet}"
@@ -454,7 +486,7 @@ pub fn compile(section: &DhcpSection, net: &Network) -> Result<DhcpConfig, DhcpE
         let dns = match &spec.dns {
             Some(list) => list.clone(),
             None if !section.dns.is_empty() => section.dns.clone(),
-            None => vec![server],
+            None => vec![gateway],
         };
         check_unicast(&format!("{at}.dns"), &dns)?;
         let domain = spec.domain.clone().or_else(|| section.domain.clone());
@@ -600,6 +632,38 @@ name = "eth3"
             "[dhcp.links.eth3]\npools = [{ first = \"10.0.3.10\", last = \"10.0.3.20\" }]\n";
         assert!(effective(&doc(refused)).is_err());
         assert!(served_links(&doc(refused)).is_empty());
+    }
+
+    /// On a pair, the link's VRRP address (in the served subnet) is the default router
+    /// and DNS server: it survives a failover, the Kiwi's own address does not. An
+    /// explicit router wins; a VIP of another link does not count.
+    #[test]
+    fn a_links_vip_is_the_default_router_and_dns() {
+        let vrrp = "[vrrp]\npriority = 100\n\
+                    [[vrrp.instance]]\nlink = \"eth1\"\nvrid = 1\nvips = [\"fd00:101::254/64\"]\n\
+                    [[vrrp.instance]]\nlink = \"eth1\"\nvrid = 2\nvips = [\"10.0.101.254/24\"]\n\
+                    [[vrrp.instance]]\nlink = \"eth2\"\nvrid = 3\nvips = [\"192.168.7.254/24\"]\n";
+        let dhcp = "[dhcp.links.eth1]\npools = [{ first = \"10.0.101.100\", last = \"10.0.101.199\" }]\n\
+                    [dhcp.links.eth2]\npools = [{ first = \"192.168.7.10\", last = \"192.168.7.20\" }]\nrouter = \"192.168.7.1\"\n";
+        let cfg = effective(&doc(&format!("{dhcp}{vrrp}"))).unwrap();
+        let eth1 = &cfg.links["eth1"];
+        assert_eq!(eth1.router, Some(ip("10.0.101.254")));
+        assert_eq!(eth1.dns, [ip("10.0.101.254")]);
+        assert_eq!(
+            eth1.server,
+            ip("10.0.101.1"),
+            "the server id stays the Kiwi's own"
+        );
+        let eth2 = &cfg.links["eth2"];
+        assert_eq!(
+            eth2.router,
+            Some(ip("192.168.7.1")),
+            "an explicit router wins"
+        );
+        assert_eq!(eth2.dns, [ip("192.168.7.254")]);
+        // Without [vrrp]: the Kiwi's own address, as before.
+        let alone = effective(&doc(dhcp)).unwrap();
+        assert_eq!(alone.links["eth1"].router, Some(ip("10.0.101.1")));
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod kiwi;
 pub mod model;
 mod reconciler;
 mod recursion;
+mod reply_source;
 mod server;
 mod zones;
 

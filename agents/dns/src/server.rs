@@ -24,6 +24,7 @@ use tokio::time::timeout;
 use crate::forward::{Transport, forward};
 use crate::model::{DnsConfig, DnsSection, PushedDns};
 use crate::recursion::{self, LocalNets};
+use crate::reply_source;
 use crate::zones::{Answer, Zones, reply_to, udp_limit};
 
 /// Name of the supervised service (logs, `/status`, `/metrics`).
@@ -104,9 +105,10 @@ impl Shared {
 
 /// One bound address: its UDP threads and TCP task, stopped on drop.
 ///
-/// UDP is served by plain threads doing blocking `recv_from`/`send_to` on the shared
+/// UDP is served by plain threads doing blocking `recvmsg`/`sendmsg` on the shared
 /// socket (the kernel wakes one waiter per datagram): two syscalls per answered query,
-/// no event loop in between. Forwarded queries go to the async runtime.
+/// no event loop in between, each answer sent from the address asked
+/// ([`reply_source`]). Forwarded queries go to the async runtime.
 struct Listener {
     local: SocketAddr,
     tcp: JoinHandle<()>,
@@ -323,6 +325,7 @@ impl DnsServer {
         udp_socket.set_nonblocking(false)?;
         udp_socket.set_read_timeout(Some(UDP_POLL))?;
         let udp: Arc<std::net::UdpSocket> = Arc::new(udp_socket.into());
+        reply_source::enable(&udp)?;
         let local = udp.local_addr()?;
         // TCP on the same port as UDP, also when the configuration said port 0.
         let tcp_socket = bind(local, Type::STREAM)?;
@@ -614,7 +617,7 @@ fn serve_udp(
 ) -> Result<(), String> {
     let mut buf = vec![0u8; 4096];
     while !stop.load(Ordering::Relaxed) {
-        let (n, peer) = match socket.recv_from(&mut buf) {
+        let (n, peer, arrival) = match reply_source::recv(socket, &mut buf) {
             Ok(got) => got,
             Err(err) if transient(&err) => continue,
             Err(err) => return Err(format!("UDP receive: {err}")),
@@ -628,13 +631,13 @@ fn serve_udp(
             peer.ip(),
         ) {
             Handled::Reply(bytes) => {
-                let _ = socket.send_to(&bytes, peer);
+                let _ = reply_source::send(socket, &bytes, peer, arrival);
             }
             Handled::Drop => {}
             Handled::Forward(request) => {
                 let Ok(permit) = Arc::clone(&shared.forwards).try_acquire_owned() else {
                     if let Handled::Reply(bytes) = servfail(&request) {
-                        let _ = socket.send_to(&bytes, peer);
+                        let _ = reply_source::send(socket, &bytes, peer, arrival);
                     }
                     continue;
                 };
@@ -649,7 +652,7 @@ fn serve_udp(
                     .await;
                     if let Some(bytes) = forward_reply(&request, reply, Transport::Udp) {
                         // A blocking socket: a datagram send does not wait in practice.
-                        let _ = socket.send_to(&bytes, peer);
+                        let _ = reply_source::send(&socket, &bytes, peer, arrival);
                     }
                     drop(permit);
                 });
@@ -795,6 +798,26 @@ mod tests {
         assert_eq!(server.bound()[0].port(), port);
         assert!(!run.is_finished());
         run.abort();
+        server.shutdown().await;
+    }
+
+    /// A wildcard listener answers from the address it was asked on: a resolver
+    /// connected to 127.0.0.2 (which routing would not pick as the source) gets its
+    /// answer. The case of a VRRP virtual address on a Kiwi.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_wildcard_listener_answers_from_the_address_asked() {
+        let server = DnsServer::new();
+        server.apply(state_on("0.0.0.0:0")).await.unwrap();
+        let port = server.bound()[0].port();
+        // The probe's socket is connected: an answer from another address never
+        // reaches it (and the probe, which also checks the id, times out).
+        timeout(
+            Duration::from_secs(10),
+            probe(([127, 0, 0, 2], port).into()),
+        )
+        .await
+        .expect("an answer from 127.0.0.2")
+        .unwrap();
         server.shutdown().await;
     }
 }

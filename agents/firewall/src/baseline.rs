@@ -7,7 +7,8 @@
 //!   (Kiwi: DNS, 53 UDP and TCP) on the node's internal links only, and the role's
 //!   services that another section places on named links, on exactly those links
 //!   (Kiwi: its DHCP server, UDP 68 -> 67, broadcast or unicast, on the links `[dhcp]`
-//!   serves; VRRP adverts, IP protocol 112, on the links `[vrrp]` runs on);
+//!   serves; VRRP adverts, IP protocol 112, on the links `[vrrp]` runs on; conntrackd's
+//!   sync, UDP 3780, on the link `[vrrp.conntrack_sync]` names);
 //! - forward: policy drop (no traffic between links until the document opens it);
 //! - output: policy accept (the management path to Kahuna is outbound).
 //!
@@ -69,9 +70,11 @@ impl Baseline {
     /// Kiwi's: DNS (53, UDP and TCP) on internal links, its DHCP server (UDP
     /// 68 -> 67) on the links `dhcp_links` reads from the document (the links `[dhcp]`
     /// serves: `kowabunga_dhcp::model::served_links`), and VRRP adverts on the links
-    /// `vrrp_links` reads (`kowabunga_vrrp::model::vrrp_links`); given by the role,
-    /// since the firewall knows neither section.
-    pub fn kiwi(dhcp_links: ServedLinks, vrrp_links: ServedLinks) -> Self {
+    /// `vrrp_links` reads (`kowabunga_vrrp::model::vrrp_links`), and conntrackd's sync
+    /// (UDP 3780) on the links `sync_links` reads
+    /// (`kowabunga_vrrp::model::conntrack_sync_links`); given by the role, since the
+    /// firewall knows none of these sections.
+    pub fn kiwi(dhcp_links: ServedLinks, vrrp_links: ServedLinks, sync_links: ServedLinks) -> Self {
         Self {
             link_services: vec![
                 LinkService {
@@ -87,6 +90,13 @@ impl Baseline {
                     sport: None,
                     dport: None,
                     links: vrrp_links,
+                },
+                LinkService {
+                    name: "conntrack sync",
+                    proto: Proto::Udp,
+                    sport: None,
+                    dport: Some(3780),
+                    links: sync_links,
                 },
             ],
             services: vec![

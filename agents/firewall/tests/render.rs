@@ -127,7 +127,11 @@ fn baseline_golden_file() {
         ["eth0", "eth2"]
     );
     assert_eq!(internal_links(&net), ["eth1", "br0"]);
-    let baseline = Baseline::kiwi(kowabunga_dhcp::model::served_links, |_| Vec::new());
+    let baseline = Baseline::kiwi(
+        kowabunga_dhcp::model::served_links,
+        |_| Vec::new(),
+        |_| Vec::new(),
+    );
     let got = render(Some(&baseline.for_document(&doc, Origin::Section).unwrap())).script;
     let dhcp: Vec<&str> = got.lines().filter(|l| l.contains("dport 67")).collect();
     assert_eq!(
@@ -160,6 +164,7 @@ fn baseline_golden_file() {
     let vrrp = Baseline::kiwi(
         |_| Vec::new(),
         |_| vec!["br0".to_owned(), "eth9".to_owned()],
+        |_| Vec::new(),
     );
     let got = render(Some(&vrrp.for_document(&doc, Origin::Section).unwrap())).script;
     let lines: Vec<&str> = got.lines().filter(|l| l.contains("l4proto 112")).collect();
@@ -167,6 +172,17 @@ fn baseline_golden_file() {
         lines,
         [
             "\t\tiifname \"br0\" meta l4proto 112 accept comment \"baseline: vrrp on served link br0\""
+        ]
+    );
+
+    // conntrackd's sync (UDP 3780) on the link the role's reader names.
+    let sync = Baseline::kiwi(|_| Vec::new(), |_| Vec::new(), |_| vec!["eth1".to_owned()]);
+    let got = render(Some(&sync.for_document(&doc, Origin::Section).unwrap())).script;
+    let lines: Vec<&str> = got.lines().filter(|l| l.contains("3780")).collect();
+    assert_eq!(
+        lines,
+        [
+            "\t\tiifname \"eth1\" udp dport 3780 accept comment \"baseline: conntrack sync on served link eth1\""
         ]
     );
 

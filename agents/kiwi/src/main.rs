@@ -12,10 +12,12 @@ use kowabunga_firewall::{Baseline, FirewallReconciler};
 use kowabunga_model::{DynReconciler, Supervised, erase};
 use kowabunga_network::NetworkReconciler;
 use kowabunga_vrrp::VrrpReconciler;
+use kowabunga_wireguard::{TunnelWatch, WireguardReconciler};
 
 struct Kiwi {
     dns: DnsServer,
     dhcp: DhcpServer,
+    tunnels: TunnelWatch,
 }
 
 impl Role for Kiwi {
@@ -24,10 +26,11 @@ impl Role for Kiwi {
     const STATUS_PORT: u16 = 9721;
     type Rpc = KiwiService<PipelinePusher>;
 
-    /// Links and addresses first, so the firewall can name them, keepalived hold VIPs
-    /// on them and DNS and DHCP bind them. DHCP keeps its leases under the state
-    /// directory (`dhcp/leases.json`), keepalived's file is `daemons/keepalived.conf`
-    /// (the image's keepalived.service reads it there).
+    /// Links and addresses first, so the firewall can name them, WireGuard set the
+    /// tunnels among them, keepalived hold VIPs on them and DNS and DHCP bind them. DHCP keeps its leases under the state
+    /// directory (`dhcp/leases.json`), keepalived's and conntrackd's files are
+    /// `daemons/keepalived.conf` and `daemons/conntrackd.conf` (the image's units read
+    /// them there); the WireGuard keys are under `wireguard/` (0700).
     fn reconcilers(&self, context: &RoleContext) -> Result<Vec<Box<dyn DynReconciler>>, String> {
         let network = NetworkReconciler::with_state_dir(context.state_dir.join("network"))
             .map_err(|e| e.to_string())?;
@@ -35,15 +38,20 @@ impl Role for Kiwi {
         Ok(vec![
             erase(network),
             // Closed until the document opens it: with no [firewall], the baseline,
-            // DHCP opened on the links [dhcp] serves, VRRP on the links [vrrp] runs on.
+            // DHCP opened on the links [dhcp] serves, VRRP on the links [vrrp] runs on,
+            // conntrackd's sync on the link [vrrp.conntrack_sync] names.
             erase(
                 FirewallReconciler::new()
                     .map_err(|e| e.to_string())?
                     .with_baseline(Baseline::kiwi(
                         kowabunga_dhcp::model::served_links,
                         kowabunga_vrrp::model::vrrp_links,
+                        kowabunga_vrrp::model::conntrack_sync_links,
                     )),
             ),
+            erase(WireguardReconciler::new(
+                context.state_dir.join("wireguard"),
+            )),
             erase(VrrpReconciler::new(context.state_dir.join("daemons"))),
             erase(DnsReconciler::new(self.dns.clone())),
             erase(DhcpReconciler::new(self.dhcp.clone())),
@@ -56,9 +64,14 @@ impl Role for Kiwi {
     }
 
     /// The DNS listeners and the DHCP links' serving threads (bound and re-bound by
-    /// their reconcilers), restarted by the core when one fails.
+    /// their reconcilers), restarted by the core when one fails, and the WireGuard
+    /// tunnels' watcher (`/status`: each peer's last handshake).
     fn services(&self, _context: &RoleContext, _pusher: PipelinePusher) -> Vec<Supervised> {
-        vec![self.dns.supervised(), self.dhcp.supervised()]
+        vec![
+            self.dns.supervised(),
+            self.dhcp.supervised(),
+            self.tunnels.supervised(),
+        ]
     }
 }
 
@@ -66,5 +79,6 @@ fn main() -> ExitCode {
     kowabunga_agent::cli::main(Kiwi {
         dns: DnsServer::new(),
         dhcp: DhcpServer::new(),
+        tunnels: TunnelWatch::new(),
     })
 }

@@ -112,6 +112,9 @@ pub enum LinkKind {
     /// routes into it send traffic through the IPsec SAs of the same `if_id`
     /// (strongSwan's `if_id_in`/`if_id_out`).
     Xfrm,
+    /// A WireGuard interface: its key, port and peers are the `[wireguard]`
+    /// section's (Kiwi), its addresses, MTU and routes this section's.
+    Wireguard,
 }
 
 impl LinkKind {
@@ -124,6 +127,7 @@ impl LinkKind {
             LinkKind::Bond => Some("bond"),
             LinkKind::Veth => Some("veth"),
             LinkKind::Xfrm => Some("xfrm"),
+            LinkKind::Wireguard => Some("wireguard"),
         }
     }
 
@@ -768,7 +772,7 @@ impl Network {
                     }
                     self.check_parent(l, ("an xfrm link", "an XFRM interface"), &mut errs);
                 }
-                LinkKind::Physical | LinkKind::Bridge => {}
+                LinkKind::Physical | LinkKind::Bridge | LinkKind::Wireguard => {}
             }
             if let Some(mtu) = l.mtu
                 && !(68..=65535).contains(&mtu)

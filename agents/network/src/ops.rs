@@ -20,7 +20,7 @@ use rtnetlink::packet_route::route::{
 };
 use rtnetlink::{
     AddressMessageBuilder, LinkBond, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth,
-    LinkVlan, LinkXfrm, RouteMessageBuilder,
+    LinkVlan, LinkWireguard, LinkXfrm, RouteMessageBuilder,
 };
 
 /// A link the plan creates.
@@ -46,6 +46,8 @@ pub enum NewLink {
         parent: String,
         if_id: u32,
     },
+    /// Keys and peers are set by the wireguard reconciler (`kowabunga-wireguard`).
+    Wireguard,
 }
 
 impl NewLink {
@@ -57,6 +59,7 @@ impl NewLink {
             NewLink::Veth { .. } => "veth",
             NewLink::Vlan { .. } => "vlan",
             NewLink::Xfrm { .. } => "xfrm",
+            NewLink::Wireguard => "wireguard",
         }
     }
 }
@@ -307,6 +310,7 @@ impl Op {
                     NewLink::Xfrm { parent, if_id } => {
                         LinkXfrm::new(name, idx(parent)?, *if_id).build()
                     }
+                    NewLink::Wireguard => LinkWireguard::new(name).build(),
                 };
                 nl(
                     RouteNetlinkMessage::NewLink(m),
@@ -418,6 +422,7 @@ impl fmt::Display for Op {
                 NewLink::Xfrm { parent, if_id } => {
                     write!(f, "create xfrm {name} (if_id {if_id} on {parent})")
                 }
+                NewLink::Wireguard => write!(f, "create wireguard {name}"),
             },
             Op::SetMtu { link, mtu } => write!(f, "set mtu of {link} to {mtu}"),
             Op::SetMac { link, mac } => write!(f, "set mac of {link} to {mac}"),

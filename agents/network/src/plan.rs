@@ -245,6 +245,7 @@ impl<'a> Planner<'a> {
                 },
                 _ => return,
             },
+            LinkKind::Wireguard => NewLink::Wireguard,
         };
         let kind = d.kind.kernel_kind().unwrap_or("link");
         let create = match observed {
@@ -252,7 +253,7 @@ impl<'a> Planner<'a> {
             Some(o) => {
                 let same = o.kind.as_deref() == Some(kind)
                     && match &spec {
-                        NewLink::Bridge { .. } => true,
+                        NewLink::Bridge { .. } | NewLink::Wireguard => true,
                         NewLink::Bond { mode } => o.bond_mode == Some(*mode),
                         NewLink::Veth { peer } => {
                             !o.link_elsewhere
@@ -703,6 +704,7 @@ fn leak_kind(kind: &str) -> &'static str {
         "veth" => "veth",
         "vlan" => "vlan",
         "xfrm" => "xfrm",
+        "wireguard" => "wireguard",
         _ => "link",
     }
 }
@@ -880,6 +882,32 @@ mod tests {
     }
 
     const XFRM: &str = "[[links]]\nname = \"eth0\"\n[[links]]\nname = \"xfrm-1\"\nkind = \"xfrm\"\nparent = \"eth0\"\nif_id = 1\nmtu = 1300\n[[routes]]\nto = \"172.16.0.0/16\"\ndev = \"xfrm-1\"\n";
+
+    const WG: &str = "[[links]]\nname = \"eth0\"\n[[links]]\nname = \"wg0\"\nkind = \"wireguard\"\naddresses = [\"10.200.0.1/30\"]\n";
+
+    /// A WireGuard link is made bare (its key and peers are the wireguard
+    /// reconciler's), kept as the kernel shows it, deleted when the document drops it.
+    #[test]
+    fn wireguard_links_are_created_kept_and_deleted() {
+        let got = plan(WG, "", &base()).unwrap();
+        assert_eq!(
+            got,
+            [
+                "create wireguard wg0",
+                "add address 10.200.0.1/30 to wg0",
+                "set wg0 up",
+            ]
+        );
+        let mut obs = base();
+        obs.links.push(link(11, "wg0", Some("wireguard"), true));
+        obs.addrs.push(AddrState {
+            index: 11,
+            addr: "10.200.0.1/30".parse().unwrap(),
+        });
+        assert_eq!(plan(WG, WG, &obs).unwrap(), Vec::<String>::new());
+        let none = "[[links]]\nname = \"eth0\"\n";
+        assert_eq!(plan(none, WG, &obs).unwrap(), ["delete wireguard wg0"]);
+    }
 
     #[test]
     fn xfrm_interfaces_are_created_on_their_parent_and_kept_or_recreated() {

@@ -7,6 +7,7 @@
 //! reconciler of `kowabunga-daemons` (checked with `keepalived --config-test`, written
 //! when it changes, keepalived reloaded through systemd over D-Bus): [`VrrpReconciler`].
 
+pub mod conntrackd;
 pub mod keepalived;
 pub mod model;
 mod reconciler;

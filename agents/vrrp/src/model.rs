@@ -33,21 +33,44 @@ pub struct VrrpSection {
     /// the VIPs stay where they are until their holder fails.
     #[serde(default = "yes")]
     pub preempt: bool,
-    /// Seconds between adverts, 1 to 255 (default 1): the backup takes over after
-    /// about three missed adverts.
+    /// Seconds between adverts (default 1): whole seconds 1 to 255 (VRRPv2, as
+    /// upstream's keepalived), or a sub-second interval in hundredths, 0.01 to 40.95
+    /// (VRRPv3, RFC 5798). A backup takes over after three missed adverts plus a skew
+    /// below one interval: about 3.6 s at 1 s, 1.8 s at 0.5.
     #[serde(default = "one")]
-    #[schemars(range(min = 1, max = 255))]
-    pub advert_interval: u8,
+    #[schemars(range(min = 0.01, max = 255))]
+    pub advert_interval: f64,
+    /// Connection tracking kept across a failover (`conntrackd`): established flows,
+    /// NAT ones included, survive the move of the VIPs.
+    #[serde(default)]
+    pub conntrack_sync: Option<ConntrackSync>,
     #[serde(default, rename = "instance")]
     pub instances: Vec<Instance>,
+}
+
+/// `[vrrp.conntrack_sync]`: where this Kiwi and the other of its pair exchange their
+/// connection tracking tables (conntrackd, FT-FW mode, UDP unicast).
+///
+/// ```toml
+/// [vrrp.conntrack_sync]
+/// link = "eth2"             # a link of [network] with an address (a dedicated one is best)
+/// peer = "10.0.0.3"         # the other Kiwi's address on it
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConntrackSync {
+    /// A link of `[network]` with an address in the peer's subnet.
+    pub link: String,
+    /// The other Kiwi's address on that link.
+    pub peer: IpAddr,
 }
 
 fn yes() -> bool {
     true
 }
 
-fn one() -> u8 {
-    1
+fn one() -> f64 {
+    1.0
 }
 
 /// One VRRP router: a link, its router id, the addresses it holds.
@@ -95,11 +118,50 @@ pub struct VrrpInstance {
     pub unicast_peers: Vec<IpAddr>,
 }
 
-/// The checked configuration: what keepalived is given.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// The checked `[vrrp.conntrack_sync]`: what conntrackd is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    pub link: String,
+    /// This node's address on the link, of the peer's family, in its subnet.
+    pub local: IpAddr,
+    pub peer: IpAddr,
+    /// Flows from or to these are the node's own, not synced: every address of every
+    /// link of `[network]`.
+    pub own_addresses: Vec<IpAddr>,
+}
+
+/// The interval between adverts, in hundredths of a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Centiseconds(pub u16);
+
+impl Centiseconds {
+    /// VRRPv3 (RFC 5798) carries intervals in hundredths; whole seconds stay on
+    /// VRRPv2, which upstream's keepalived speaks (a pair being updated one node at a
+    /// time keeps hearing each other).
+    pub fn needs_vrrp3(self) -> bool {
+        !self.0.is_multiple_of(100)
+    }
+}
+
+impl fmt::Display for Centiseconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, hundredths) = (self.0 / 100, self.0 % 100);
+        if hundredths == 0 {
+            write!(f, "{whole}")
+        } else if hundredths % 10 == 0 {
+            write!(f, "{whole}.{}", hundredths / 10)
+        } else {
+            write!(f, "{whole}.{hundredths:02}")
+        }
+    }
+}
+
+/// The checked configuration: what keepalived (and conntrackd) are given.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VrrpConfig {
     pub preempt: bool,
-    pub advert_interval: u8,
+    pub advert_interval: Centiseconds,
+    pub conntrack_sync: Option<SyncConfig>,
     pub instances: Vec<VrrpInstance>,
 }
 
@@ -118,6 +180,18 @@ pub fn effective(doc: &Document) -> Result<Option<VrrpConfig>, VrrpError> {
         .unwrap_or_default();
     let config = compile(&section, &net)?;
     Ok((!config.instances.is_empty()).then_some(config))
+}
+
+/// The link `doc` syncs connection tracking on (what Kiwi's baseline firewall opens
+/// conntrackd's port on): none without `[vrrp.conntrack_sync]`, or when `[vrrp]` does
+/// not validate.
+pub fn conntrack_sync_links(doc: &Document) -> Vec<String> {
+    effective(doc)
+        .ok()
+        .flatten()
+        .and_then(|c| c.conntrack_sync)
+        .map(|s| vec![s.link])
+        .unwrap_or_default()
 }
 
 /// The links `doc` runs VRRP on (what Kiwi's baseline firewall opens VRRP on): none
@@ -145,9 +219,7 @@ fn check_priority(at: &str, priority: u8) -> Result<(), VrrpError> {
 pub fn compile(section: &VrrpSection, net: &Network) -> Result<VrrpConfig, VrrpError> {
     let err = |msg: String| Err(VrrpError(msg));
     check_priority("vrrp.priority", section.priority)?;
-    if section.advert_interval == 0 {
-        return err("vrrp.advert_interval: 0 is not an interval (1 to 255 seconds)".into());
-    }
+    let advert_interval = advert_interval(section.advert_interval)?;
     let mut ids: BTreeMap<(&str, u8), usize> = BTreeMap::new();
     let mut vips_seen: BTreeMap<IpAddr, String> = BTreeMap::new();
     let mut instances = Vec::with_capacity(section.instances.len());
@@ -245,10 +317,77 @@ pub fn compile(section: &VrrpSection, net: &Network) -> Result<VrrpConfig, VrrpE
             unicast_peers,
         });
     }
+    let conntrack_sync = match &section.conntrack_sync {
+        None => None,
+        Some(_) if instances.is_empty() => {
+            return err(
+                "vrrp.conntrack_sync: no vrrp.instance (flows are synced between the nodes of a VRRP pair)"
+                    .into(),
+            );
+        }
+        Some(sync) => Some(sync_config(sync, net)?),
+    };
     Ok(VrrpConfig {
         preempt: section.preempt,
-        advert_interval: section.advert_interval,
+        advert_interval,
+        conntrack_sync,
         instances,
+    })
+}
+
+fn advert_interval(seconds: f64) -> Result<Centiseconds, VrrpError> {
+    let refused = |why: &str| {
+        Err(VrrpError(format!(
+            "vrrp.advert_interval: {seconds} {why} (whole seconds 1 to 255, or 0.01 to 40.95 in hundredths)"
+        )))
+    };
+    let hundredths = (seconds * 100.0).round();
+    if !seconds.is_finite() || (seconds * 100.0 - hundredths).abs() > 1e-6 {
+        return refused("is not a whole number of hundredths of a second");
+    }
+    if !(1.0..=25_500.0).contains(&hundredths) {
+        return refused("is out of range");
+    }
+    // In range: the conversion is exact.
+    let interval = Centiseconds(hundredths as u16);
+    if interval.needs_vrrp3() && interval.0 > 4095 {
+        return refused("is above VRRPv3's 40.95 s and not whole seconds");
+    }
+    Ok(interval)
+}
+
+fn sync_config(sync: &ConntrackSync, net: &Network) -> Result<SyncConfig, VrrpError> {
+    let at = "vrrp.conntrack_sync";
+    let Some(link) = net.link(&sync.link) else {
+        return Err(VrrpError(format!(
+            "{at}.link: `{}` is not a link of [network]",
+            sync.link
+        )));
+    };
+    if link.addresses.iter().any(|a| a.addr == sync.peer) {
+        return Err(VrrpError(format!(
+            "{at}.peer: {} is this node's own address on {}",
+            sync.peer, sync.link
+        )));
+    }
+    let Some(local) = link.addresses.iter().find(|a| a.contains(sync.peer)) else {
+        return Err(VrrpError(format!(
+            "{at}.peer: {} is outside every subnet of link {} (the nodes sync over one subnet)",
+            sync.peer, sync.link
+        )));
+    };
+    let mut own_addresses: Vec<IpAddr> = net
+        .links
+        .iter()
+        .flat_map(|l| l.addresses.iter().map(|a| a.addr))
+        .collect();
+    own_addresses.sort();
+    own_addresses.dedup();
+    Ok(SyncConfig {
+        link: sync.link.clone(),
+        local: local.addr,
+        peer: sync.peer,
+        own_addresses,
     })
 }
 
@@ -278,7 +417,8 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(config.preempt);
-        assert_eq!(config.advert_interval, 1);
+        assert_eq!(config.advert_interval, Centiseconds(100));
+        assert_eq!(config.conntrack_sync, None);
         assert_eq!(config.instances[0].priority, 150);
         assert_eq!(
             config.instances[0]
@@ -295,6 +435,39 @@ mod tests {
             )),
             ["vlan102"]
         );
+    }
+
+    #[test]
+    fn sub_second_adverts_and_conntrack_sync() {
+        let config = effective(&doc(
+            "[vrrp]\npriority = 150\nadvert_interval = 0.5\n[vrrp.conntrack_sync]\nlink = \"eth1\"\npeer = \"fd00::3\"\n\
+             [[vrrp.instance]]\nlink = \"vlan102\"\nvrid = 102\nvips = [\"10.102.0.1/24\"]\n",
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(config.advert_interval, Centiseconds(50));
+        assert!(config.advert_interval.needs_vrrp3());
+        assert_eq!(config.advert_interval.to_string(), "0.5");
+        assert_eq!(Centiseconds(5).to_string(), "0.05");
+        assert_eq!(Centiseconds(300).to_string(), "3");
+        assert!(!Centiseconds(300).needs_vrrp3());
+        let sync = config.conntrack_sync.unwrap();
+        assert_eq!(sync.link, "eth1");
+        assert_eq!(sync.local, "fd00::2".parse::<IpAddr>().unwrap());
+        assert_eq!(sync.peer, "fd00::3".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            sync.own_addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["10.0.0.2", "10.102.0.2", "fd00::2"]
+        );
+        let with_sync = doc(
+            "[vrrp]\npriority = 1\n[vrrp.conntrack_sync]\nlink = \"eth1\"\npeer = \"10.0.0.3\"\n\
+             [[vrrp.instance]]\nlink = \"vlan102\"\nvrid = 7\nvips = [\"10.102.0.1/24\"]\n",
+        );
+        assert_eq!(conntrack_sync_links(&with_sync), ["eth1"]);
+        assert!(conntrack_sync_links(&doc("")).is_empty());
     }
 
     #[test]
@@ -359,6 +532,38 @@ mod tests {
             (
                 "[vrrp]\npriority = 10\nno_such_key = 1\n".into(),
                 "no_such_key",
+            ),
+            (
+                "[vrrp]\npriority = 10\nadvert_interval = 0\n".into(),
+                "vrrp.advert_interval: 0 is out of range",
+            ),
+            (
+                "[vrrp]\npriority = 10\nadvert_interval = 0.125\n".into(),
+                "vrrp.advert_interval: 0.125 is not a whole number of hundredths",
+            ),
+            (
+                "[vrrp]\npriority = 10\nadvert_interval = 41.5\n".into(),
+                "vrrp.advert_interval: 41.5 is above VRRPv3's 40.95 s",
+            ),
+            (
+                "[vrrp]\npriority = 10\nadvert_interval = 256\n".into(),
+                "vrrp.advert_interval: 256 is out of range",
+            ),
+            (
+                "[vrrp]\npriority = 10\n[vrrp.conntrack_sync]\nlink = \"eth1\"\npeer = \"10.0.0.3\"\n".into(),
+                "vrrp.conntrack_sync: no vrrp.instance",
+            ),
+            (
+                one("[vrrp.conntrack_sync]\nlink = \"eth9\"\npeer = \"10.0.0.3\"\n"),
+                "vrrp.conntrack_sync.link: `eth9` is not a link of [network]",
+            ),
+            (
+                one("[vrrp.conntrack_sync]\nlink = \"eth1\"\npeer = \"10.9.0.3\"\n"),
+                "vrrp.conntrack_sync.peer: 10.9.0.3 is outside every subnet of link eth1",
+            ),
+            (
+                one("[vrrp.conntrack_sync]\nlink = \"eth1\"\npeer = \"10.0.0.2\"\n"),
+                "vrrp.conntrack_sync.peer: 10.0.0.2 is this node's own address on eth1",
             ),
         ];
         for (vrrp, want) in cases {

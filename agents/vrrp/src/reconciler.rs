@@ -4,11 +4,13 @@
 
 use std::path::PathBuf;
 
-use kowabunga_daemons::{Bus, DaemonsPlan, DaemonsReconciler, KEEPALIVED, SECTION as DAEMONS};
+use kowabunga_daemons::{
+    Bus, CONNTRACKD, DaemonsPlan, DaemonsReconciler, KEEPALIVED, SECTION as DAEMONS,
+};
 use kowabunga_model::{Document, Planned, ReconcileError, Reconciler};
 
-use crate::keepalived;
 use crate::model::{self, VrrpSection};
+use crate::{conntrackd, keepalived};
 
 /// Drives keepalived from the documents' `[vrrp]`.
 pub struct VrrpReconciler {
@@ -20,24 +22,31 @@ impl VrrpReconciler {
     /// reads it there: overlays/kiwi); keepalived is reloaded on the system bus.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
-            daemons: DaemonsReconciler::new(dir, vec![KEEPALIVED]),
+            daemons: DaemonsReconciler::new(dir, vec![CONNTRACKD, KEEPALIVED]),
         }
     }
 
     /// The same on another bus (tests).
     pub fn on_bus(dir: impl Into<PathBuf>, bus: Bus) -> Self {
         Self {
-            daemons: DaemonsReconciler::on_bus(dir, vec![KEEPALIVED], bus),
+            daemons: DaemonsReconciler::on_bus(dir, vec![CONNTRACKD, KEEPALIVED], bus),
         }
     }
 }
 
-/// `desired` with keepalived's file in the daemons table: the rendered `[vrrp]`, or no
-/// file when it has no instance.
-fn with_keepalived(desired: &Document) -> Result<Document, ReconcileError> {
+/// `desired` with keepalived's file in the daemons table (the rendered `[vrrp]`, or no
+/// file when it has no instance), and conntrackd's with `[vrrp.conntrack_sync]`
+/// (written and started before keepalived, whose transitions call it).
+fn with_daemons(desired: &Document) -> Result<Document, ReconcileError> {
     let config = model::effective(desired).map_err(ReconcileError::invalid)?;
     let mut table = toml::Table::new();
     if let Some(config) = config {
+        if let Some(sync) = &config.conntrack_sync {
+            table.insert(
+                CONNTRACKD.name.to_owned(),
+                toml::Value::String(conntrackd::render(sync)),
+            );
+        }
         table.insert(
             KEEPALIVED.name.to_owned(),
             toml::Value::String(keepalived::render(&config)),
@@ -70,7 +79,7 @@ impl Reconciler for VrrpReconciler {
         desired: &Document,
         _in_force: Option<&Document>,
     ) -> Result<Planned<DaemonsPlan>, ReconcileError> {
-        self.daemons.plan(&with_keepalived(desired)?, None).await
+        self.daemons.plan(&with_daemons(desired)?, None).await
     }
 
     async fn apply(&self, plan: DaemonsPlan) -> Result<(), ReconcileError> {
@@ -78,7 +87,7 @@ impl Reconciler for VrrpReconciler {
     }
 
     async fn check(&self, desired: &Document) -> Result<(), ReconcileError> {
-        self.daemons.check(&with_keepalived(desired)?).await
+        self.daemons.check(&with_daemons(desired)?).await
     }
 }
 
@@ -102,6 +111,28 @@ mod tests {
     }
 
     const ONE: &str = "[vrrp]\npriority = 100\n[[vrrp.instance]]\nlink = \"eth1\"\nvrid = 7\nvips = [\"10.0.0.1/24\"]\n";
+
+    /// With `[vrrp.conntrack_sync]`, conntrackd's file is planned too, before
+    /// keepalived's (whose transitions call conntrackd).
+    #[tokio::test]
+    async fn plans_conntrackd_before_keepalived_with_conntrack_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = VrrpReconciler::on_bus(dir.path(), Bus::Address("unix:path=/nonexistent".into()));
+        let synced = format!("{ONE}[vrrp.conntrack_sync]\nlink = \"eth1\"\npeer = \"10.0.0.3\"\n");
+        let planned = r.plan(&doc(&synced), None).await.unwrap();
+        let actions: Vec<&str> = planned.actions.iter().map(|a| a.0.as_str()).collect();
+        assert_eq!(actions.len(), 2, "{actions:?}");
+        assert!(
+            actions[0].starts_with("write conntrackd.conf"),
+            "{actions:?}"
+        );
+        assert!(
+            actions[1].starts_with("write keepalived.conf"),
+            "{actions:?}"
+        );
+        let keepalived = String::from_utf8(planned.artifacts[1].contents.clone()).unwrap();
+        assert!(keepalived.contains("notify_master"), "{keepalived}");
+    }
 
     #[tokio::test]
     async fn plans_keepalived_from_the_section_and_refuses_a_bad_one_at_plan() {
