@@ -141,6 +141,7 @@ fn offline_reconcilers<R: Role>(role: &R) -> Result<Vec<Box<dyn DynReconciler>>,
         progress: Progress::new(),
         boot: kernel_cmdline::BootParams::default(),
         os_update_dir: scratch.0.join("os-update"),
+        signed: crate::signed_files::SignedSource::default(),
     };
     crate::role::pipeline_reconcilers(
         role,

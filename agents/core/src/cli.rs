@@ -26,6 +26,7 @@ use crate::outcome::{Outcome, State};
 use crate::pipeline::{Candidate, ConfirmPolicy, Pipeline};
 use crate::record::log_outcome;
 use crate::role::{Role, RoleContext};
+use crate::signed_files::SignedSource;
 use crate::status;
 use crate::trust::{IMAGE_TRUSTED_KEYS_DIR, TrustPolicy};
 
@@ -306,6 +307,12 @@ impl Common {
             progress: Progress::new(),
             boot: boot.clone(),
             os_update_dir: self.state_root.join("os-update"),
+            signed: SignedSource {
+                trusted_keys: self.trusted_keys.clone(),
+                pubkeys: self.pubkeys(boot),
+                insecure: boot.insecure,
+                ca_file: boot.ca_file.clone(),
+            },
         }
     }
 }

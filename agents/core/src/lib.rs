@@ -29,6 +29,7 @@ pub mod role;
 mod run;
 pub mod schedule;
 pub mod schema;
+pub mod signed_files;
 pub mod status;
 pub mod supervise;
 pub mod trust;

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use crate::credentials::Credentials;
 use crate::os_image::OsSource;
 use crate::push::PipelinePusher;
+use crate::signed_files::SignedSource;
 use crate::update::{OsReconciler, OsSection, UpdateDir};
 
 /// Where a role's desired state comes from.
@@ -107,6 +108,9 @@ pub struct RoleContext {
     /// The node's A/B update records (`<state root>/os-update`): one per node, whatever
     /// its role (a node runs one image).
     pub os_update_dir: PathBuf,
+    /// How the role fetches signed files (Kiwi's netboot images): the keys documents
+    /// are verified with and the link's CA and insecure setting.
+    pub signed: SignedSource,
 }
 
 /// Every reconciler of a role's pipeline: the role's own, in its order, then the core's

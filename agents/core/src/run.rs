@@ -47,7 +47,9 @@ pub(crate) async fn run<R: Role>(
             common.trusted_keys.display()
         ));
     }
-    let context = common.role_context::<R>(&boot);
+    let mut context = common.role_context::<R>(&boot);
+    context.signed.insecure = insecure;
+    context.signed.ca_file = credentials.ca_file.clone();
     // What the node runs, with the A/B updater's state (roles that pull documents run
     // one), read afresh at each status request, scrape and report.
     let update_dir = UpdateDir::new(&context.os_update_dir);

@@ -249,6 +249,16 @@ impl Engine {
         &self.config
     }
 
+    /// The address bound to `mac` at `now`, on any link.
+    pub fn bound_address(&self, mac: &MacAddr, now: u64) -> Option<Ipv4Addr> {
+        self.leases
+            .links
+            .values()
+            .flat_map(|link| link.leases.values())
+            .find(|l| l.mac == *mac && l.state == LeaseState::Bound && l.active(now))
+            .map(|l| l.address)
+    }
+
     pub fn leases(&self) -> &Leases {
         &self.leases
     }

@@ -25,4 +25,5 @@ pub mod store;
 pub mod wire;
 
 pub use reconciler::DhcpReconciler;
-pub use server::{Counters, DhcpServer, LinkCounters, SERVICE};
+pub use server::{BootDirectory, Counters, DhcpServer, LinkCounters, SERVICE};
+pub use wire::{BootClient, BootFile};

@@ -14,11 +14,12 @@ use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etherparse::{IcmpEchoHeader, Icmpv4Header, Icmpv4Slice, Icmpv4Type, Ipv4Slice};
 use kowabunga_model::Supervised;
+use kowabunga_model::network::MacAddr;
 use kowabunga_model::supervised::LoopExit;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
@@ -27,7 +28,7 @@ use crate::engine::{Engine, Kind, LeaseState, Leases, Reply};
 use crate::model::DhcpConfig;
 use crate::report::{DhcpReport, LinkReport};
 use crate::store::Store;
-use crate::wire::{self, SERVER_PORT};
+use crate::wire::{self, BootClient, BootFile, SERVER_PORT};
 
 /// Name of the supervised service (logs, `/status`, `/metrics`).
 pub const SERVICE: &str = "dhcp";
@@ -85,6 +86,16 @@ struct Shared {
     counters: Counters,
     /// Bumped each time a serving thread stops on its own.
     failures: watch::Sender<u64>,
+    /// Who gives network-boot clients their boot file (Kiwi's netboot), if anyone.
+    boot: RwLock<Option<Arc<dyn BootDirectory>>>,
+}
+
+/// Gives network-boot clients their boot file: Kiwi's netboot server.
+pub trait BootDirectory: Send + Sync {
+    /// The boot file of the node with `mac`, asking as `client`, answered from
+    /// `server` (this Kiwi's address on the client's link); `None`: no network boot
+    /// for it (an address only).
+    fn boot_file(&self, mac: &MacAddr, client: BootClient, server: Ipv4Addr) -> Option<BootFile>;
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -183,7 +194,19 @@ impl Shared {
             Reply::Offer(_) | Reply::InformAck => {}
         }
         let cfg = engine.config().links.get(link)?;
-        let (bytes, to) = wire::encode(cfg, &incoming, &outcome.reply)?;
+        let boot = match (&outcome.reply, incoming.boot_client) {
+            (Reply::Offer(_) | Reply::Ack(_), Some(client)) => {
+                let directory = self.boot.read().unwrap_or_else(PoisonError::into_inner);
+                directory
+                    .as_ref()
+                    .and_then(|d| d.boot_file(&req.mac, client, cfg.server))
+            }
+            _ => None,
+        };
+        if let Some(boot) = &boot {
+            tracing::debug!(link, mac = %req.mac, file = %boot.file, "dhcp: boot file given");
+        }
+        let (bytes, to) = wire::encode(cfg, &incoming, &outcome.reply, boot.as_ref())?;
         self.counters.replies.fetch_add(1, Ordering::Relaxed);
         match &outcome.reply {
             Reply::Offer(_) => self.count(link, |c| c.offers += 1),
@@ -302,6 +325,7 @@ impl DhcpServer {
                 port,
                 counters: Counters::default(),
                 failures: watch::Sender::new(0),
+                boot: RwLock::new(None),
             }),
             listeners: Arc::default(),
         }
@@ -310,6 +334,20 @@ impl DhcpServer {
     /// Keep the leases in `dir` (read at the first [`apply`](Self::apply)).
     pub fn set_state_dir(&self, dir: impl Into<PathBuf>) {
         *lock(&self.shared.store) = Some(Store::new(dir));
+    }
+
+    /// Give network-boot clients the boot files `directory` names.
+    pub fn set_boot_directory(&self, directory: Arc<dyn BootDirectory>) {
+        *self
+            .shared
+            .boot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(directory);
+    }
+
+    /// The address leased to `mac` now (bound, on any link), if any.
+    pub fn address_of(&self, mac: &MacAddr) -> Option<Ipv4Addr> {
+        lock(&self.shared.engine).bound_address(mac, unix_now())
     }
 
     /// The configuration in force.

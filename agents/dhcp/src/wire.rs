@@ -32,6 +32,44 @@ pub enum Dropped {
 pub struct Incoming {
     pub request: Request,
     pub message: Message,
+    /// Set when the client is booting from the network.
+    pub boot_client: Option<BootClient>,
+}
+
+/// A network-boot client, as its message says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootClient {
+    /// iPXE (user class `iPXE`): it fetches its boot file over HTTP.
+    Ipxe,
+    /// A firmware PXE ROM (vendor class `PXEClient...`, RFC 4578), with its
+    /// architecture type (option 93: 0 BIOS, 7 and 9 x86-64 UEFI, 11 arm64 UEFI).
+    Pxe { arch: u16 },
+}
+
+/// The boot file a network-boot client is given, and where from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootFile {
+    /// `file` of the reply (and option 67): a URL for iPXE, a TFTP path for PXE ROMs.
+    pub file: String,
+}
+
+fn boot_client(message: &Message) -> Option<BootClient> {
+    let opts = message.opts();
+    if let Some(DhcpOption::UserClass(class)) = opts.get(OptionCode::UserClass)
+        && class.windows(4).any(|w| w == b"iPXE")
+    {
+        return Some(BootClient::Ipxe);
+    }
+    match opts.get(OptionCode::ClassIdentifier) {
+        Some(DhcpOption::ClassIdentifier(class)) if class.starts_with(b"PXEClient") => {
+            let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
+                Some(DhcpOption::ClientSystemArchitecture(arch)) => u16::from(*arch),
+                _ => 0,
+            };
+            Some(BootClient::Pxe { arch })
+        }
+        _ => None,
+    }
 }
 
 /// Decode one datagram received on a served link.
@@ -92,6 +130,7 @@ fn decode_checked(bytes: &[u8]) -> Result<Incoming, Dropped> {
         _ => None,
     };
     Ok(Incoming {
+        boot_client: boot_client(&message),
         request: Request {
             kind,
             client,
@@ -104,12 +143,13 @@ fn decode_checked(bytes: &[u8]) -> Result<Incoming, Dropped> {
     })
 }
 
-/// The datagram answering `incoming` with `reply`, and where it goes; `None` when the
-/// reply is silence.
+/// The datagram answering `incoming` with `reply` (and, to a network-boot client, its
+/// `boot` file), and where it goes; `None` when the reply is silence.
 pub fn encode(
     cfg: &LinkConfig,
     incoming: &Incoming,
     reply: &Reply,
+    boot: Option<&BootFile>,
 ) -> Option<(Vec<u8>, SocketAddrV4)> {
     let req = &incoming.message;
     let (kind, yiaddr, lease) = match reply {
@@ -134,7 +174,20 @@ pub fn encode(
     out.set_opcode(Opcode::BootReply)
         .set_htype(HType::Eth)
         .set_flags(req.flags());
+    let boot = boot.filter(|_| matches!(reply, Reply::Offer(_) | Reply::Ack(_)));
+    if let Some(boot) = boot {
+        // The next server (`siaddr`) is this Kiwi: TFTP for PXE ROMs; iPXE's URL names
+        // its server itself.
+        out.set_siaddr(cfg.server).set_fname_str(&boot.file);
+    }
     let opts = out.opts_mut();
+    if let Some(boot) = boot {
+        opts.insert(DhcpOption::BootfileName(boot.file.clone().into_bytes()));
+        // PXE ROMs take only offers that say they are PXE offers (PXE 2.1, 2.2.1).
+        if matches!(incoming.boot_client, Some(BootClient::Pxe { .. })) {
+            opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+        }
+    }
     opts.insert(DhcpOption::MessageType(kind));
     opts.insert(DhcpOption::ServerIdentifier(cfg.server));
     if let Reply::Nak(reason) = reply {
@@ -344,7 +397,7 @@ mod tests {
             address: [10, 0, 0, 10].into(),
             lease_time: 600,
         };
-        let (bytes, to) = encode(&cfg, &inc, &Reply::Offer(grant)).unwrap();
+        let (bytes, to) = encode(&cfg, &inc, &Reply::Offer(grant), None).unwrap();
         assert_eq!(to, SocketAddrV4::new(Ipv4Addr::BROADCAST, 68));
         assert!(bytes.len() >= MIN_MESSAGE);
         let m = Message::from_bytes(&bytes).unwrap();
@@ -398,7 +451,7 @@ mod tests {
         );
         // Not asked for: no option 121.
         let inc = decode(&discover(vec![])).unwrap();
-        let (bytes, _) = encode(&cfg, &inc, &Reply::Offer(grant)).unwrap();
+        let (bytes, _) = encode(&cfg, &inc, &Reply::Offer(grant), None).unwrap();
         let m = Message::from_bytes(&bytes).unwrap();
         assert!(!m.opts().contains(OptionCode::ClasslessStaticRoute));
     }
@@ -412,18 +465,69 @@ mod tests {
             address: [10, 0, 0, 10].into(),
             lease_time: 600,
         };
-        let (_, to) = encode(&cfg, &inc, &Reply::Ack(grant)).unwrap();
+        let (_, to) = encode(&cfg, &inc, &Reply::Ack(grant), None).unwrap();
         assert_eq!(to, SocketAddrV4::new([10, 0, 0, 10].into(), 68));
-        let (bytes, to) = encode(&cfg, &inc, &Reply::Nak("no".into())).unwrap();
+        let (bytes, to) = encode(&cfg, &inc, &Reply::Nak("no".into()), None).unwrap();
         assert_eq!(to.ip(), &Ipv4Addr::BROADCAST);
         let m = Message::from_bytes(&bytes).unwrap();
         assert_eq!(m.opts().msg_type(), Some(MessageType::Nak));
         assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED);
         assert!(!m.opts().contains(OptionCode::AddressLeaseTime));
-        assert!(encode(&cfg, &inc, &Reply::Silent("x")).is_none());
-        let (bytes, _) = encode(&cfg, &inc, &Reply::InformAck).unwrap();
+        assert!(encode(&cfg, &inc, &Reply::Silent("x"), None).is_none());
+        let (bytes, _) = encode(&cfg, &inc, &Reply::InformAck, None).unwrap();
         let m = Message::from_bytes(&bytes).unwrap();
         assert!(!m.opts().contains(OptionCode::AddressLeaseTime));
         assert!(m.opts().contains(OptionCode::Router));
+    }
+
+    #[test]
+    fn network_boot_clients_are_recognised_and_given_their_boot_file() {
+        let cfg = cfg();
+        let grant = Grant {
+            address: [10, 0, 0, 10].into(),
+            lease_time: 600,
+        };
+        let ipxe = decode(&discover(vec![
+            DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()),
+            DhcpOption::UserClass(b"iPXE".to_vec()),
+        ]))
+        .unwrap();
+        assert_eq!(ipxe.boot_client, Some(BootClient::Ipxe));
+        let rom = decode(&discover(vec![
+            DhcpOption::ClassIdentifier(b"PXEClient:Arch:00007:UNDI:003016".to_vec()),
+            DhcpOption::ClientSystemArchitecture(v4::Architecture::from(7)),
+        ]))
+        .unwrap();
+        assert_eq!(rom.boot_client, Some(BootClient::Pxe { arch: 7 }));
+        assert_eq!(decode(&discover(vec![])).unwrap().boot_client, None);
+
+        let file = BootFile {
+            file: "http://10.0.0.1:9724/netboot/52-54-00-00-00-01.ipxe".into(),
+        };
+        let (bytes, _) = encode(&cfg, &ipxe, &Reply::Offer(grant), Some(&file)).unwrap();
+        let m = Message::from_bytes(&bytes).unwrap();
+        // `file` is a C string in a 128-byte field.
+        assert_eq!(
+            m.fname_str().unwrap().unwrap().trim_end_matches('\0'),
+            file.file
+        );
+        assert_eq!(m.siaddr(), Ipv4Addr::from([10, 0, 0, 1]));
+        assert_eq!(
+            m.opts().get(OptionCode::BootfileName),
+            Some(&DhcpOption::BootfileName(file.file.clone().into_bytes()))
+        );
+        // iPXE needs no PXE vendor class; a PXE ROM takes only an offer that has one.
+        assert!(!m.opts().contains(OptionCode::ClassIdentifier));
+        let (bytes, _) = encode(&cfg, &rom, &Reply::Ack(grant), Some(&file)).unwrap();
+        let m = Message::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            m.opts().get(OptionCode::ClassIdentifier),
+            Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+        );
+        // Never on a NAK.
+        let (bytes, _) = encode(&cfg, &rom, &Reply::Nak("no".into()), Some(&file)).unwrap();
+        let m = Message::from_bytes(&bytes).unwrap();
+        assert!(m.fname().is_none_or(|f| f.iter().all(|b| *b == 0)));
+        assert!(!m.opts().contains(OptionCode::BootfileName));
     }
 }

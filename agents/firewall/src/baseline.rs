@@ -72,9 +72,15 @@ impl Baseline {
     /// serves: `kowabunga_dhcp::model::served_links`), and VRRP adverts on the links
     /// `vrrp_links` reads (`kowabunga_vrrp::model::vrrp_links`), and conntrackd's sync
     /// (UDP 3780) on the links `sync_links` reads
-    /// (`kowabunga_vrrp::model::conntrack_sync_links`); given by the role, since the
-    /// firewall knows none of these sections.
-    pub fn kiwi(dhcp_links: ServedLinks, vrrp_links: ServedLinks, sync_links: ServedLinks) -> Self {
+    /// (`kowabunga_vrrp::model::conntrack_sync_links`), and the netboot server's HTTP
+    /// port on the links `netboot.1` reads (`kowabunga_netboot::model::netboot_links`);
+    /// given by the role, since the firewall knows none of these sections.
+    pub fn kiwi(
+        dhcp_links: ServedLinks,
+        vrrp_links: ServedLinks,
+        sync_links: ServedLinks,
+        netboot: (u16, ServedLinks),
+    ) -> Self {
         Self {
             link_services: vec![
                 LinkService {
@@ -97,6 +103,13 @@ impl Baseline {
                     sport: None,
                     dport: Some(3780),
                     links: sync_links,
+                },
+                LinkService {
+                    name: "netboot http",
+                    proto: Proto::Tcp,
+                    sport: None,
+                    dport: Some(netboot.0),
+                    links: netboot.1,
                 },
             ],
             services: vec![

@@ -131,6 +131,7 @@ fn baseline_golden_file() {
         kowabunga_dhcp::model::served_links,
         |_| Vec::new(),
         |_| Vec::new(),
+        (9724, |_| Vec::new()),
     );
     let got = render(Some(&baseline.for_document(&doc, Origin::Section).unwrap())).script;
     let dhcp: Vec<&str> = got.lines().filter(|l| l.contains("dport 67")).collect();
@@ -165,6 +166,7 @@ fn baseline_golden_file() {
         |_| Vec::new(),
         |_| vec!["br0".to_owned(), "eth9".to_owned()],
         |_| Vec::new(),
+        (9724, |_| Vec::new()),
     );
     let got = render(Some(&vrrp.for_document(&doc, Origin::Section).unwrap())).script;
     let lines: Vec<&str> = got.lines().filter(|l| l.contains("l4proto 112")).collect();
@@ -176,13 +178,34 @@ fn baseline_golden_file() {
     );
 
     // conntrackd's sync (UDP 3780) on the link the role's reader names.
-    let sync = Baseline::kiwi(|_| Vec::new(), |_| Vec::new(), |_| vec!["eth1".to_owned()]);
+    let sync = Baseline::kiwi(
+        |_| Vec::new(),
+        |_| Vec::new(),
+        |_| vec!["eth1".to_owned()],
+        (9724, |_| Vec::new()),
+    );
     let got = render(Some(&sync.for_document(&doc, Origin::Section).unwrap())).script;
     let lines: Vec<&str> = got.lines().filter(|l| l.contains("3780")).collect();
     assert_eq!(
         lines,
         [
             "\t\tiifname \"eth1\" udp dport 3780 accept comment \"baseline: conntrack sync on served link eth1\""
+        ]
+    );
+
+    // The netboot server's HTTP port on the links the role's reader names.
+    let netboot = Baseline::kiwi(
+        |_| Vec::new(),
+        |_| Vec::new(),
+        |_| Vec::new(),
+        (9724, |_| vec!["br0".to_owned()]),
+    );
+    let got = render(Some(&netboot.for_document(&doc, Origin::Section).unwrap())).script;
+    let lines: Vec<&str> = got.lines().filter(|l| l.contains("9724")).collect();
+    assert_eq!(
+        lines,
+        [
+            "\t\tiifname \"br0\" tcp dport 9724 accept comment \"baseline: netboot http on served link br0\""
         ]
     );
 

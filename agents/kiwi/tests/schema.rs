@@ -170,6 +170,7 @@ fn schema_is_valid_json_schema_and_names_every_section_kiwi_reads() {
         "firewall",
         "dns",
         "dhcp",
+        "netboot",
     ] {
         assert!(properties.contains_key(key), "no {key} in the schema");
     }
@@ -262,6 +263,13 @@ fn schema_and_check_refuse_known_bad_documents() {
         (
             "dhcp lease time below a minute",
             format!("{}[dhcp]\nlease_time = 5\n", head(1)),
+        ),
+        (
+            "unknown netboot node key",
+            format!(
+                "{}[netboot]\n[[netboot.nodes]]\nmac = \"52:54:00:00:00:01\"\nimage = \"k\"\nparams = {{}}\nkernel_arg = []\n",
+                head(1)
+            ),
         ),
     ];
     let validator = validator();

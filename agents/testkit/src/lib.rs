@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod file_server;
+pub mod minisign;
+
 /// A private CA and a server certificate for 127.0.0.1 signed by it (PEM files).
 pub struct Pki {
     /// The CA certificate: what a client pins.

@@ -19,21 +19,18 @@ use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use reqwest::{Client, StatusCode};
+use reqwest::Client;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::unpack::{UnpackError, unpack_zstd};
 use crate::fetch::{FetchError, client_builder, transport};
+use crate::signed_files::{hex, parse_sums, signed_sums};
 use crate::trust::{TrustError, TrustPolicy};
 
 /// GPT partition labels hold 36 characters; the longest the update writes is
 /// `kowabunga-ROLE_VERSION_verity`.
 pub const LABEL_MAX: usize = 36;
-/// `SHA256SUMS` of three files is ~300 bytes; anything past this is not ours.
-pub const MAX_SUMS: usize = 64 * 1024;
-/// A minisign signature is ~300 bytes.
-pub const MAX_SIGNATURE: usize = 4096;
 
 #[derive(Debug, Error)]
 pub enum UpdateError {
@@ -336,30 +333,17 @@ pub fn parse_manifest(
     arch: &str,
 ) -> Result<Vec<Artifact>, UpdateError> {
     let mut artifacts: Vec<Artifact> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        let bad = |detail: String| UpdateError::Manifest {
-            line: line_no,
-            detail,
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let (hash, rest) = line
-            .split_once(' ')
-            .ok_or_else(|| bad("not 'SHA256  NAME'".into()))?;
-        let name = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('*'));
-        let name = name.ok_or_else(|| bad("not 'SHA256  NAME'".into()))?;
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad(format!("{hash:?} is not a sha256 (64 hex digits)")));
-        }
+    for line in parse_sums(text)? {
         let artifact = Artifact {
-            kind: artifact_kind(name, role, version, arch).map_err(|e| match e {
-                UpdateError::Manifest { detail, .. } => bad(detail),
+            kind: artifact_kind(&line.name, role, version, arch).map_err(|e| match e {
+                UpdateError::Manifest { detail, .. } => UpdateError::Manifest {
+                    line: line.line,
+                    detail,
+                },
                 other => other,
             })?,
-            name: name.to_owned(),
-            sha256: hash.to_ascii_lowercase(),
+            name: line.name,
+            sha256: line.sha256,
         };
         if artifacts
             .iter()
@@ -472,20 +456,7 @@ async fn stage_into(config: &UpdateConfig, trust: &TrustPolicy) -> Result<Staged
     .read_timeout(config.read_timeout)
     .build()
     .map_err(|e| FetchError::Client(e.to_string()))?;
-    let base = &config.base_url;
-    let sums_url = format!("{base}/SHA256SUMS");
-    let sums = get_small(&client, &sums_url, MAX_SUMS)
-        .await?
-        .ok_or_else(|| FetchError::Status {
-            url: sums_url.clone(),
-            status: 404,
-        })?;
-    let signature = get_small(&client, &format!("{sums_url}.minisig"), MAX_SIGNATURE)
-        .await?
-        .ok_or(UpdateError::Unsigned)?;
-    trust
-        .verify(&sums, Some(&signature))
-        .map_err(UpdateError::Signature)?;
+    let (sums, signature) = signed_sums(&client, &config.base_url, trust).await?;
     let text = std::str::from_utf8(&sums).map_err(|_| UpdateError::Manifest {
         line: 0,
         detail: "not UTF-8".into(),
@@ -514,44 +485,6 @@ async fn stage_into(config: &UpdateConfig, trust: &TrustPolicy) -> Result<Staged
         bytes,
         unpacked_bytes,
     })
-}
-
-/// A small file; `None` when the server has none (404).
-async fn get_small(
-    client: &Client,
-    url: &str,
-    limit: usize,
-) -> Result<Option<Vec<u8>>, FetchError> {
-    let mut response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| transport(url, e))?;
-    match response.status() {
-        StatusCode::NOT_FOUND => return Ok(None),
-        status if !status.is_success() => {
-            return Err(FetchError::Status {
-                url: url.to_owned(),
-                status: status.as_u16(),
-            });
-        }
-        _ => {}
-    }
-    let too_large = || FetchError::TooLarge {
-        url: url.to_owned(),
-        limit,
-    };
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| transport(url, e))? {
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
 }
 
 /// Streams one artifact through its unpacker into `staging/.STAGED.partial`, checks
@@ -671,10 +604,6 @@ async fn download(
             source,
         })?;
     Ok((received, unpacked))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Removes what a staged version left in `dir` once it is installed (best effort: the
