@@ -28,7 +28,7 @@ PKGS_base=(ca-certificates curl git build-essential pkg-config libvirt-dev)
 # backports as in the QEMU tier, so that both tiers agree on one version.
 PKGS_test=(minisign nftables iproute2 bind9-dnsutils dnsperf dnsmasq-base openssl python3 nginx-light
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86/bpo qemu-utils/bpo ovmf
-  keepalived conntrackd wireguard-tools dbus-daemon busybox-static isc-dhcp-client xz-utils)
+  keepalived conntrackd wireguard-tools dbus-daemon busybox-static isc-dhcp-client xz-utils ipxe)
 # Image build: mkosi (>= 24) builds its own tools tree from Debian trixie
 # packages (ToolsTree= in image/mkosi.conf): systemd-repart, ukify, bootctl,
 # mkfs.erofs, veritysetup... are not taken from the host. The host needs

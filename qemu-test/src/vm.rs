@@ -65,6 +65,10 @@ pub enum Boot {
         initrd: PathBuf,
         cmdline: String,
     },
+    /// The firmware (SeaBIOS) boots from the network: the iPXE option ROM QEMU gives
+    /// the first extra NIC does DHCP and chains the boot file it is handed. `disk` is
+    /// attached as it is (an empty disk: a node that has never been installed).
+    Network { disk: PathBuf },
 }
 
 /// Extra NIC joined to a QEMU socket network (to a peer VM or a test process).
@@ -220,6 +224,14 @@ impl Vm {
                     .arg("-append")
                     .arg(cmdline);
             }
+            Boot::Network { .. } => {}
+        }
+        let net_boot = matches!(config.boot, Boot::Network { .. });
+        if let Boot::Network { disk } = &config.boot {
+            cmd.arg("-drive").arg(format!(
+                "if=virtio,format=raw,file={},cache=unsafe",
+                disk.display()
+            ));
         }
         for disk in &config.readonly_disks {
             cmd.arg("-drive").arg(format!(
@@ -246,16 +258,24 @@ impl Vm {
                 netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
             }
             cmd.arg("-netdev").arg(netdev);
-            cmd.args([
-                "-device",
-                "virtio-net-pci,netdev=mgmt,mac=52:54:00:12:34:01",
-            ]);
+            // A network boot goes out of the first extra NIC only: no ROM here.
+            let rom = if net_boot { ",romfile=" } else { "" };
+            cmd.arg("-device").arg(format!(
+                "virtio-net-pci,netdev=mgmt,mac=52:54:00:12:34:01{rom}"
+            ));
         }
         for (i, nic) in config.extra_nics.iter().enumerate() {
             cmd.arg("-netdev")
                 .arg(format!("socket,id=nic{i},{}", nic.socket));
-            cmd.arg("-device")
-                .arg(format!("virtio-net-pci,netdev=nic{i},mac={}", nic.mac));
+            let boot = if net_boot && i == 0 {
+                ",bootindex=1"
+            } else {
+                ""
+            };
+            cmd.arg("-device").arg(format!(
+                "virtio-net-pci,netdev=nic{i},mac={}{boot}",
+                nic.mac
+            ));
         }
         let log = fs::File::create(dir.join(format!("{}.qemu.log", config.name)))
             .map_err(io("creating the qemu log"))?;

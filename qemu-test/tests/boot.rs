@@ -1575,6 +1575,145 @@ const KAKTUS_ID: &str = "kaktus-qemu-01";
 /// it). Then a Kahuna drives the node over the real WebSocket RPC, as upstream's
 /// does: NodeCapabilities describes this VM, and volumes are created, measured and
 /// deleted in the pool, through the image's libvirtd and qemu-img.
+/// The Kaktus node a Kiwi netboots, and its own credentials (from its `[netboot]` entry).
+const NETBOOT_NODE: &str = "kaktus-netboot-01";
+const NETBOOT_NODE_KEY: &str = "kw-node-7c1e9a3f5d2b4e6a";
+const NETBOOT_NODE_MAC: &str = "52:54:00:4e:00:07";
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One Kiwi boots the zone: a diskless Kiwi fetches the kaktus image's PXE artifacts
+/// from Kahuna (a signed `SHA256SUMS`) into its store; a VM with an empty disk and
+/// QEMU's built-in iPXE, on the Kiwi's LAN only (a socket network), gets a lease and
+/// the URL of its script, boots the kaktus kernel and initrd from the Kiwi over HTTP,
+/// and its agent pulls and applies its document from its own Kahuna with the
+/// credentials the Kiwi's document gave it.
+#[test]
+#[ignore = "boots the kiwi and kaktus images under QEMU: scripts/test.sh --qemu"]
+fn a_kaktus_with_an_empty_disk_netboots_from_a_kiwi_with_its_own_credentials() {
+    let Some(h) = harness("netboot") else { return };
+    let kaktus = Artifacts::find("kaktus").unwrap_or_else(|e| panic!("{e}"));
+    // kaktus-VERSION-x86_64: the image id the store and the artifacts' names use.
+    let id = kaktus
+        .stem
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_else(|| panic!("{}", kaktus.stem.display()))
+        .to_owned();
+    let version = id
+        .strip_prefix("kaktus-")
+        .and_then(|v| v.strip_suffix("-x86_64"))
+        .unwrap_or_else(|| panic!("{id}: not kaktus-VERSION-x86_64"))
+        .to_owned();
+    let mut sums = String::new();
+    for ext in ["pxe.vmlinuz", "pxe.initrd", "pxe.cmdline"] {
+        let path = format!("{}.{ext}", kaktus.stem.display());
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        sums.push_str(&format!("{}  {id}.{ext}\n", sha256_hex(&bytes)));
+        h.kahuna.serve_file(&format!("netboot/{id}.{ext}"), bytes);
+    }
+    let signature = h
+        .signer
+        .sign("SHA256SUMS", sums.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    h.kahuna.serve_file("netboot/SHA256SUMS.minisig", signature);
+    h.kahuna.serve_file("netboot/SHA256SUMS", sums.into_bytes());
+
+    // The node's own Kahuna, reached through its management NIC.
+    let node_kahuna = FakeKahuna::start(Credentials {
+        agent_kind: "Kaktus".into(),
+        agent_id: NETBOOT_NODE.into(),
+        api_key: NETBOOT_NODE_KEY.into(),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    h.publish_to(&node_kahuna, NETBOOT_NODE, 1, "");
+    h.publish(
+        1,
+        &format!(
+            r#"[[network.links]]
+name = "lan"
+mac = "52:54:00:4e:00:01"
+addresses = ["10.60.0.1/24"]
+
+[dhcp]
+ping_check = false
+[dhcp.links.lan]
+pools = [{{ first = "10.60.0.100", last = "10.60.0.120" }}]
+
+[netboot.images.kaktus]
+url = "{kahuna}/files/netboot"
+role = "kaktus"
+version = "{version}"
+
+[[netboot.nodes]]
+mac = "{NETBOOT_NODE_MAC}"
+image = "kaktus"
+params = {{ kahuna = "{kahuna}", agent_id = "{NETBOOT_NODE}", api_key = "{NETBOOT_NODE_KEY}", pubkey = "{pubkey}", insecure = "true", interval = "5" }}
+"#,
+            kahuna = h.kahuna_url(),
+            pubkey = h.pubkey,
+        ),
+    );
+    let lan = qemu_test::vm::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let mut kiwi = h.diskless_node(
+        "kiwi",
+        &h.kahuna,
+        h.agent_id,
+        vec![segment_nic("52:54:00:4e:00:01", lan)],
+    );
+    h.expect_report(&mut kiwi, 1, "applied");
+    let stored = kiwi
+        .wait_console("netboot: image verified and stored", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| h.fail(&kiwi, &format!("{e}")));
+    eprintln!("netboot: {stored}");
+
+    // An empty disk, no kernel given: SeaBIOS runs the LAN NIC's iPXE ROM.
+    let disk = h.dir.join("empty.raw");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(1 << 30))
+        .unwrap_or_else(|e| panic!("{}: {e}", disk.display()));
+    let mut config = VmConfig::new("node", Boot::Network { disk });
+    config.kahuna_port = Some(node_kahuna.port());
+    config.memory_mib = 2048;
+    config.extra_nics = vec![segment_nic(NETBOOT_NODE_MAC, lan)];
+    // iPXE's DHCP and its HTTP download of the initrd come before the banner.
+    config.early_hang_after = Some(BOOT_TIMEOUT);
+    let mut node = Vm::start(&config, &h.dir).unwrap_or_else(|e| panic!("{e}"));
+    h.expect_report_from(&node_kahuna, &mut node, 1, "applied");
+    eprintln!(
+        "netboot: the node reported v1 applied {:.0} s after power-on",
+        node.uptime().as_secs_f32()
+    );
+    // It came up with the credentials its entry gave it (the fake Kahuna checks them
+    // on every request), diskless, from the kaktus image.
+    let seen = node_kahuna.seen();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|s| s.authenticated),
+        "{}",
+        node_kahuna.transcript()
+    );
+    let os = node_kahuna
+        .last_report_os()
+        .unwrap_or_else(|| panic!("no os in the node's reports"));
+    assert_eq!(os["boot"], "diskless", "{os}");
+    assert_eq!(os["version"], version.as_str(), "{os}");
+    let served = kiwi
+        .wait_console("netboot: script served", Duration::from_secs(10))
+        .unwrap_or_else(|e| h.fail(&kiwi, &format!("{e}")));
+    assert!(served.contains(NETBOOT_NODE), "{served}");
+    // The node's key is on its own kernel command line, never in the Kiwi's logs.
+    assert!(
+        !kiwi.console().contains(NETBOOT_NODE_KEY),
+        "the node's API key is on the Kiwi's console"
+    );
+}
+
 #[test]
 #[ignore = "boots the kaktus image under QEMU: scripts/test.sh --qemu"]
 fn kaktus_image_boots_and_kahuna_drives_its_pools_over_rpc() {

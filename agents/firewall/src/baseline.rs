@@ -42,6 +42,16 @@ pub struct Service {
 /// refuses the document, with its own error, before anything is applied.
 pub type ServedLinks = fn(&Document) -> Vec<String>;
 
+/// Kiwi's netboot server: its ports, and the links it serves nodes on (TFTP's
+/// transfers answer from other ports: the baseline's established-flow rule takes the
+/// clients' acknowledgements).
+#[derive(Debug, Clone, Copy)]
+pub struct NetbootPorts {
+    pub http: u16,
+    pub tftp: u16,
+    pub links: ServedLinks,
+}
+
 /// A service the node runs on the links a section of its document names (Kiwi's DHCP
 /// server, on the links `[dhcp]` serves), opened by the baseline on exactly those
 /// links, internal or not.
@@ -73,13 +83,14 @@ impl Baseline {
     /// `vrrp_links` reads (`kowabunga_vrrp::model::vrrp_links`), and conntrackd's sync
     /// (UDP 3780) on the links `sync_links` reads
     /// (`kowabunga_vrrp::model::conntrack_sync_links`), and the netboot server's HTTP
-    /// port on the links `netboot.1` reads (`kowabunga_netboot::model::netboot_links`);
-    /// given by the role, since the firewall knows none of these sections.
+    /// and TFTP ports on the links `netboot.links` reads
+    /// (`kowabunga_netboot::model::netboot_links`); given by the role, since the
+    /// firewall knows none of these sections.
     pub fn kiwi(
         dhcp_links: ServedLinks,
         vrrp_links: ServedLinks,
         sync_links: ServedLinks,
-        netboot: (u16, ServedLinks),
+        netboot: NetbootPorts,
     ) -> Self {
         Self {
             link_services: vec![
@@ -108,8 +119,15 @@ impl Baseline {
                     name: "netboot http",
                     proto: Proto::Tcp,
                     sport: None,
-                    dport: Some(netboot.0),
-                    links: netboot.1,
+                    dport: Some(netboot.http),
+                    links: netboot.links,
+                },
+                LinkService {
+                    name: "netboot tftp",
+                    proto: Proto::Udp,
+                    sport: None,
+                    dport: Some(netboot.tftp),
+                    links: netboot.links,
                 },
             ],
             services: vec![

@@ -41,7 +41,7 @@ use kowabunga_model::firewall::{self, Firewall};
 use kowabunga_model::network::{self, Network};
 use kowabunga_model::{Action, Artifact, Document, Origin, Planned, ReconcileError, Reconciler};
 
-pub use baseline::Baseline;
+pub use baseline::{Baseline, NetbootPorts};
 use memory::{Accepted, Loaded, Shape};
 pub use nft::{Nft, NftError, OwnTables};
 pub use render::{FILTER_TABLE, NAT_TABLE, Rendered, render};

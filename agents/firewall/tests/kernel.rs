@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use kowabunga_firewall::FirewallReconciler;
+use kowabunga_firewall::{FirewallReconciler, NetbootPorts};
 use kowabunga_model::{Document, ErrorKind as Kind, Format, Reconciler};
 use netns::{Netns, veth};
 
@@ -310,7 +310,11 @@ fn the_baseline_closes_the_node_but_its_services_and_outbound() {
             kowabunga_dhcp::model::served_links,
             |_| vec!["r1".to_owned()],
             |_| Vec::new(),
-            (9724, |_| Vec::new()),
+            NetbootPorts {
+                http: 9724,
+                tftp: 69,
+                links: |_| Vec::new(),
+            },
         ));
     // r0 is the uplink (the default route's gateway is in its subnet); r1 is internal.
     let net = "[network]\n[[network.links]]\nname = \"r0\"\naddresses = [\"10.8.0.1/24\"]\n[[network.links]]\nname = \"r1\"\naddresses = [\"10.8.1.1/24\"]\n[[network.routes]]\nto = \"default\"\nvia = \"10.8.0.2\"\n";
@@ -435,7 +439,11 @@ fn the_baseline_lets_dhcp_clients_in_on_served_links_only() {
             kowabunga_dhcp::model::served_links,
             |_| Vec::new(),
             |_| Vec::new(),
-            (9724, |_| Vec::new()),
+            NetbootPorts {
+                http: 9724,
+                tftp: 69,
+                links: |_| Vec::new(),
+            },
         ));
     converge(&router, &fw, &doc, None);
     let ruleset = router.sh("nft list chain inet kowabunga input");

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use kowabunga_firewall::{desired, render};
+use kowabunga_firewall::{NetbootPorts, desired, render};
 use kowabunga_model::{Document, Format};
 
 pub fn document(body: &str) -> Document {
@@ -131,7 +131,11 @@ fn baseline_golden_file() {
         kowabunga_dhcp::model::served_links,
         |_| Vec::new(),
         |_| Vec::new(),
-        (9724, |_| Vec::new()),
+        NetbootPorts {
+            http: 9724,
+            tftp: 69,
+            links: |_| Vec::new(),
+        },
     );
     let got = render(Some(&baseline.for_document(&doc, Origin::Section).unwrap())).script;
     let dhcp: Vec<&str> = got.lines().filter(|l| l.contains("dport 67")).collect();
@@ -166,7 +170,11 @@ fn baseline_golden_file() {
         |_| Vec::new(),
         |_| vec!["br0".to_owned(), "eth9".to_owned()],
         |_| Vec::new(),
-        (9724, |_| Vec::new()),
+        NetbootPorts {
+            http: 9724,
+            tftp: 69,
+            links: |_| Vec::new(),
+        },
     );
     let got = render(Some(&vrrp.for_document(&doc, Origin::Section).unwrap())).script;
     let lines: Vec<&str> = got.lines().filter(|l| l.contains("l4proto 112")).collect();
@@ -182,7 +190,11 @@ fn baseline_golden_file() {
         |_| Vec::new(),
         |_| Vec::new(),
         |_| vec!["eth1".to_owned()],
-        (9724, |_| Vec::new()),
+        NetbootPorts {
+            http: 9724,
+            tftp: 69,
+            links: |_| Vec::new(),
+        },
     );
     let got = render(Some(&sync.for_document(&doc, Origin::Section).unwrap())).script;
     let lines: Vec<&str> = got.lines().filter(|l| l.contains("3780")).collect();
@@ -198,14 +210,19 @@ fn baseline_golden_file() {
         |_| Vec::new(),
         |_| Vec::new(),
         |_| Vec::new(),
-        (9724, |_| vec!["br0".to_owned()]),
+        NetbootPorts {
+            http: 9724,
+            tftp: 69,
+            links: |_| vec!["br0".to_owned()],
+        },
     );
     let got = render(Some(&netboot.for_document(&doc, Origin::Section).unwrap())).script;
-    let lines: Vec<&str> = got.lines().filter(|l| l.contains("9724")).collect();
+    let lines: Vec<&str> = got.lines().filter(|l| l.contains("netboot")).collect();
     assert_eq!(
         lines,
         [
-            "\t\tiifname \"br0\" tcp dport 9724 accept comment \"baseline: netboot http on served link br0\""
+            "\t\tiifname \"br0\" tcp dport 9724 accept comment \"baseline: netboot http on served link br0\"",
+            "\t\tiifname \"br0\" udp dport 69 accept comment \"baseline: netboot tftp on served link br0\"",
         ]
     );
 

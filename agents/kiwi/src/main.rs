@@ -8,7 +8,7 @@ use kowabunga_agent::push::PipelinePusher;
 use kowabunga_agent::role::{Role, RoleContext};
 use kowabunga_dhcp::{DhcpReconciler, DhcpServer};
 use kowabunga_dns::{DnsReconciler, DnsServer, KiwiService};
-use kowabunga_firewall::{Baseline, FirewallReconciler};
+use kowabunga_firewall::{Baseline, FirewallReconciler, NetbootPorts};
 use kowabunga_model::{DynReconciler, Supervised, erase};
 use kowabunga_netboot::{NetbootReconciler, NetbootServer};
 use kowabunga_network::NetworkReconciler;
@@ -56,10 +56,11 @@ impl Role for Kiwi {
                         kowabunga_dhcp::model::served_links,
                         kowabunga_vrrp::model::vrrp_links,
                         kowabunga_vrrp::model::conntrack_sync_links,
-                        (
-                            kowabunga_netboot::HTTP_PORT,
-                            kowabunga_netboot::model::netboot_links,
-                        ),
+                        NetbootPorts {
+                            http: kowabunga_netboot::HTTP_PORT,
+                            tftp: kowabunga_netboot::tftp::TFTP_PORT,
+                            links: kowabunga_netboot::model::netboot_links,
+                        },
                     )),
             ),
             erase(WireguardReconciler::new(

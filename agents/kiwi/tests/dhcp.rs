@@ -474,6 +474,40 @@ params = {{ kahuna = "https://kahuna.example", agent_id = "kaktus-netboot-1", ap
     );
     assert_eq!(fetch(&ip, &format!("{base}/vmlinuz")), (200, kernel));
     assert_eq!(fetch(&ip, &format!("{base}/initrd")), (200, initrd));
+    // The same node as a BIOS PXE ROM (vendor class PXEClient, architecture 0) is
+    // given iPXE's UNDI loader, which it fetches over TFTP from the Kiwi (UDP 69 opened
+    // by the baseline, the transfer's acknowledgements as its established flow).
+    let out = udhcpc(
+        &client_ns,
+        &peer,
+        &[
+            "-V",
+            "PXEClient:Arch:00000:UNDI:002001",
+            "-s",
+            &script.display().to_string(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pxe_env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(pxe_env.contains("\nboot_file=undionly.kpxe\n"), "{pxe_env}");
+    let loader = dir.join("undionly.kpxe");
+    client_ns.sh(&format!(
+        "busybox tftp -g -r undionly.kpxe -l {} 10.77.0.1",
+        loader.display()
+    ));
+    assert!(
+        std::fs::read(&loader).unwrap() == std::fs::read("/usr/lib/ipxe/undionly.kpxe").unwrap(),
+        "the loader sent is not Debian's"
+    );
+    assert!(
+        input.contains(&format!("iifname \"{lan}\" udp dport 69 accept")),
+        "{input}"
+    );
+
     // Another address of the same segment does not get the node's keys.
     let (code, body) = fetch("10.77.0.200", &boot_file);
     assert_eq!(code, 403);

@@ -29,24 +29,21 @@ fn diff(old: &NetbootConfig, new: &NetbootConfig) -> Vec<Action> {
     let mut actions = Vec::new();
     for (id, source) in &new.images {
         if old.images.get(id) != Some(source) {
-            actions.push(Action(format!(
-                "netboot: keep image {id} (from {})",
-                source.url
-            )));
+            actions.push(Action(format!("keep image {id} (from {})", source.url)));
         }
     }
     for id in old.images.keys().filter(|id| !new.images.contains_key(*id)) {
-        actions.push(Action(format!("netboot: drop image {id}")));
+        actions.push(Action(format!("drop image {id}")));
     }
     for (mac, node) in &new.nodes {
         match old.nodes.get(mac) {
             Some(before) if before == node => {}
             Some(_) => actions.push(Action(format!(
-                "netboot: node {mac} ({}) now boots {}",
+                "node {mac} ({}) now boots {}",
                 node.agent_id, node.image
             ))),
             None => actions.push(Action(format!(
-                "netboot: boot node {mac} ({}) with {}",
+                "boot node {mac} ({}) with {}",
                 node.agent_id, node.image
             ))),
         }
@@ -57,7 +54,7 @@ fn diff(old: &NetbootConfig, new: &NetbootConfig) -> Vec<Action> {
         .filter(|(mac, _)| !new.nodes.contains_key(*mac))
     {
         actions.push(Action(format!(
-            "netboot: stop booting node {mac} ({})",
+            "stop booting node {mac} ({})",
             node.agent_id
         )));
     }

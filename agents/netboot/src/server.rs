@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use crate::model::{ImageSource, NetbootConfig};
 use crate::script;
 use crate::store::{INITRD, ImageStore, KERNEL, StoredImage};
+use crate::tftp::{self, LOADER_DIR, Loaders, TFTP_PORT};
 
 /// The supervised service's name.
 pub const SERVICE: &str = "netboot";
@@ -65,6 +66,10 @@ struct Inner {
     images: RwLock<BTreeMap<String, ImageState>>,
     /// The address the DHCP server has bound to a MAC.
     leases: Box<Leases>,
+    /// TFTP for PXE ROMs: the port (as bound) and the boot loaders' directory.
+    tftp_port: AtomicU16,
+    loader_dir: PathBuf,
+    loaders_served: Arc<AtomicU64>,
     scripts_served: AtomicU64,
     scripts_refused: AtomicU64,
     bytes_served: AtomicU64,
@@ -89,15 +94,18 @@ pub struct NetbootServer {
 }
 
 impl NetbootServer {
-    /// A server on [`HTTP_PORT`]; `leases` gives the address bound to a MAC (the DHCP
-    /// server's [`kowabunga_dhcp::DhcpServer::address_of`]).
+    /// A server on [`HTTP_PORT`] and [`TFTP_PORT`], its boot loaders in
+    /// [`LOADER_DIR`]; `leases` gives the address bound to a MAC (the DHCP server's
+    /// [`kowabunga_dhcp::DhcpServer::address_of`]).
     pub fn new(leases: impl Fn(&MacAddr) -> Option<Ipv4Addr> + Send + Sync + 'static) -> Self {
-        Self::with_port(HTTP_PORT, leases)
+        Self::with_ports(HTTP_PORT, TFTP_PORT, LOADER_DIR, leases)
     }
 
-    /// The same on another port (tests).
-    pub fn with_port(
+    /// The same on other ports (0: any), the loaders in `loader_dir` (tests).
+    pub fn with_ports(
         port: u16,
+        tftp_port: u16,
+        loader_dir: impl Into<PathBuf>,
         leases: impl Fn(&MacAddr) -> Option<Ipv4Addr> + Send + Sync + 'static,
     ) -> Self {
         Self {
@@ -109,6 +117,9 @@ impl NetbootServer {
                 signed: Mutex::default(),
                 images: RwLock::default(),
                 leases: Box::new(leases),
+                tftp_port: AtomicU16::new(tftp_port),
+                loader_dir: loader_dir.into(),
+                loaders_served: Arc::new(AtomicU64::new(0)),
                 scripts_served: AtomicU64::new(0),
                 scripts_refused: AtomicU64::new(0),
                 bytes_served: AtomicU64::new(0),
@@ -143,6 +154,11 @@ impl NetbootServer {
         self.inner.port.load(Ordering::Relaxed)
     }
 
+    /// The TFTP port (once the service runs, the one bound).
+    pub fn tftp_port(&self) -> u16 {
+        self.inner.tftp_port.load(Ordering::Relaxed)
+    }
+
     /// The verified image `id`, if it is in the configuration and ready.
     fn ready(&self, id: &str) -> Option<StoredImage> {
         match read(&self.inner.images).get(id) {
@@ -168,16 +184,55 @@ impl NetbootServer {
     }
 
     async fn run(&self) -> Result<(), String> {
-        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, self.port()));
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("netboot: listening on {addr}: {e}"))?;
-        if let Ok(bound) = listener.local_addr() {
-            self.inner.port.store(bound.port(), Ordering::Relaxed);
-        }
         tokio::select! {
-            result = self.serve(listener) => result,
             result = self.fill() => result,
+            result = self.listen() => result,
+        }
+    }
+
+    /// The HTTP and TFTP listeners, open while the configuration has nodes to boot and
+    /// closed while it has none (an agent installed from a package on a host that
+    /// boots nothing opens no port).
+    async fn listen(&self) -> Result<(), String> {
+        let mut wanted = self.inner.wanted.subscribe();
+        loop {
+            wanted
+                .wait_for(|images| !images.is_empty())
+                .await
+                .map_err(|e| e.to_string())?;
+            let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, self.port()));
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("netboot: listening on {addr}: {e}"))?;
+            if let Ok(bound) = listener.local_addr() {
+                self.inner.port.store(bound.port(), Ordering::Relaxed);
+            }
+            let tftp_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, self.tftp_port()));
+            let socket = std::net::UdpSocket::bind(tftp_addr)
+                .map_err(|e| format!("netboot: tftp on {tftp_addr}: {e}"))?;
+            if let Ok(bound) = socket.local_addr() {
+                self.inner.tftp_port.store(bound.port(), Ordering::Relaxed);
+            }
+            let loaders = Loaders::new(&self.inner.loader_dir, self.inner.loaders_served.clone());
+            let tftp = async_tftp::server::TftpServerBuilder::with_handler(loaders)
+                .std_socket(socket)
+                .map_err(|e| format!("netboot: tftp: {e}"))?
+                .build()
+                .await
+                .map_err(|e| format!("netboot: tftp: {e}"))?;
+            tracing::info!(
+                http = self.port(),
+                tftp = self.tftp_port(),
+                "netboot: listening"
+            );
+            tokio::select! {
+                result = self.serve(listener) => result?,
+                result = tftp.serve() => result.map_err(|e| format!("netboot: tftp: {e}"))?,
+                closed = wanted.wait_for(|images| images.is_empty()) => {
+                    closed.map_err(|e| e.to_string())?;
+                    tracing::info!("netboot: no node to boot: listeners closed");
+                }
+            }
         }
     }
 
@@ -405,11 +460,20 @@ impl BootDirectory for NetbootServer {
                     script::script_path(mac)
                 ),
             }),
-            // A firmware PXE ROM needs iPXE chainloaded over TFTP first: not served
-            // (docs/netboot.md); it gets an address only.
+            // A firmware PXE ROM is given iPXE over TFTP first (from `siaddr`, this
+            // Kiwi); iPXE then asks again as iPXE.
             BootClient::Pxe { arch } => {
-                tracing::debug!(%mac, arch, "netboot: a PXE ROM asked; only iPXE clients are served");
-                None
+                let Some(loader) = tftp::loader_for(arch) else {
+                    tracing::debug!(%mac, arch, "netboot: no iPXE loader for this PXE architecture");
+                    return None;
+                };
+                if !self.inner.loader_dir.join(loader).is_file() {
+                    tracing::warn!(%mac, loader, dir = %self.inner.loader_dir.display(), "netboot: the iPXE loader is missing");
+                    return None;
+                }
+                Some(BootFile {
+                    file: loader.to_owned(),
+                })
             }
         }
     }
@@ -446,6 +510,8 @@ impl Report for NetbootServer {
             .collect();
         serde_json::json!({
             "http_port": self.port(),
+            "tftp_port": self.tftp_port(),
+            "loaders_served": self.inner.loaders_served.load(Ordering::Relaxed),
             "images": image_status,
             "nodes": nodes,
             "scripts_served": self.inner.scripts_served.load(Ordering::Relaxed),
@@ -492,6 +558,11 @@ impl Report for NetbootServer {
                 "kowabunga_netboot_scripts_refused_total",
                 "Script requests refused: the asker did not hold the MAC's lease.",
                 &self.inner.scripts_refused,
+            ),
+            counter(
+                "kowabunga_netboot_loaders_served_total",
+                "iPXE boot loaders sent over TFTP to PXE ROMs.",
+                &self.inner.loaders_served,
             ),
             counter(
                 "kowabunga_netboot_bytes_served_total",

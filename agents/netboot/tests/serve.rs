@@ -76,7 +76,10 @@ impl Setup {
         std::fs::copy(key.public_file(), keys.join("kahuna.pub")).unwrap();
         let files = Server::start().await;
         // Node A holds 127.0.0.1, node B another address: B's script is not ours to get.
-        let netboot = NetbootServer::with_port(0, |m: &MacAddr| {
+        let loaders = tmp.path().join("ipxe");
+        std::fs::create_dir_all(&loaders).unwrap();
+        std::fs::write(loaders.join("undionly.kpxe"), content(9, 70_000)).unwrap();
+        let netboot = NetbootServer::with_ports(0, 0, &loaders, |m: &MacAddr| {
             if *m == mac(NODE_A) {
                 Some(Ipv4Addr::LOCALHOST)
             } else if *m == mac(NODE_B) {
@@ -121,7 +124,15 @@ impl Setup {
         panic!("{image} never became {state}: {:#}", self.netboot.status());
     }
 
+    /// A URL on the netboot server's HTTP listener, once it listens (it opens when a
+    /// configuration has nodes; a bounded wait).
     fn url(&self, path: &str) -> String {
+        for _ in 0..600 {
+            if self.netboot.port() != 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         format!("http://127.0.0.1:{}{path}", self.netboot.port())
     }
 }
@@ -160,7 +171,9 @@ async fn a_verified_image_boots_its_nodes_and_only_the_leaseholder_gets_the_scri
     let id = "kaktus-0.3.0-x86_64";
     let (kernel, initrd) = publish(&s.files, &s.key, id, 1);
     let a = mac(NODE_A);
-    // Before the image is verified, no boot file: the node gets an address only.
+    // Nothing to boot: no listener.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.netboot.port(), 0, "a port opened with nothing to boot");
     s.netboot
         .apply(config(&s.files.url_for("k"), "0.3.0", &[NODE_A, NODE_B]));
     let status = s.wait_for(id, "ready").await;
@@ -182,12 +195,41 @@ async fn a_verified_image_boots_its_nodes_and_only_the_leaseholder_gets_the_scri
             s.netboot.port()
         )
     );
+    // A BIOS PXE ROM is given iPXE's UNDI loader, to fetch over TFTP from this Kiwi;
+    // no loader for a UEFI one here (this store has none), nor for arm64.
+    let bios = s
+        .netboot
+        .boot_file(&a, BootClient::Pxe { arch: 0 }, Ipv4Addr::LOCALHOST)
+        .unwrap();
+    assert_eq!(bios.file, "undionly.kpxe");
+    for arch in [7, 11] {
+        assert!(
+            s.netboot
+                .boot_file(&a, BootClient::Pxe { arch }, Ipv4Addr::LOCALHOST)
+                .is_none(),
+            "arch {arch}"
+        );
+    }
+    // The loader over TFTP (busybox's client), byte for byte; nothing else.
+    let got = s.tmp.path().join("got.kpxe");
+    let tftp = |remote: &str| {
+        std::process::Command::new("busybox")
+            .args(["tftp", "-g", "-r", remote, "-l"])
+            .arg(&got)
+            .args(["127.0.0.1", &s.netboot.tftp_port().to_string()])
+            .output()
+            .unwrap()
+    };
+    let out = tftp("undionly.kpxe");
     assert!(
-        s.netboot
-            .boot_file(&a, BootClient::Pxe { arch: 7 }, Ipv4Addr::LOCALHOST)
-            .is_none(),
-        "a firmware PXE ROM is not served"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(std::fs::read(&got).unwrap(), content(9, 70_000));
+    for other in ["../ipxe/undionly.kpxe", "SHA256SUMS", "/etc/passwd"] {
+        assert!(!tftp(other).status.success(), "{other} was served");
+    }
     assert!(
         s.netboot
             .boot_file(
@@ -227,6 +269,7 @@ async fn a_verified_image_boots_its_nodes_and_only_the_leaseholder_gets_the_scri
     let status = s.netboot.status();
     assert_eq!(status["scripts_served"], 1);
     assert_eq!(status["scripts_refused"], 1);
+    assert_eq!(status["loaders_served"], 1);
     assert!(status["bytes_served"].as_u64().unwrap() >= initrd.len() as u64);
 
     // A new version replaces the old one in the store.
@@ -246,6 +289,27 @@ async fn a_verified_image_boots_its_nodes_and_only_the_leaseholder_gets_the_scri
         get(&format!("{base}/vmlinuz")).await.0,
         404,
         "the old image is gone"
+    );
+
+    // No node left: the listeners close and the store empties.
+    let port = s.netboot.port();
+    s.netboot.apply(NetbootConfig::default());
+    let mut closed = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+            && store_entries(&s.store()).is_empty()
+        {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        closed,
+        "still listening on {port}, or images kept: {:?}",
+        store_entries(&s.store())
     );
 }
 
