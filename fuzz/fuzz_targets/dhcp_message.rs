@@ -1,5 +1,7 @@
 //! A DHCPv4 message from any client on a served link: decoded (or dropped), answered by
-//! the lease engine, the reply encoded; never a panic, and every reply decodes again.
+//! the lease engine, the reply encoded (with a boot file when the client boots from the
+//! network, as the netboot server would give it); never a panic, and every reply
+//! decodes again.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -8,7 +10,7 @@ use dhcproto::Decodable;
 use dhcproto::v4::Message;
 use kowabunga_dhcp::engine::{Engine, Leases};
 use kowabunga_dhcp::model::DhcpConfig;
-use kowabunga_dhcp::wire;
+use kowabunga_dhcp::wire::{self, BootClient, BootFile};
 use kowabunga_model::{Document, Format};
 use libfuzzer_sys::fuzz_target;
 
@@ -43,11 +45,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let cfg = &config().links["eth1"];
+    let boot = incoming.boot_client.map(|client| BootFile {
+        file: match client {
+            BootClient::Ipxe => "http://10.0.0.1:9724/netboot/52-54-00-00-00-99.ipxe".into(),
+            BootClient::Pxe { .. } => "undionly.kpxe".into(),
+        },
+    });
     let mut engine = Engine::new(config().clone(), Leases::default());
     // Twice, two seconds apart: past the ping check, and on top of its own effect.
     for now in [1_800_000_000, 1_800_000_002] {
         let outcome = engine.handle("eth1", &incoming.request, now);
-        if let Some((bytes, _)) = wire::encode(cfg, &incoming, &outcome.reply) {
+        if let Some((bytes, _)) = wire::encode(cfg, &incoming, &outcome.reply, boot.as_ref()) {
             assert!(Message::from_bytes(&bytes).is_ok(), "a reply that does not decode");
         }
     }
