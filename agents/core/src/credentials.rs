@@ -13,7 +13,6 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use kernel_cmdline::{ApiKey, BootParams, HttpUrl, Secret};
@@ -252,28 +251,13 @@ fn write_persisted(path: &Path, persisted: &Persisted) -> Result<(), Credentials
         path: path.to_owned(),
         detail: e.to_string(),
     })?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_err)?;
-    let tmp = dir.join(".credentials.toml.tmp");
-    let _ = fs::remove_file(&tmp);
-    {
-        use std::io::Write;
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err)?;
-        file.write_all(text.as_bytes()).map_err(io_err)?;
-        file.sync_all().map_err(io_err)?;
-    }
-    fs::rename(&tmp, path).map_err(io_err)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err)
+    kowabunga_private_file::write_private(path, text.as_bytes()).map_err(io_err)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn sources(dir: &Path) -> Sources {
         Sources {

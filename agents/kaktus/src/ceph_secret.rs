@@ -64,8 +64,7 @@ pub fn persist_keys(
     dir: &Path,
     keys: &std::collections::BTreeMap<String, kernel_cmdline::Secret>,
 ) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     if keys.is_empty() {
         return Ok(());
     }
@@ -80,18 +79,8 @@ pub fn persist_keys(
         if std::fs::read_to_string(&path).is_ok_and(|k| k.trim() == key.expose()) {
             continue;
         }
-        let tmp = dir.join(format!(".{client}.key.tmp"));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| err(&tmp, e))?;
-        file.write_all(format!("{}\n", key.expose()).as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| err(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
+        kowabunga_private_file::write_private(&path, format!("{}\n", key.expose()).as_bytes())
+            .map_err(|e| format!("ceph keys: {e}"))?;
         tracing::info!("ceph key of client.{client} written to {}", path.display());
     }
     Ok(())

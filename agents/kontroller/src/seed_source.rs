@@ -11,8 +11,7 @@
 //!
 //! `KOWABUNGA_SEED_DIR` overrides all of it (tests, an operator's own seed).
 
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -152,13 +151,7 @@ fn write_dir(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), String> {
     }
     for (name, body) in files {
         let path = dir.join(name);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| f.write_all(body))
-            .map_err(|e| io("writing", &path, e))?;
+        kowabunga_private_file::write_private(&path, body).map_err(|e| io("writing", &path, e))?;
     }
     Ok(())
 }

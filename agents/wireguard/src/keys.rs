@@ -5,8 +5,6 @@
 //! report or `/status`; the public key is logged when the key is made and shown in
 //! `/status`.
 
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use crate::model::check_key;
@@ -42,32 +40,18 @@ impl Keys {
         }
         let key = wg.genkey().await?;
         check_key("wg genkey", &key).map_err(|e| e.to_string())?;
-        write_key(&self.dir, &path, &key)?;
+        write_key(&path, &key)?;
         let public = wg.pubkey(&key).await?;
         tracing::info!(%link, public_key = %public, "wireguard: made the tunnel's key pair");
         Ok(key)
     }
 }
 
-/// Writes `key` to `path` (0600) through a file beside it, fsynced, renamed.
-fn write_key(dir: &Path, path: &Path, key: &str) -> Result<(), String> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let tmp = path.with_extension("key.new");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    file.write_all(format!("{key}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+/// Writes `key` to `path` (0600, in a 0700 directory) through a file beside it,
+/// fsynced, renamed.
+fn write_key(path: &Path, key: &str) -> Result<(), String> {
+    kowabunga_private_file::write_private(path, format!("{key}\n").as_bytes())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
