@@ -107,6 +107,18 @@ fn sign(key: &Path, file: &Path) {
     assert!(ok.success());
 }
 
+/// A veth pair between the Kiwi's namespace and the client's: `<tag>l<sfx>` on the
+/// Kiwi's side (the served link), `<tag>p<sfx>` on the client's (left down).
+fn veth_pair(kiwi_ns: &Netns, client_ns: &Netns, tag: &str) -> (String, String) {
+    let sfx = format!("{:04x}", nanos() & 0xffff);
+    let (lan, peer) = (format!("{tag}l{sfx}"), format!("{tag}p{sfx}"));
+    kiwi_ns.sh(&format!(
+        "ip link add {lan} type veth peer name {peer} netns {}",
+        client_ns.name
+    ));
+    (lan, peer)
+}
+
 /// One try of busybox `udhcpc` on `link` in `ns` (3 discovers, 1 s apart), quitting
 /// once it has a lease; `args` add to it (`-s SCRIPT`, `-x OPT:VAL`).
 fn udhcpc(ns: &Netns, link: &str, args: &[&str]) -> std::process::Output {
@@ -194,12 +206,7 @@ fn start_kiwi(
 fn kiwi_serves_dhcp_from_its_document() {
     let kiwi_ns = &mut Netns::new("k");
     let client_ns = Netns::new("c");
-    let sfx = format!("{:04x}", nanos() & 0xffff);
-    let (lan, peer) = (format!("kdl{sfx}"), format!("kdp{sfx}"));
-    kiwi_ns.sh(&format!(
-        "ip link add {lan} type veth peer name {peer} netns {}",
-        client_ns.name
-    ));
+    let (lan, peer) = veth_pair(kiwi_ns, &client_ns, "kd");
     client_ns.sh(&format!("ip link set {peer} up"));
 
     let tmp = tempfile::tempdir().unwrap();
@@ -315,13 +322,8 @@ const UDHCPC_SCRIPT: &str = "#!/bin/sh\n[ \"$1\" = bound ] && env > \"$0.env\"\n
 fn kiwi_netboots_an_ipxe_client_with_its_own_keys() {
     let kiwi_ns = &mut Netns::new("n");
     let client_ns = Netns::new("m");
-    let sfx = format!("{:04x}", nanos() & 0xffff);
-    let (lan, peer) = (format!("knl{sfx}"), format!("knp{sfx}"));
+    let (lan, peer) = veth_pair(kiwi_ns, &client_ns, "kn");
     let node_mac = "52:54:00:6b:00:01";
-    kiwi_ns.sh(&format!(
-        "ip link add {lan} type veth peer name {peer} netns {}",
-        client_ns.name
-    ));
     client_ns.sh(&format!("ip link set {peer} address {node_mac} up"));
 
     let tmp = tempfile::tempdir().unwrap();
