@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Build the bootable, read-only appliance image of one Kowabunga role.
 #
-#   scripts/build-image.sh ROLE [--arch x86_64] [--out DIR] [--mirror URL]
+#   scripts/build-image.sh ROLE [--arch x86_64] [--board rpi4] [--out DIR] [--mirror URL]
 #                               [--version V] [--agent-bin PATH] [--no-install]
 #                               [--update-key FILE] [--overlay DIR]...
 #
 # ROLE       a directory of overlays/ (kiwi, ...) with a matching agent binary
-# --arch     target architecture (x86_64 only for now)
+# --arch     x86_64 (default) or arm64 (aarch64): the agent is cross-built and
+#            mkosi runs the arm64 packages' scripts under qemu-user (binfmt_misc,
+#            registered here if the host has not: the build says what it did)
+# --board    rpi4: a Raspberry Pi 4 card image instead of a UEFI disk (arm64): the
+#            Pi's firmware, config.txt, cmdline.txt, kernel, initrd and device tree
+#            on the first (FAT) partition; personalized by editing cmdline.txt
 # --out      output directory (default: dist/)
 # --mirror   Debian mirror URL (default: read from this host's apt sources)
 # --version  image version (default: the workspace version in Cargo.toml)
@@ -23,6 +28,7 @@
 #            a version whose health gate fails with one); may be repeated
 #
 # Writes to --out:
+# ARCH in file names: x86_64 or aarch64 (systemd's x86-64/arm64 in update/).
 #   ROLE-VERSION-ARCH.raw          GPT disk: ESP (systemd-boot + UKI), erofs
 #                                  root A + dm-verity; B slot and /var are
 #                                  created on first boot by systemd-repart
@@ -35,8 +41,10 @@
 #   SHA256SUMS
 #   update/ROLE/                   the A/B update of this version, as the agent
 #                                  downloads it (scripts/make-update.sh):
-#                                  kowabunga-ROLE_VERSION_x86-64.{root.UUID.raw,
+#                                  kowabunga-ROLE_VERSION_ARCH.{root.UUID.raw,
 #                                  verity.UUID.raw,efi}.zst, SHA256SUMS(.minisig)
+# With --board rpi4, instead: ROLE-VERSION-rpi4.img and .img.xz (the card image: dd
+#   it, or flash it with any imager), SHA256SUMS. No update/: no A/B on that board.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,12 +65,14 @@ stage() { stage_no=$((stage_no + 1)); printf '\n==> [%d] %s (+%ss)\n' "$stage_no
 say() { printf '    %s\n' "$*" >&2; }
 die() { printf '\nbuild-image: error: %s\n' "$*" >&2; exit 1; }
 
-role="" arch=x86_64 out="$repo/dist" mirror="${KOWABUNGA_MIRROR:-}" version="" agent_bin="" install=1 kernel= update_key="${KOWABUNGA_UPDATE_KEY:-}"
+role="" arch=x86_64 arch_given="" board="" out="$repo/dist" mirror="${KOWABUNGA_MIRROR:-}" version="" agent_bin="" install=1 kernel= update_key="${KOWABUNGA_UPDATE_KEY:-}"
 overlays=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --arch) [ $# -ge 2 ] || die "--arch needs a value"; arch=$2; shift 2 ;;
-    --arch=*) arch=${1#*=}; shift ;;
+    --arch) [ $# -ge 2 ] || die "--arch needs a value"; arch=$2; arch_given=1; shift 2 ;;
+    --arch=*) arch=${1#*=}; arch_given=1; shift ;;
+    --board) [ $# -ge 2 ] || die "--board needs a value (rpi4)"; board=$2; shift 2 ;;
+    --board=*) board=${1#*=}; shift ;;
     --out) [ $# -ge 2 ] || die "--out needs a directory"; out=$2; shift 2 ;;
     --out=*) out=${1#*=}; shift ;;
     --mirror) [ $# -ge 2 ] || die "--mirror needs a URL"; mirror=$2; shift 2 ;;
@@ -78,7 +88,7 @@ while [ $# -gt 0 ]; do
     --update-key=*) update_key=${1#*=}; shift ;;
     --overlay) [ $# -ge 2 ] || die "--overlay needs a directory"; overlays+=("$2"); shift 2 ;;
     --overlay=*) overlays+=("${1#*=}"); shift ;;
-    -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *) [ -z "$role" ] || die "only one ROLE may be given (got '$role' and '$1')"; role=$1; shift ;;
   esac
@@ -87,15 +97,31 @@ done
 roles=$(cd "$repo/overlays" && ls -d */ 2>/dev/null | tr -d / | grep -vx common | tr '\n' ' ')
 [ -n "$role" ] || die "missing ROLE (one of: $roles)"
 [ -d "$repo/overlays/$role" ] && [ "$role" != common ] || die "unknown role '$role' (one of: $roles)"
+# arch: file names (uname -m); mkosi_arch: mkosi's and systemd's name; deb_arch:
+# Debian's; rust_target: the agent's; root_guid/verity_guid: the Discoverable
+# Partitions types repart gives "root" and "root-verity" on this architecture.
 case "$arch" in
-  x86_64|x86-64|amd64) arch=x86_64; mkosi_arch=x86-64 ;;
-  *) die "unsupported architecture '$arch' (supported: x86_64)" ;;
+  x86_64|x86-64|amd64) arch=x86_64; mkosi_arch=x86-64; deb_arch=amd64; rust_target=x86_64-unknown-linux-gnu
+    root_guid=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709; verity_guid=2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5 ;;
+  arm64|aarch64) arch=aarch64; mkosi_arch=arm64; deb_arch=arm64; rust_target=aarch64-unknown-linux-gnu
+    root_guid=B921B045-1DF0-41C3-AF44-4C6F280D3FAE; verity_guid=DF3300CE-D69F-4C92-978C-9BFB0F38D820 ;;
+  *) die "unsupported architecture '$arch' (supported: x86_64, arm64)" ;;
 esac
+case "$board" in
+  "") ;;
+  rpi4) [ -z "$arch_given" ] || [ "$arch" = aarch64 ] || die "--board rpi4 is an arm64 board (got --arch $arch)"
+    arch=aarch64; mkosi_arch=arm64; deb_arch=arm64; rust_target=aarch64-unknown-linux-gnu
+    root_guid=B921B045-1DF0-41C3-AF44-4C6F280D3FAE; verity_guid=DF3300CE-D69F-4C92-978C-9BFB0F38D820 ;;
+  *) die "unknown --board '$board' (supported: rpi4)" ;;
+esac
+host_arch=$(uname -m)
+foreign=0
+[ "$arch" = "$host_arch" ] || foreign=1
 agent=$role
 [ -n "$kernel" ] || case "$role" in kontroller) kernel=cloud ;; *) kernel=generic ;; esac
 case "$kernel" in
-  generic) kernel_pkg=linux-image-amd64 ;;
-  cloud) kernel_pkg=linux-image-cloud-amd64 ;;
+  generic) kernel_pkg=linux-image-$deb_arch ;;
+  cloud) kernel_pkg=linux-image-cloud-$deb_arch ;;
   *) die "unknown --kernel '$kernel' (generic or cloud)" ;;
 esac
 if [ -z "$version" ]; then
@@ -122,6 +148,8 @@ done
 mkdir -p "$out" || die "cannot create output directory '$out'"
 out=$(cd "$out" && pwd)
 work="$repo/target/image/$role"
+[ "$arch" = x86_64 ] || work="$work-$arch"
+[ -z "$board" ] || work="$work-$board"
 cache="${KOWABUNGA_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kowabunga/mkosi}"
 
 # ---- 1. host tools -------------------------------------------------------------
@@ -147,6 +175,23 @@ need cpio cpio
 need python3 python3
 need sfdisk fdisk
 [ -z "$update_key" ] || need minisign minisign
+deps_groups=(--for image)
+if [ "$foreign" = 1 ]; then
+  # mkosi runs the foreign packages' maintainer scripts through binfmt_misc; the
+  # static qemu-user is opened when registered (flag F), so it works in mkosi's
+  # sandbox. The agent is cross-linked.
+  deps_groups+=(--for "$deb_arch")
+  need "/usr/libexec/qemu-binfmt/$arch-binfmt-P" qemu-user-static
+  need "/usr/lib/binfmt.d/qemu-$arch.conf" qemu-user-static
+  [ -n "$agent_bin" ] || need "$arch-linux-gnu-gcc" "gcc-$arch-linux-gnu"
+  # kaktus's helper links libvirt: the target's libvirt-dev, beside the host's.
+  if [ "$role" = kaktus ] && [ -z "$agent_bin" ]; then
+    deps_groups=(--for image --for "$deb_arch-libvirt")
+    need "/usr/lib/$arch-linux-gnu/pkgconfig/libvirt.pc" "libvirt-dev:$deb_arch"
+  fi
+fi
+# A board image's firmware partition is written with mtools, as personalize-image.sh does.
+[ -z "$board" ] || { need mcopy mtools; need xz xz-utils; }
 if [ -n "$mkosi" ]; then
   mv=$("$mkosi" --version 2>/dev/null | awk '{print $2}')
   dpkg --compare-versions "${mv:-0}" ge 24 || missing+=("mkosi >= 24 (found ${mv:-none} at $mkosi; scripts/install-deps.sh --for image)")
@@ -154,16 +199,21 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$install" = 1 ] && [ "$(id -u)" = 0 ]; then
     say "missing: ${missing[*]}"
-    say "installing with scripts/install-deps.sh --for image"
-    "$repo/scripts/install-deps.sh" --for image ${mirror:+--mirror "$mirror"} || die "installing host tools failed"
-    exec "$0" "$role" --arch "$arch" --out "$out" --version "$version" --kernel "$kernel" ${mirror:+--mirror "$mirror"} \
+    say "installing with scripts/install-deps.sh ${deps_groups[*]}"
+    "$repo/scripts/install-deps.sh" "${deps_groups[@]}" ${mirror:+--mirror "$mirror"} || die "installing host tools failed"
+    exec "$0" "$role" --arch "$arch" ${board:+--board "$board"} --out "$out" --version "$version" --kernel "$kernel" ${mirror:+--mirror "$mirror"} \
       ${agent_bin:+--agent-bin "$agent_bin"} ${update_key:+--update-key "$update_key"} "${overlay_args[@]}" --no-install
   fi
   printf '    missing: %s\n' "${missing[@]}" >&2
-  die "host tools missing; run (as root): scripts/install-deps.sh --for image"
+  die "host tools missing; run (as root): scripts/install-deps.sh ${deps_groups[*]}"
 fi
 [ "$(id -u)" = 0 ] || die "mkosi must run as root here (it builds file systems and partition tables)"
 say "mkosi $("$mkosi" --version | awk '{print $2}') ($mkosi); build tools from its tools tree (Debian trixie)"
+if [ "$foreign" = 1 ]; then
+  . "$repo/scripts/lib/binfmt.sh"
+  ensure_binfmt "$arch" || die "$arch programs cannot run on this host: the $deb_arch packages' scripts would fail"
+  say "binfmt_misc: $arch programs run through $(sed -n 's/^interpreter //p' "/proc/sys/fs/binfmt_misc/qemu-$arch")"
+fi
 
 # ---- 2. Debian mirror -----------------------------------------------------------
 stage "resolving the Debian mirror"
@@ -177,10 +227,13 @@ else
 fi
 security=$(host_security)
 mkdir -p "$work/pkgmngr/etc/apt/sources.list.d"
+# The Raspberry Pi's boot firmware (raspi-firmware) is in non-free-firmware.
+components=main
+[ -z "$board" ] || components="main non-free-firmware"
 {
-  printf 'Types: deb\nURIs: %s\nSuites: trixie trixie-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror"
+  printf 'Types: deb\nURIs: %s\nSuites: trixie trixie-updates\nComponents: %s\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror" "$components"
   if [ -n "$security" ]; then
-    printf '\nTypes: deb\nURIs: %s\nSuites: trixie-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$security"
+    printf '\nTypes: deb\nURIs: %s\nSuites: trixie-security\nComponents: %s\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$security" "$components"
     say "security updates from the host's apt sources: $security"
   fi
 } > "$work/pkgmngr/etc/apt/sources.list.d/mkosi.sources"
@@ -196,13 +249,31 @@ else
   say "cargo: $cargo_bin ($("$cargo_bin" --version 2>/dev/null || echo 'version unknown'))"
   # Always --locked: the image carries exactly the dependency versions of the
   # committed Cargo.lock. Never retried without it.
-  (cd "$repo" && "$cargo_bin" build --release --locked -p "$agent" 2>&1 | sed 's/^/    /') \
-    || die "cargo build --release --locked -p $agent failed (output above). If cargo says the lock file needs to be updated, Cargo.lock does not match a Cargo.toml: run 'cargo update -p CRATE' for the crate you changed, commit Cargo.lock, and build again. Images are never built from unlocked dependency versions."
+  # Native builds keep cargo's default target (target/release: what the tests and
+  # the packages build); a foreign one is cross-linked (.cargo/config.toml).
+  target_args=()
+  if [ "$foreign" = 1 ]; then
+    target_args=(--target "$rust_target")
+    # pkg-config answers for the target's libraries (kaktus's libvirt), multiarch.
+    export PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_LIBDIR="/usr/lib/$arch-linux-gnu/pkgconfig:/usr/share/pkgconfig"
+  fi
+  if [ "$foreign" = 1 ] && command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx "$rust_target"; then
+    say "rustup target add $rust_target"
+    rustup target add "$rust_target" >&2 || die "rustup target add $rust_target failed"
+  fi
+  (cd "$repo" && "$cargo_bin" build --release --locked -p "$agent" "${target_args[@]}" 2>&1 | sed 's/^/    /') \
+    || die "cargo build --release --locked -p $agent ${target_args[*]} failed (output above). If cargo says the lock file needs to be updated, Cargo.lock does not match a Cargo.toml: run 'cargo update -p CRATE' for the crate you changed, commit Cargo.lock, and build again. Images are never built from unlocked dependency versions."
   target_dir=${CARGO_TARGET_DIR:-target}
   case "$target_dir" in /*) ;; *) target_dir="$repo/$target_dir" ;; esac
   agent_bin="$target_dir/release/$agent"
+  [ "$foreign" = 0 ] || agent_bin="$target_dir/$rust_target/release/$agent"
   [ -x "$agent_bin" ] || die "cargo produced no $agent_bin"
 fi
+# An agent of another architecture would only fail at boot: refuse it here.
+case "$(od -An -tx1 -j18 -N2 "$agent_bin" | tr -d ' \n')" in
+  3e00) bin_arch=x86_64 ;; b700) bin_arch=aarch64 ;; *) bin_arch=unknown ;;
+esac
+[ "$bin_arch" = "$arch" ] || die "$agent_bin is an ELF file for $bin_arch, the image is $arch"
 install -m 0755 "$agent_bin" "$work/agent/usr/bin/$agent"
 say "$agent: $(du -k "$work/agent/usr/bin/$agent" | cut -f1) KiB"
 # A role's helper binaries are named <role>-<job> (kontroller-firstboot).
@@ -234,9 +305,11 @@ initrd=$(ls "$work/initrd"/initrd.cpio* 2>/dev/null | head -n1)
 [ -n "$initrd" ] || die "mkosi produced no initrd in $work/initrd"
 say "initrd userspace: $(( $(stat -c %s "$initrd") / 1024 )) KiB"
 
-stage "building the image with mkosi (Debian trixie, $kernel_pkg, erofs + dm-verity, UKI)"
+stage "building the image with mkosi (Debian trixie $deb_arch, $kernel_pkg, erofs + dm-verity, UKI)"
 profile_args=()
 [ -d "$repo/image/mkosi.profiles/$role" ] && profile_args=(--profile "$role")
+# mkosi.conf.d/30-board-BOARD.conf and mkosi.postinst act on KOWABUNGA_BOARD.
+[ -z "$board" ] || profile_args+=(--environment "KOWABUNGA_BOARD=$board")
 run_mkosi "$work/mkosi.log" --directory "$repo/image" \
   --image-id "kowabunga-$role" --image-version "$version" \
   --unified-kernel-image-format "kowabunga-${role}_${version}" \
@@ -246,13 +319,9 @@ run_mkosi "$work/mkosi.log" --directory "$repo/image" \
 raw="$work/out/$name.raw"
 [ -f "$raw" ] || die "mkosi produced no $raw"
 
-# ---- 5. disk artifacts ------------------------------------------------------------
-stage "writing disk artifacts"
-rm -f "$out/$name".* "$out/SHA256SUMS"
-cp --sparse=always "$raw" "$out/$name.raw"
-qemu-img convert -q -c -f raw -O qcow2 "$out/$name.raw" "$out/$name.qcow2" || die "qemu-img convert to qcow2 failed"
-cp "$work/out/$name.efi" "$out/$name.efi"
-objcopy_cmdline=$(python3 - "$out/$name.efi" <<'EOF'
+# uki_cmdline UKI: the .cmdline section of a PE (UKI), read without binutils.
+uki_cmdline() {
+  python3 - "$1" <<'EOF'
 import struct, sys
 # Read the .cmdline section of a PE (UKI) without binutils.
 d = open(sys.argv[1], "rb").read()
@@ -267,7 +336,17 @@ for i in range(nsec):
     if nm == ".cmdline":
         print(d[rptr:rptr + min(vsize, rsize)].rstrip(b"\0").decode().strip())
 EOF
-) || die "cannot read the UKI command line"
+}
+
+[ -z "$board" ] || . "$repo/scripts/lib/board-$board.sh"
+
+# ---- 5. disk artifacts ------------------------------------------------------------
+stage "writing disk artifacts"
+rm -f "$out/$name".* "$out/SHA256SUMS"
+cp --sparse=always "$raw" "$out/$name.raw"
+qemu-img convert -q -c -f raw -O qcow2 "$out/$name.raw" "$out/$name.qcow2" || die "qemu-img convert to qcow2 failed"
+cp "$work/out/$name.efi" "$out/$name.efi"
+objcopy_cmdline=$(uki_cmdline "$out/$name.efi") || die "cannot read the UKI command line"
 printf '%s\n' "$objcopy_cmdline" > "$out/$name.cmdline"
 say "UKI command line: $objcopy_cmdline"
 
@@ -326,8 +405,9 @@ sfdisk --json "$out/$name.raw" | python3 -c '
 import json, sys
 want_label, roothash = sys.argv[1], sys.argv[2]
 uuid = lambda h: "-".join((h[0:8], h[8:12], h[12:16], h[16:20], h[20:32])).upper()
-want = {"4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709": (want_label, uuid(roothash[:32])),
-        "2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5": (want_label + "_verity", uuid(roothash[32:]))}
+root_type, verity_type = sys.argv[3], sys.argv[4]
+want = {root_type: (want_label, uuid(roothash[:32])),
+        verity_type: (want_label + "_verity", uuid(roothash[32:]))}
 for p in json.load(sys.stdin)["partitiontable"]["partitions"]:
     if p["type"] in want:
         label, u = want.pop(p["type"])
@@ -335,7 +415,7 @@ for p in json.load(sys.stdin)["partitiontable"]["partitions"]:
             sys.exit("partition %s: label %r, uuid %s; expected %r, %s" % (p["node"], p.get("name"), p["uuid"], label, u))
 if want:
     sys.exit("no root or verity partition in the image")
-' "kowabunga-${role}_${version}" "$roothash" || die "the image's root/verity partitions do not carry the labels and UUIDs sysupdate.d expects (above)"
+ ' "kowabunga-${role}_${version}" "$roothash" "$root_guid" "$verity_guid" || die "the image's root/verity partitions do not carry the labels and UUIDs sysupdate.d expects (above)"
 "$repo/scripts/make-update.sh" --role "$role" --version "$version" --arch "$mkosi_arch" --roothash "$roothash" \
   --root "$work/out/$name.root.raw" --verity "$work/out/$name.root-verity.raw" --uki "$work/out/$name.efi" \
   --out "$out/update/$role" ${update_key:+--key "$update_key"} || die "writing the update artifacts failed"

@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
 # Build the agents' packages: Debian (.deb) and Alpine (.apk, APK v2).
 #
-#   scripts/build-packages.sh [--arch amd64] [--format deb|apk]... [--out DIR]
+#   scripts/build-packages.sh [--arch amd64|arm64] [--format deb|apk]... [--out DIR]
 #                             [--agent NAME]... [--bin-dir DIR] [--musl-bin-dir DIR]
 #                             [--apk-key FILE] [--no-lintian]
 #
-# --arch     amd64 (default). arm64 is not supported yet: it fails at once.
+# --arch     amd64 (default) or arm64: on an amd64 host, arm64 binaries are
+#            cross-built (scripts/install-deps.sh --for arm64); kaktus needs
+#            libvirt-dev:arm64 to link (see docs/packages.md)
 # --format   deb or apk (repeatable; default: both)
 # --out      output directory (default: dist/packages/)
 # --agent    build only this agent (repeatable; default: all three; kaktus has
 #            no .apk: see docs/packages.md)
 # --bin-dir  take the glibc binaries (.deb) from DIR instead of `cargo build --release`
+#            (--target aarch64-unknown-linux-gnu for a foreign arm64)
 # --musl-bin-dir  take the static musl binaries (.apk) from DIR instead of
-#            `cargo build --release --target x86_64-unknown-linux-musl`
+#            `cargo build --release --target ARCH-unknown-linux-musl`
 # --apk-key  the packager's RSA private key (PEM, as abuild-keygen makes it); its
 #            public key NAME.pub must sit beside it. Default: a throwaway key kept
 #            in ~/.cache/kowabunga/apk-key/ (a warning says so; Alpine hosts will
 #            not trust it)
 # --no-lintian  skip lintian (it runs by default, and fails on a warning)
 #
-# Writes AGENT_VERSION_ARCH.deb, apk/x86_64/AGENT-VERSION-r0.apk, the packager's
+# Writes AGENT_VERSION_ARCH.deb, apk/ARCH/AGENT-VERSION-r0.apk, the packager's
 # public key apk/NAME.rsa.pub and SHA256SUMS (every package) into --out.
 # A .deb: /usr/bin/AGENT, /usr/lib/systemd/system/AGENT.service
 # (generated from the image's unit in overlays/, see package_unit), its
@@ -45,25 +48,36 @@ while [ $# -gt 0 ]; do
     --agent) [ $# -ge 2 ] || die "--agent needs a name"; agents+=("$2"); shift 2 ;;
     --bin-dir) [ $# -ge 2 ] || die "--bin-dir needs a directory"; bin_dir=$2; shift 2 ;;
     --no-lintian) lintian=0; shift ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
-[ ${#agents[@]} -gt 0 ] || agents=(kiwi kaktus kontroller)
 [ ${#formats[@]} -gt 0 ] || formats=(deb apk)
 want_deb=0 want_apk=0
 for f in "${formats[@]}"; do
   case "$f" in deb) want_deb=1 ;; apk) want_apk=1 ;; *) die "unknown --format '$f' (deb or apk)" ;; esac
 done
+# gnu_target: the .deb's binaries; apk_arch/musl_target: Alpine's name, the .apk's.
 case "$arch" in
-  amd64) ;;
-  arm64) die "--arch arm64 is not supported yet: it needs an aarch64 cross linker and, for kaktus, libvirt-dev:arm64 (see docs/packages.md)" ;;
-  *) die "unknown --arch '$arch' (amd64; arm64 is not supported yet)" ;;
+  amd64|x86_64) arch=amd64; gnu_target=x86_64-unknown-linux-gnu; apk_arch=x86_64; musl_target=x86_64-unknown-linux-musl ;;
+  arm64|aarch64) arch=arm64; gnu_target=aarch64-unknown-linux-gnu; apk_arch=aarch64; musl_target=aarch64-unknown-linux-musl ;;
+  *) die "unknown --arch '$arch' (amd64 or arm64)" ;;
 esac
+host_arch=$(dpkg --print-architecture)
+cross=0
+[ "$host_arch" = "$arch" ] || cross=1
+[ "$cross" = 0 ] || [ "$host_arch" = amd64 ] || die "cross-building $arch packages is done on an amd64 host (this one is $host_arch)"
+[ ${#agents[@]} -gt 0 ] || agents=(kiwi kaktus kontroller)
 for a in "${agents[@]}"; do
   case "$a" in kiwi|kaktus|kontroller) ;; *) die "unknown agent '$a' (kiwi, kaktus or kontroller)" ;; esac
+  # kaktus's helper links libvirt: cross, the target's libvirt-dev (multiarch).
+  if [ "$a:$cross" = kaktus:1 ] && [ -z "$bin_dir" ] && [ ! -e /usr/lib/aarch64-linux-gnu/pkgconfig/libvirt.pc ]; then
+    die "kaktus for $arch links the $arch libvirt: run scripts/install-deps.sh --for arm64-libvirt (multiarch: libvirt-dev:$arch), or leave kaktus out (--agent kiwi --agent kontroller)"
+  fi
 done
-[ "$(dpkg --print-architecture)" = "$arch" ] || die "this host is $(dpkg --print-architecture), not $arch (no cross build yet)"
+if [ "$cross" = 1 ]; then
+  command -v aarch64-linux-gnu-gcc >/dev/null || die "aarch64-linux-gnu-gcc not found: run scripts/install-deps.sh --for arm64"
+fi
 if [ "$want_deb" = 1 ]; then
   for tool in dpkg-deb dpkg-shlibdeps gzip md5sum; do
     command -v "$tool" >/dev/null || die "$tool not found: run scripts/install-deps.sh --for packages"
@@ -72,7 +86,7 @@ if [ "$want_deb" = 1 ]; then
 fi
 # .apk: every agent but kaktus, whose libvirt helper links libvirt (C), which has no
 # musl build on a Debian host (docs/packages.md).
-apk_agents=() apk_arch=x86_64 musl_target=x86_64-unknown-linux-musl
+apk_agents=()
 if [ "$want_apk" = 1 ]; then
   for a in "${agents[@]}"; do [ "$a" = kaktus ] || apk_agents+=("$a"); done
   if [ ${#apk_agents[@]} -lt ${#agents[@]} ]; then
@@ -109,11 +123,20 @@ cargo_build() {
 if [ "$want_deb" = 1 ]; then
   if [ -z "$bin_dir" ]; then
     p=(); for a in "${agents[@]}"; do p+=(-p "$a"); done
-    cargo_build "" "${p[@]}"
-    bin_dir=$target_dir/release
+    if [ "$cross" = 1 ]; then
+      export PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_LIBDIR="/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig"
+      cargo_build "the $gnu_target target and its cross linker come with scripts/install-deps.sh --for arm64" --target "$gnu_target" "${p[@]}"
+      bin_dir=$target_dir/$gnu_target/release
+    else
+      cargo_build "" "${p[@]}"
+      bin_dir=$target_dir/release
+    fi
   fi
   for a in "${agents[@]}"; do
     [ -x "$bin_dir/$a" ] || die "no executable $bin_dir/$a"
+    # A binary of the wrong architecture would be packaged without a complaint.
+    machine=$(readelf -hW "$bin_dir/$a" | sed -n 's/^ *Machine: *//p')
+    case "$arch:$machine" in amd64:*X86-64*|arm64:AArch64) ;; *) die "$bin_dir/$a is for '$machine', not $arch" ;; esac
   done
 fi
 if [ ${#apk_agents[@]} -gt 0 ]; then
@@ -266,8 +289,18 @@ EOF
   mkdir -p "$shl/debian"
   printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$agent" "$agent" > "$shl/debian/control"
   local shlibs
-  shlibs=$(cd "$shl" && dpkg-shlibdeps -O "$root"/usr/bin/* 2>"$shl/err" | sed -n 's/^shlibs:Depends=//p') \
-    || die "dpkg-shlibdeps $agent failed: $(cat "$shl/err")"
+  if [ "$cross" = 0 ]; then
+    shlibs=$(cd "$shl" && dpkg-shlibdeps -O "$root"/usr/bin/* 2>"$shl/err" | sed -n 's/^shlibs:Depends=//p') \
+      || die "dpkg-shlibdeps $agent failed: $(cat "$shl/err")"
+  else
+    # Cross: the libraries are the cross toolchain's (/usr/aarch64-linux-gnu/lib),
+    # whose shlibs name libc6:arm64 and libgcc-s1-arm64-cross; on an arm64 host they
+    # are libc6 and libgcc-s1 (the same versions).
+    shlibs=$(cd "$shl" && CC=aarch64-linux-gnu-gcc dpkg-architecture -a"$arch" -c \
+      dpkg-shlibdeps -l/usr/aarch64-linux-gnu/lib -O "$root"/usr/bin/* 2>"$shl/err" \
+      | sed -n 's/^shlibs:Depends=//p' | sed -e "s/:$arch//g" -e "s/-$arch-cross//g") \
+      || die "dpkg-shlibdeps $agent ($arch) failed: $(cat "$shl/err")"
+  fi
   [ -n "$shlibs" ] || die "dpkg-shlibdeps found no dependency for $agent: $(cat "$shl/err")"
 
   local size

@@ -5,7 +5,9 @@
 #
 # GROUP is one of: rust (toolchain components), test (fast tier), image (build
 # images), qemu (boot images in the QEMU tier), packages (build and test the
-# agents' .deb packages), all (default).
+# agents' .deb packages), arm64 (build arm64 images and packages on an x86-64
+# host, boot them), arm64-libvirt (the same plus libvirt-dev:arm64, multiarch, for
+# kaktus), all (default; without arm64-libvirt).
 # --check  only report what is missing (exit 1 if anything is), install nothing.
 #
 # Idempotent: packages already installed are not reinstalled, apt lists are
@@ -62,6 +64,22 @@ PKGS_ceph=(ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra/bpo)
 # independent signature check, python3 for that reader, busybox for `sh -n` of the
 # OpenRC scripts with Alpine's shell.
 PKGS_packages=(dpkg-dev lintian debootstrap debian-archive-keyring minisign musl-tools openssl python3 busybox-static)
+# arm64 on an x86-64 host: the cross linker and libc for the agents, qemu-user
+# (static, registered with binfmt_misc by scripts/build-image.sh) for the arm64
+# packages' maintainer scripts when mkosi installs them, and QEMU's Arm system
+# emulator with AAVMF (UEFI) for the QEMU tier's arm64 boot (QEMU from backports, as
+# qemu-system-x86: 10.x has the raspi4b machine). The Raspberry Pi card image
+# (build-image.sh --board rpi4) writes its FAT partition with mtools and compresses
+# the card with xz; its raspi4b test edits a copy of the device tree with fdtput
+# (device-tree-compiler).
+PKGS_arm64=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static/bpo qemu-system-arm/bpo qemu-efi-aarch64
+  mtools xz-utils device-tree-compiler)
+RUSTUP_TARGETS_arm64=(aarch64-unknown-linux-gnu aarch64-unknown-linux-musl)
+# kaktus for arm64 on an x86-64 host: its libvirt helper links libvirt, so the arm64
+# libvirt-dev is installed beside the host's (multiarch: this adds arm64 to dpkg's
+# foreign architectures, and apt then reads arm64 package lists too). Only the
+# kaktus arm64 image and package need it (scripts/test.sh --arm64), not CI.
+PKGS_arm64_libvirt=(libvirt-dev:arm64)
 RUSTUP_COMPONENTS=(rustfmt clippy)
 RUSTUP_TARGETS=()
 # The .apk packages carry static musl binaries.
@@ -74,7 +92,7 @@ die() { printf '[install-deps] error: %s\n' "$*" >&2; exit 1; }
 groups=() mirror="${KOWABUNGA_MIRROR:-}" check=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --for) [ $# -ge 2 ] || die "--for needs a group (rust|test|ceph|image|qemu|packages|all)"; groups+=("$2"); shift 2 ;;
+    --for) [ $# -ge 2 ] || die "--for needs a group (rust|test|ceph|image|qemu|packages|arm64|arm64-libvirt|all)"; groups+=("$2"); shift 2 ;;
     --for=*) groups+=("${1#--for=}"); shift ;;
     --mirror) [ $# -ge 2 ] || die "--mirror needs a URL"; mirror="$2"; shift 2 ;;
     --mirror=*) mirror="${1#--mirror=}"; shift ;;
@@ -94,16 +112,24 @@ for g in "${groups[@]}"; do
     qemu) want+=("${PKGS_base[@]}" "${PKGS_qemu[@]}") ;;
     ceph) want+=("${PKGS_ceph[@]}") ;;
     packages) want+=("${PKGS_base[@]}" "${PKGS_packages[@]}"); want_rust=1; RUSTUP_TARGETS+=("${RUSTUP_TARGETS_packages[@]}") ;;
-    all) want+=("${PKGS_base[@]}" "${PKGS_test[@]}" "${PKGS_ceph[@]}" "${PKGS_image[@]}" "${PKGS_qemu[@]}" "${PKGS_packages[@]}"); want_rust=1
-      RUSTUP_TARGETS+=("${RUSTUP_TARGETS_packages[@]}") ;;
-    *) die "unknown group '$g' (expected rust, test, ceph, image, qemu, packages or all)" ;;
+    arm64) want+=("${PKGS_base[@]}" "${PKGS_arm64[@]}"); want_rust=1; RUSTUP_TARGETS+=("${RUSTUP_TARGETS_arm64[@]}") ;;
+    arm64-libvirt) want+=("${PKGS_base[@]}" "${PKGS_arm64[@]}" "${PKGS_arm64_libvirt[@]}"); want_rust=1; RUSTUP_TARGETS+=("${RUSTUP_TARGETS_arm64[@]}") ;;
+    all) want+=("${PKGS_base[@]}" "${PKGS_test[@]}" "${PKGS_ceph[@]}" "${PKGS_image[@]}" "${PKGS_qemu[@]}" "${PKGS_packages[@]}" "${PKGS_arm64[@]}"); want_rust=1
+      RUSTUP_TARGETS+=("${RUSTUP_TARGETS_packages[@]}" "${RUSTUP_TARGETS_arm64[@]}") ;;
+    *) die "unknown group '$g' (expected rust, test, ceph, image, qemu, packages, arm64, arm64-libvirt or all)" ;;
   esac
 done
 
 # host_mirror: the first Debian mirror URL of the host's apt sources.
 . "$(dirname "$0")/lib/debian-mirror.sh"
 
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
+# A package without :ARCH is the host's architecture's (or an arch-all one): on a
+# multiarch host dpkg-query lists every architecture's instance, one line each.
+installed() {
+  local p=$1
+  case "$p" in *:*) ;; *) dpkg-query -W -f='${Status}\n' "$p:$(dpkg --print-architecture)" 2>/dev/null | grep -qx 'install ok installed' && return 0 ;; esac
+  dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -qx 'install ok installed'
+}
 installed_from_bpo() {
   # A package pinned to backports counts only if its version is a backports one
   # or newer than bookworm's (e.g. it came from trixie already).
@@ -194,6 +220,16 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
       printf '%s\n' "$want_src" > "$bpo"
     fi
   fi
+  # Packages of another architecture (NAME:ARCH): dpkg must know that architecture.
+  for p in "${missing[@]}"; do
+    case "$p" in
+      *:*) a=${p##*:}
+        if ! dpkg --print-foreign-architectures | grep -qx "$a" && [ "$a" != "$(dpkg --print-architecture)" ]; then
+          say "dpkg --add-architecture $a (for ${p%%:*}:$a)"
+          dpkg --add-architecture "$a" || die "dpkg --add-architecture $a failed"
+        fi ;;
+    esac
+  done
   say "apt-get update"
   apt-get update -qq || die "apt-get update failed"
   plain=() bpo_pkgs=()

@@ -22,6 +22,10 @@
 # systemd credential on the ESP would keep it out of the command line, but
 # the image's systemd only accepts encrypted ones there, and the build host's
 # systemd-creds 254 cannot make the null-key ones: see docs/images.md.)
+# A Raspberry Pi card image (ROLE-VERSION-rpi4.img, build-image.sh --board rpi4) has no
+# UKI: there the keys are written into cmdline.txt on its FAT partition instead (the
+# kowabunga.* words already there are replaced, every other byte of the card is left
+# as it is), which is also what an operator can do by hand with a text editor.
 # IMAGE must be the .raw disk (a qcow2 cannot be edited in place: personalize
 # the .raw, then `qemu-img convert -c -O qcow2` it). With Secure Boot enabled
 # the add-on must be signed by a key the firmware trusts (not done here).
@@ -45,7 +49,7 @@ while [ $# -gt 0 ]; do
       esac
       shift 2 ;;
     --insecure) insecure=1; shift ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *) [ -z "$image" ] || die "only one IMAGE may be given"; image=$1; shift ;;
   esac
@@ -90,9 +94,6 @@ for tool in sfdisk mmd mcopy mdir; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/install-deps.sh --for qemu)"
 done
 ukify=/usr/lib/systemd/ukify
-stub=/usr/lib/systemd/boot/efi/addonx64.efi.stub
-[ -e "$ukify" ] || die "$ukify not found (systemd-boot from bookworm-backports: scripts/install-deps.sh --for qemu)"
-[ -e "$stub" ] || die "$stub not found (systemd-boot-efi from bookworm-backports: scripts/install-deps.sh --for qemu)"
 
 # ---- locate the ESP -------------------------------------------------------------
 esp=$(sfdisk --json "$image" 2>/dev/null | /usr/bin/python3 -c '
@@ -108,9 +109,17 @@ for p in t["partitions"]:
 ') || die "'$image' is not a GPT disk image (is it a qcow2? personalize the .raw)"
 [ -n "$esp" ] || die "'$image' has no EFI system partition"
 img="$image@@$esp"
-mdir -i "$img" ::/loader >/dev/null 2>&1 || die "the ESP of '$image' has no /loader directory: not a Kowabunga image?"
+board=0
+if mdir -i "$img" ::/config.txt >/dev/null 2>&1 && mdir -i "$img" ::/cmdline.txt >/dev/null 2>&1; then
+  board=1
+else
+  mdir -i "$img" ::/loader >/dev/null 2>&1 || die "the ESP of '$image' has no /loader directory (nor a Raspberry Pi's config.txt and cmdline.txt): not a Kowabunga image?"
+  [ -e "$ukify" ] || die "$ukify not found (systemd-boot from bookworm-backports: scripts/install-deps.sh --for qemu)"
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 
-# ---- build the add-on -------------------------------------------------------------
+# ---- the node's command line -------------------------------------------------------
 cmdline="kowabunga.kahuna=$kahuna kowabunga.agent_id=$agent_id kowabunga.api_key=$key"
 [ -z "$config_url" ] || cmdline+=" kowabunga.config_url=$config_url"
 for k in "${pubkeys[@]}"; do cmdline+=" kowabunga.pubkey=$k"; done
@@ -121,8 +130,34 @@ for k in "${pubkeys[@]}"; do cmdline+=" kowabunga.pubkey=$k"; done
 [ -z "$ceph_args" ] || cmdline+="$ceph_args"
 [ -z "$extra" ] || cmdline+=" $extra"
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# ---- a Raspberry Pi card: cmdline.txt ----------------------------------------------------
+if [ "$board" = 1 ]; then
+  mcopy -n -i "$img" ::/cmdline.txt "$tmp/cmdline.old" || die "cannot read cmdline.txt from the card's FAT partition"
+  # One line; the image's own words kept, earlier kowabunga.* keys replaced.
+  kept=$(tr -s ' \r\n\t' '\n\n\n\n' < "$tmp/cmdline.old" | grep -v -e '^kowabunga\.' -e '^$' | tr '\n' ' ')
+  case "$kept" in *roothash=*) ;; *) die "cmdline.txt of '$image' has no roothash=: not a Kowabunga card image?" ;; esac
+  printf '%s%s\n' "$kept" "$cmdline" > "$tmp/cmdline.txt"
+  mcopy -o -i "$img" "$tmp/cmdline.txt" ::/cmdline.txt || die "cannot write cmdline.txt to the card's FAT partition"
+  say "$image: node $agent_id, Kahuna $kahuna"
+  say "  cmdline.txt: ${cmdline//$key/<api key>}"
+  exit 0
+fi
+
+# ---- the add-on stub ---------------------------------------------------------------
+# The image's own (its architecture, its systemd): /loader/kowabunga/ on the ESP
+# (image/mkosi.finalize). Images built before it was there are x86-64: the host's.
+stub_name=$(mdir -b -i "$img" ::/loader/kowabunga 2>/dev/null | sed -n 's#.*/\(addon[a-z0-9]*\.efi\.stub\)$#\1#p' | head -n1)
+if [ -n "$stub_name" ]; then
+  mcopy -n -i "$img" "::/loader/kowabunga/$stub_name" "$tmp/$stub_name" || die "cannot read /loader/kowabunga/$stub_name from the ESP"
+  stub=$tmp/$stub_name
+elif mdir -i "$img" ::/EFI/BOOT/BOOTX64.EFI >/dev/null 2>&1; then
+  stub=/usr/lib/systemd/boot/efi/addonx64.efi.stub
+  [ -e "$stub" ] || die "$stub not found (systemd-boot-efi from bookworm-backports: scripts/install-deps.sh --for qemu)"
+else
+  die "the ESP of '$image' has no add-on stub in /loader/kowabunga and is not an x86-64 image: rebuild it with scripts/build-image.sh"
+fi
+
+# ---- build the add-on -------------------------------------------------------------
 /usr/bin/python3 "$ukify" build --stub "$stub" --cmdline "$cmdline" --output "$tmp/kowabunga.addon.efi" >/dev/null 2>"$tmp/ukify.log" \
   || { cat "$tmp/ukify.log" >&2; die "ukify could not build the command-line add-on"; }
 

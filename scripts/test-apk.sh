@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Test the agents' Alpine .apk packages (root only: chroot, unshare).
 #
-#   scripts/test-apk.sh [--packages DIR] [--keep]
+#   scripts/test-apk.sh [--packages DIR] [--arch x86_64|aarch64] [--keep]
 #
-# --packages  take DIR/apk/x86_64/*.apk and the packager key DIR/apk/*.rsa.pub
+# --packages  take DIR/apk/ARCH/*.apk and the packager key DIR/apk/*.rsa.pub
 #             (default: build them into dist/packages/ with
 #             scripts/build-packages.sh --format apk)
+# --arch      Alpine's architecture of the packages (default x86_64); aarch64 on an
+#             x86-64 host: the agent runs under qemu-user (scripts/lib/binfmt.sh)
 # --keep      keep the test roots (printed)
 #
 # No Alpine system or apk-tools exists here (Debian has neither), so each package
@@ -28,12 +30,13 @@ t0=$(date +%s)
 say() { printf '[test-apk] %s\n' "$*" >&2; }
 die() { printf '[test-apk] FAIL: %s\n' "$*" >&2; exit 1; }
 
-pkgdir="" keep=0
+pkgdir="" keep=0 arch=x86_64
 while [ $# -gt 0 ]; do
   case "$1" in
     --packages) [ $# -ge 2 ] || die "--packages needs a directory"; pkgdir=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --arch) [ $# -ge 2 ] || die "--arch needs x86_64 or aarch64"; arch=$2; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
@@ -41,13 +44,22 @@ done
 for tool in python3 openssl minisign busybox unshare chroot tar; do
   command -v "$tool" >/dev/null || die "$tool not found: run scripts/install-deps.sh --for packages"
 done
+case "$arch" in
+  x86_64) deb_arch=amd64 ;;
+  aarch64) deb_arch=arm64 ;;
+  *) die "unknown --arch '$arch' (x86_64 or aarch64)" ;;
+esac
+if [ "$arch" != "$(uname -m)" ]; then
+  . "$repo/scripts/lib/binfmt.sh"
+  ensure_binfmt "$arch" || die "$arch programs cannot run on this host"
+fi
 if [ -z "$pkgdir" ]; then
   pkgdir="$repo/dist/packages"
-  "$repo/scripts/build-packages.sh" --format apk --out "$pkgdir" || die "scripts/build-packages.sh --format apk failed"
+  "$repo/scripts/build-packages.sh" --arch "$deb_arch" --format apk --out "$pkgdir" || die "scripts/build-packages.sh --format apk failed"
 fi
 shopt -s nullglob
-apks=("$pkgdir"/apk/x86_64/*.apk) keys=("$pkgdir"/apk/*.rsa.pub)
-[ ${#apks[@]} -gt 0 ] || die "no .apk in $pkgdir/apk/x86_64"
+apks=("$pkgdir"/apk/"$arch"/*.apk) keys=("$pkgdir"/apk/*.rsa.pub)
+[ ${#apks[@]} -gt 0 ] || die "no .apk in $pkgdir/apk/$arch"
 [ ${#keys[@]} = 1 ] || die "expected one packager key $pkgdir/apk/*.rsa.pub, found ${#keys[@]}"
 pub=${keys[0]}
 
@@ -88,7 +100,7 @@ for apk in "${apks[@]}"; do
   file=$(basename "$apk") agent=${file%%-[0-9]*}
   # 1. Read back.
   python3 "$repo/scripts/check-apk.py" "$apk" --pubkey "$pub" \
-    --expect "pkgname=$agent" --expect arch=x86_64 --expect depend=nftables --expect license=Apache-2.0 \
+    --expect "pkgname=$agent" --expect "arch=$arch" --expect depend=nftables --expect license=Apache-2.0 \
     --expect-file "usr/bin/$agent:755" --expect-file "etc/init.d/$agent:755" --expect-file "etc/conf.d/$agent:644" \
     >&2 || die "$file: check-apk.py refused it"
 

@@ -2,12 +2,17 @@
 # Test the agents' .deb packages in clean Debian roots (root only).
 #
 #   scripts/test-packages.sh [--packages DIR] [--suite bookworm|trixie]...
-#                            [--agent NAME]... [--mirror URL] [--refresh] [--keep]
+#                            [--agent NAME]... [--arch amd64|arm64]
+#                            [--mirror URL] [--refresh] [--keep]
 #
 # --packages  take the .deb files from DIR (default: build them into
 #             dist/packages/ with scripts/build-packages.sh)
 # --suite     Debian suite to install into (repeatable; default: bookworm trixie)
 # --agent     test only this agent (repeatable; default: kiwi kaktus kontroller)
+# --arch      the packages' architecture (default: this host's). arm64 on an
+#             amd64 host: the roots are arm64 (debootstrap --arch arm64), and
+#             everything in them (apt, dpkg, systemd-analyze, the agent) runs
+#             under qemu-user (binfmt_misc, scripts/lib/binfmt.sh)
 # --mirror    Debian mirror (default: KOWABUNGA_MIRROR, else this host's apt sources)
 # --refresh   rebuild the cached roots (debootstrap --variant=minbase, apt lists)
 # --keep      keep the test roots (printed) instead of deleting them
@@ -26,20 +31,22 @@ t0=$(date +%s)
 say() { printf '[test-packages] %s\n' "$*" >&2; }
 die() { printf '[test-packages] FAIL: %s\n' "$*" >&2; exit 1; }
 
-pkgdir="" suites=() agents=() mirror="${KOWABUNGA_MIRROR:-}" refresh=0 keep=0
+pkgdir="" suites=() agents=() mirror="${KOWABUNGA_MIRROR:-}" refresh=0 keep=0 arch=$(dpkg --print-architecture)
 while [ $# -gt 0 ]; do
   case "$1" in
     --packages) [ $# -ge 2 ] || die "--packages needs a directory"; pkgdir=$2; shift 2 ;;
     --suite) [ $# -ge 2 ] || die "--suite needs a name"; suites+=("$2"); shift 2 ;;
     --agent) [ $# -ge 2 ] || die "--agent needs a name"; agents+=("$2"); shift 2 ;;
+    --arch) [ $# -ge 2 ] || die "--arch needs amd64 or arm64"; arch=$2; shift 2 ;;
     --mirror) [ $# -ge 2 ] || die "--mirror needs a URL"; mirror=$2; shift 2 ;;
     --refresh) refresh=1; shift ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
 [ ${#suites[@]} -gt 0 ] || suites=(bookworm trixie)
+case "$arch" in amd64|arm64) ;; *) die "unknown --arch '$arch' (amd64 or arm64)" ;; esac
 [ ${#agents[@]} -gt 0 ] || agents=(kiwi kaktus kontroller)
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot, mounts)"
 for tool in debootstrap lintian minisign dpkg-deb systemd-analyze unshare chroot; do
@@ -50,17 +57,24 @@ done
 [ -n "$mirror" ] || die "no Debian mirror in this host's apt sources: pass --mirror URL or set KOWABUNGA_MIRROR"
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/kowabunga/package-roots
 mkdir -p "$cache"
+# Roots of the host's architecture are cached as SUITE, others as SUITE-ARCH.
+foreign=0 root_suffix=""
+if [ "$arch" != "$(dpkg --print-architecture)" ]; then
+  foreign=1 root_suffix="-$arch"
+  . "$repo/scripts/lib/binfmt.sh"
+  ensure_binfmt aarch64 || die "arm64 programs cannot run on this host"
+fi
 
 # ---- packages -------------------------------------------------------------------
 if [ -z "$pkgdir" ]; then
   pkgdir="$repo/dist/packages"
   args=(); for a in "${agents[@]}"; do args+=(--agent "$a"); done
-  "$repo/scripts/build-packages.sh" --no-lintian --out "$pkgdir" "${args[@]}" || die "scripts/build-packages.sh failed"
+  "$repo/scripts/build-packages.sh" --arch "$arch" --format deb --no-lintian --out "$pkgdir" "${args[@]}" || die "scripts/build-packages.sh failed"
 fi
 declare -A deb
 for a in "${agents[@]}"; do
-  deb[$a]=$(ls "$pkgdir/${a}"_*.deb 2>/dev/null | tail -1) || true
-  [ -n "${deb[$a]}" ] || die "no ${a}_*.deb in $pkgdir"
+  deb[$a]=$(ls "$pkgdir/${a}"_*_"$arch".deb 2>/dev/null | tail -1) || true
+  [ -n "${deb[$a]}" ] || die "no ${a}_*_$arch.deb in $pkgdir"
   say "lintian $(basename "${deb[$a]}")"
   lintian --fail-on warning "${deb[$a]}" >&2 || die "lintian: $(basename "${deb[$a]}") has warnings or errors (above)"
 done
@@ -88,18 +102,18 @@ done
 
 # ---- cached roots -----------------------------------------------------------------
 base_root() {
-  local suite=$1 base="$cache/$1"
+  local suite=$1 base="$cache/$1$root_suffix"
   if [ "$refresh" = 1 ] || [ ! -e "$base/.kowabunga-ready" ]; then
-    say "$suite: debootstrap --variant=minbase from $mirror (cached in $base)"
+    say "$suite: debootstrap --variant=minbase --arch $arch from $mirror (cached in $base)"
     rm -rf "$base" "$base.new"
-    debootstrap --variant=minbase "$suite" "$base.new" "$mirror" > "$cache/$suite.debootstrap.log" 2>&1 \
-      || die "debootstrap $suite failed: see $cache/$suite.debootstrap.log"
+    debootstrap --variant=minbase --arch "$arch" "$suite" "$base.new" "$mirror" > "$cache/$suite$root_suffix.debootstrap.log" 2>&1 \
+      || die "debootstrap $suite ($arch) failed: see $cache/$suite$root_suffix.debootstrap.log"
     cp /etc/resolv.conf "$base.new/etc/resolv.conf"
-    chroot "$base.new" apt-get update -qq >/dev/null 2>"$cache/$suite.apt.log" || die "$suite: apt-get update failed: $(cat "$cache/$suite.apt.log")"
+    chroot "$base.new" apt-get update -qq >/dev/null 2>"$cache/$suite$root_suffix.apt.log" || die "$suite: apt-get update failed: $(cat "$cache/$suite$root_suffix.apt.log")"
     # systemd, as on any host the agents run on: the root's own systemd-analyze
     # checks the unit, deb-systemd-helper (init-system-helpers) enables it.
     chroot "$base.new" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd \
-      >>"$cache/$suite.apt.log" 2>&1 || die "$suite: apt-get install systemd failed: see $cache/$suite.apt.log"
+      >>"$cache/$suite$root_suffix.apt.log" 2>&1 || die "$suite: apt-get install systemd failed: see $cache/$suite$root_suffix.apt.log"
     chroot "$base.new" apt-get clean
     touch "$base.new/.kowabunga-ready"
     mv "$base.new" "$base"
@@ -149,6 +163,19 @@ test_agent() {
   fi
   say "$suite/$a: systemd-analyze verify $unit ($(chroot "$root" systemd-analyze --version | head -1)): ok"
 
+  if [ "$foreign" = 1 ]; then
+    # The document check runs nft, which speaks netlink (NETLINK_NETFILTER): qemu-user
+    # does not translate that protocol, so for the check the root's nft is a wrapper
+    # running the host's own nft natively, with its loader and libraries; the root's
+    # is put back after.
+    local hn="$root/tmp/host-nft" f hostnft
+    hostnft=$(command -v nft) || die "nft not found on the host: run scripts/install-deps.sh --for test"
+    mkdir -p "$hn"
+    for f in "$hostnft" $(ldd "$hostnft" | grep -o '/[^ ]*'); do cp -L "$f" "$hn/"; done
+    mv "$root/usr/sbin/nft" "$root/usr/sbin/nft.kowabunga-test"
+    printf '#!/bin/sh\nexec /tmp/host-nft/ld-linux-x86-64.so.2 --library-path /tmp/host-nft /tmp/host-nft/nft "$@"\n' > "$root/usr/sbin/nft"
+    chmod 0755 "$root/usr/sbin/nft"
+  fi
   mkdir -p "$root/tmp/kpt" && cp "$tmp/$a.toml" "$tmp/$a.toml.minisig" "$tmp/$a-tampered.toml" "$tmp/$a-tampered.toml.minisig" "$tmp/cmdline" "$root/tmp/kpt/"
   local node=(); [ "$a" != kontroller ] || node=(--node test-node)
   # kiwi and kaktus take their id from /etc/kowabunga/AGENT.yml (the example, filled in).
@@ -160,6 +187,9 @@ test_agent() {
       --trusted-keys /etc/kowabunga/trusted-keys 2>&1) || rc=$?
   [ "$rc" = 3 ] || { printf '%s\n' "$out" >&2; die "$suite/$a: '$a verify' of a tampered document exited $rc, not 3 (rejected)"; }
   rm -rf "$root/tmp/kpt"
+  if [ "$foreign" = 1 ]; then
+    mv "$root/usr/sbin/nft.kowabunga-test" "$root/usr/sbin/nft" && rm -rf "$root/tmp/host-nft"
+  fi
   [ -d "$root/var/lib/kowabunga/$a" ] || die "$suite/$a: verify left no state in /var/lib/kowabunga/$a (purge would test nothing)"
   say "$suite/$a: '$a verify': signed document valid, tampered one rejected"
 
@@ -177,10 +207,10 @@ $left
 
 for suite in "${suites[@]}"; do
   base_root "$suite"
-  root="$cache/test-$suite"
-  rm -rf "$root" && cp -a "$cache/$suite" "$root"
-  mkdir -p "$cache/archives-$suite/partial"
-  mount --bind "$cache/archives-$suite" "$root/var/cache/apt/archives" && mounts+=("$root/var/cache/apt/archives")
+  root="$cache/test-$suite$root_suffix"
+  rm -rf "$root" && cp -a "$cache/$suite$root_suffix" "$root"
+  mkdir -p "$cache/archives-$suite$root_suffix/partial"
+  mount --bind "$cache/archives-$suite$root_suffix" "$root/var/cache/apt/archives" && mounts+=("$root/var/cache/apt/archives")
   mount -t proc proc "$root/proc" && mounts+=("$root/proc")
   cp /etc/resolv.conf "$root/etc/resolv.conf"
   for a in "${agents[@]}"; do test_agent "$suite" "$root" "$a"; done
@@ -190,5 +220,5 @@ for suite in "${suites[@]}"; do
 done
 
 n=$(( ${#agents[@]} * ${#suites[@]} ))
-say "all passed in $(( $(date +%s) - t0 ))s: ${agents[*]} on ${suites[*]}"
+say "all passed in $(( $(date +%s) - t0 ))s: ${agents[*]} ($arch) on ${suites[*]}"
 printf '%d passed, 0 failed\n' "$n"

@@ -4,13 +4,20 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::arch::Arch;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     #[error(
-        "no {role} image in {dist} (looked for {role}-*-x86_64.raw): build it first with \
-         scripts/build-image.sh {role}"
+        "no {role} image in {dist} (looked for {role}-*-{arch}.raw): build it first with \
+         scripts/build-image.sh {role} --arch {flag}"
     )]
-    Missing { role: String, dist: String },
+    Missing {
+        role: String,
+        arch: Arch,
+        flag: &'static str,
+        dist: String,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -23,8 +30,9 @@ pub enum ArtifactError {
 /// One role's build outputs.
 #[derive(Clone, Debug)]
 pub struct Artifacts {
-    /// `dist/<role>-<version>-x86_64`, without extension.
+    /// `dist/<role>-<version>-<arch>`, without extension.
     pub stem: PathBuf,
+    pub arch: Arch,
     pub raw: PathBuf,
     pub qcow2: PathBuf,
     pub pxe_kernel: PathBuf,
@@ -45,21 +53,24 @@ pub fn dist_dir() -> PathBuf {
 }
 
 impl Artifacts {
-    /// The newest `<role>-*-x86_64.raw` in the dist directory and its siblings.
-    pub fn find(role: &str) -> Result<Self, ArtifactError> {
+    /// The newest `<role>-*-<arch>.raw` in the dist directory and its siblings.
+    pub fn find(role: &str, arch: Arch) -> Result<Self, ArtifactError> {
         let dist = dist_dir();
         let missing = || ArtifactError::Missing {
             role: role.to_owned(),
+            arch,
+            flag: arch.build_flag(),
             dist: dist.display().to_string(),
         };
+        let suffix = format!("-{arch}.raw");
         let mut candidates: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(&dist)
             .map_err(|_| missing())?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| {
-                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                    n.starts_with(&format!("{role}-")) && n.ends_with("-x86_64.raw")
-                })
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{role}-")) && n.ends_with(&suffix))
             })
             .filter_map(|p| Some((fs::metadata(&p).ok()?.modified().ok()?, p)))
             .collect();
@@ -82,6 +93,7 @@ impl Artifacts {
             pxe_cmdline,
             raw,
             stem,
+            arch,
         };
         for p in [
             &artifacts.qcow2,
@@ -103,20 +115,21 @@ impl Artifacts {
 
     /// The label of root A: `kowabunga-<role>_<version>` (the image's IMAGE_ID and
     /// IMAGE_VERSION, the form systemd-sysupdate reads a slot's version from), taken
-    /// from the file name `<role>-<version>-x86_64.raw`.
+    /// from the file name `<role>-<version>-<arch>.raw`.
     pub fn root_label(&self) -> Result<String, ArtifactError> {
         let name = self
             .stem
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        name.strip_suffix("-x86_64")
+        name.strip_suffix(&format!("-{}", self.arch))
             .and_then(|rest| rest.split_once('-'))
             .map(|(role, version)| format!("kowabunga-{role}_{version}"))
             .ok_or_else(|| {
                 ArtifactError::Tool(format!(
-                    "{}: not named <role>-<version>-x86_64",
-                    self.raw.display()
+                    "{}: not named <role>-<version>-{}",
+                    self.raw.display(),
+                    self.arch
                 ))
             })
     }
@@ -124,41 +137,38 @@ impl Artifacts {
     /// A private, writable copy of the raw disk, grown to `size_gib` (room for the B
     /// slot and /var, which systemd-repart creates on first boot).
     pub fn disk_copy(&self, dir: &Path, size_gib: u64) -> Result<PathBuf, ArtifactError> {
-        let name = self
-            .raw
-            .file_name()
-            .map(|n| n.to_owned())
-            .unwrap_or_default();
-        let copy = dir.join(name);
-        let status = Command::new("cp")
-            .arg("--sparse=always")
-            .arg(&self.raw)
-            .arg(&copy)
-            .status()
-            .map_err(|source| ArtifactError::Io {
-                what: "running cp".into(),
-                source,
-            })?;
-        if !status.success() {
-            return Err(ArtifactError::Tool(format!(
-                "cp {} failed",
-                self.raw.display()
-            )));
-        }
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .open(&copy)
-            .map_err(|source| ArtifactError::Io {
-                what: format!("opening {}", copy.display()),
-                source,
-            })?;
-        file.set_len(size_gib << 30)
-            .map_err(|source| ArtifactError::Io {
-                what: format!("growing {}", copy.display()),
-                source,
-            })?;
-        Ok(copy)
+        grown_copy(&self.raw, dir, size_gib)
     }
+}
+
+/// A sparse copy of the disk image `src` in `dir`, grown to `size_gib`.
+pub fn grown_copy(src: &Path, dir: &Path, size_gib: u64) -> Result<PathBuf, ArtifactError> {
+    let copy = dir.join(src.file_name().unwrap_or_default());
+    let status = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(src)
+        .arg(&copy)
+        .status()
+        .map_err(|source| ArtifactError::Io {
+            what: "running cp".into(),
+            source,
+        })?;
+    if !status.success() {
+        return Err(ArtifactError::Tool(format!("cp {} failed", src.display())));
+    }
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&copy)
+        .map_err(|source| ArtifactError::Io {
+            what: format!("opening {}", copy.display()),
+            source,
+        })?;
+    file.set_len(size_gib << 30)
+        .map_err(|source| ArtifactError::Io {
+            what: format!("growing {}", copy.display()),
+            source,
+        })?;
+    Ok(copy)
 }
 
 /// Runs `scripts/personalize-image.sh` on a disk image.
@@ -328,7 +338,7 @@ pub fn esp_linux_entries(disk: &Path) -> Result<Vec<String>, ArtifactError> {
 }
 
 /// The EFI system partition's GPT type.
-const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+pub const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 
 /// The labels of a disk image's GPT partitions, in table order.
 pub fn partition_labels(disk: &Path) -> Result<Vec<String>, ArtifactError> {
@@ -373,7 +383,7 @@ pub fn read_at(disk: &Path, offset: u64, len: usize) -> Result<Vec<u8>, Artifact
     Ok(bytes)
 }
 
-fn partition_of_type(disk: &Path, gpt_type: &str) -> Result<(u64, u64), ArtifactError> {
+pub fn partition_of_type(disk: &Path, gpt_type: &str) -> Result<(u64, u64), ArtifactError> {
     find_partition(disk, |p| {
         p["type"]
             .as_str()
@@ -409,6 +419,10 @@ mod tests {
     use super::*;
 
     fn named(stem: &str) -> Artifacts {
+        named_for(stem, Arch::X86_64)
+    }
+
+    fn named_for(stem: &str, arch: Arch) -> Artifacts {
         let sibling = |ext: &str| PathBuf::from(format!("/dist/{stem}.{ext}"));
         Artifacts {
             raw: sibling("raw"),
@@ -417,6 +431,7 @@ mod tests {
             pxe_initrd: sibling("pxe.initrd"),
             pxe_cmdline: String::new(),
             stem: PathBuf::from("/dist").join(stem),
+            arch,
         }
     }
 
@@ -434,5 +449,17 @@ mod tests {
             Some("kowabunga-kontroller_1.2.3-rc1")
         );
         assert!(named("kiwi-0.1.0-arm64").root_label().is_err());
+        assert_eq!(
+            named_for("kiwi-0.1.0-aarch64", Arch::Aarch64)
+                .root_label()
+                .ok()
+                .as_deref(),
+            Some("kowabunga-kiwi_0.1.0")
+        );
+        assert!(
+            named_for("kiwi-0.1.0-x86_64", Arch::Aarch64)
+                .root_label()
+                .is_err()
+        );
     }
 }

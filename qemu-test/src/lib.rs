@@ -7,7 +7,9 @@
 //! them with `--ignored` and `KOWABUNGA_QEMU_TESTS=1`, and then a missing image is a
 //! failure, not a skip. See `docs/images.md`.
 
+pub mod arch;
 pub mod artifacts;
+pub mod board;
 pub mod document;
 pub mod kahuna;
 pub mod peer;

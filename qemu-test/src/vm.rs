@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use crate::arch::Arch;
+
 /// Where the guest sees the fake Kahuna (port 80, plain HTTP).
 pub const KAHUNA_GUEST_ADDR: &str = "10.0.2.100";
 /// Port of [`KAHUNA_GUEST_ADDR`] forwarded to a Kahuna RPC (WebSocket) server, when
@@ -28,9 +30,6 @@ pub const BOOT_BANNER: &str = "kowabunga: image=";
 /// guest print nothing more after the initrd's systemd started, for 420 s (no "start job"
 /// line, no kernel warning): an emulator stall, not a slow job.
 pub const EARLY_HANG_AFTER: Duration = Duration::from_secs(240);
-
-pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
@@ -57,7 +56,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
 /// How the guest boots.
 #[derive(Clone, Debug)]
 pub enum Boot {
-    /// UEFI firmware (OVMF) boots the disk: systemd-boot, UKI, its embedded command line.
+    /// UEFI firmware (OVMF, AAVMF on arm64) boots the disk: systemd-boot, UKI, its
+    /// embedded command line.
     Uefi { disk: PathBuf },
     /// QEMU loads kernel and initrd itself (PXE-style), with this command line.
     Direct {
@@ -69,6 +69,16 @@ pub enum Boot {
     /// the first extra NIC does DHCP and chains the boot file it is handed. `disk` is
     /// attached as it is (an empty disk: a node that has never been installed).
     Network { disk: PathBuf },
+    /// QEMU's Raspberry Pi 4 (`raspi4b`: its own CPUs and 2 GiB, no network, no PCIe):
+    /// QEMU loads kernel, device tree and initrd as the Pi's firmware would, with this
+    /// command line; `sd` is the SD card (its size a power of two).
+    Raspi4 {
+        kernel: PathBuf,
+        dtb: PathBuf,
+        initrd: PathBuf,
+        cmdline: String,
+        sd: PathBuf,
+    },
 }
 
 /// Extra NIC joined to a QEMU socket network (to a peer VM or a test process).
@@ -82,6 +92,8 @@ pub struct SocketNic {
 #[derive(Clone, Debug)]
 pub struct VmConfig {
     pub name: String,
+    /// The guest's architecture (the image's): emulator, machine and firmware.
+    pub arch: Arch,
     pub boot: Boot,
     pub memory_mib: u32,
     pub cpus: u32,
@@ -110,6 +122,7 @@ impl VmConfig {
     pub fn new(name: &str, boot: Boot) -> Self {
         Self {
             name: name.to_owned(),
+            arch: Arch::X86_64,
             boot,
             memory_mib: 1024,
             cpus: 2,
@@ -167,10 +180,26 @@ impl Vm {
         let _ = fs::remove_file(&serial);
         let _ = fs::remove_file(&monitor);
         let accel = accel();
-        let mut cmd = Command::new("qemu-system-x86_64");
+        let arch = config.arch;
+        if arch != Arch::X86_64 && matches!(config.boot, Boot::Network { .. }) {
+            return Err(VmError::Qemu(format!(
+                "{}: a network boot goes through SeaBIOS's iPXE ROM, x86_64 only",
+                config.name
+            )));
+        }
+        let raspi = matches!(config.boot, Boot::Raspi4 { .. });
+        if raspi
+            && (arch != Arch::Aarch64 || config.management_nic || !config.extra_nics.is_empty())
+        {
+            return Err(VmError::Qemu(format!(
+                "{}: QEMU's raspi4b is an arm64 board without network",
+                config.name
+            )));
+        }
+        let mut cmd = Command::new(arch.emulator());
         cmd.args([
             "-machine",
-            "q35",
+            if raspi { "raspi4b" } else { arch.machine() },
             "-accel",
             &accel,
             "-nodefaults",
@@ -178,27 +207,36 @@ impl Vm {
             "none",
             "-no-user-config",
         ]);
-        if accel == "tcg" {
-            cmd.args(["-cpu", "max"]);
-        } else {
-            cmd.args(["-cpu", "host"]);
+        // The board has its own CPUs and memory, and no PCI bus.
+        if !raspi {
+            if accel == "tcg" {
+                cmd.args(["-cpu", arch.tcg_cpu()]);
+            } else {
+                cmd.args(["-cpu", "host"]);
+            }
+            cmd.args([
+                "-m",
+                &config.memory_mib.to_string(),
+                "-smp",
+                &config.cpus.to_string(),
+            ]);
         }
-        cmd.args([
-            "-m",
-            &config.memory_mib.to_string(),
-            "-smp",
-            &config.cpus.to_string(),
-        ]);
         cmd.arg("-serial").arg(format!("file:{}", serial.display()));
         cmd.arg("-monitor")
             .arg(format!("unix:{},server=on,wait=off", monitor.display()));
-        cmd.args(["-device", "virtio-rng-pci"]);
+        if !raspi {
+            cmd.args(["-device", "virtio-rng-pci"]);
+        }
         match &config.boot {
             Boot::Uefi { disk } => {
+                let (code, vars_template) = arch.uefi_firmware();
                 let vars = dir.join(format!("{}.vars.fd", config.name));
-                fs::copy(OVMF_VARS, &vars).map_err(io(format!("copying {OVMF_VARS}")))?;
+                fs::copy(vars_template, &vars).map_err(io(format!(
+                    "copying {vars_template} ({})",
+                    arch.install_hint()
+                )))?;
                 cmd.arg("-drive").arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                    "if=pflash,format=raw,unit=0,readonly=on,file={code}"
                 ));
                 cmd.arg("-drive").arg(format!(
                     "if=pflash,format=raw,unit=1,file={}",
@@ -225,6 +263,28 @@ impl Vm {
                     .arg(cmdline);
             }
             Boot::Network { .. } => {}
+            Boot::Raspi4 {
+                kernel,
+                dtb,
+                initrd,
+                cmdline,
+                sd,
+            } => {
+                cmd.arg("-kernel")
+                    .arg(kernel)
+                    .arg("-dtb")
+                    .arg(dtb)
+                    .arg("-initrd")
+                    .arg(initrd)
+                    .arg("-append")
+                    .arg(cmdline);
+                // As for virtio disks: the zeros the first boot writes over the new
+                // partitions become holes, not gigabytes of the host's disk.
+                cmd.arg("-drive").arg(format!(
+                    "if=sd,format=raw,file={},cache=unsafe,discard=unmap,detect-zeroes=unmap",
+                    sd.display()
+                ));
+            }
         }
         let net_boot = matches!(config.boot, Boot::Network { .. });
         if let Boot::Network { disk } = &config.boot {
@@ -281,9 +341,11 @@ impl Vm {
             .map_err(io("creating the qemu log"))?;
         let log2 = log.try_clone().map_err(io("creating the qemu log"))?;
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
-        let child = cmd.spawn().map_err(io(
-            "starting qemu-system-x86_64 (scripts/install-deps.sh --for qemu)",
-        ))?;
+        let child = cmd.spawn().map_err(io(format!(
+            "starting {} ({})",
+            arch.emulator(),
+            arch.install_hint()
+        )))?;
         Ok(Self {
             name: config.name.clone(),
             child: Some(child),

@@ -17,7 +17,7 @@ use qemu_test::document::document;
 use qemu_test::kahuna::{Credentials, FakeKahuna, Report};
 use qemu_test::sign::Signer;
 use qemu_test::vm::{
-    BOOT_BANNER, Boot, KAHUNA_GUEST_ADDR, KAHUNA_RPC_GUEST_PORT, SocketNic, Vm, VmConfig,
+    Arch, BOOT_BANNER, Boot, KAHUNA_GUEST_ADDR, KAHUNA_RPC_GUEST_PORT, SocketNic, Vm, VmConfig,
 };
 use serde_json::json;
 
@@ -50,8 +50,19 @@ fn harness(name: &str) -> Option<Harness> {
     harness_for(name, "kiwi", "Kiwi", AGENT_ID)
 }
 
-/// A harness for the image of `role`, whose agent reports as `kind`.
+/// A harness for the x86_64 image of `role`, whose agent reports as `kind`.
 fn harness_for(name: &str, role: &str, kind: &str, agent_id: &'static str) -> Option<Harness> {
+    harness_on(Arch::X86_64, name, role, kind, agent_id)
+}
+
+/// A harness for the `arch` image of `role`: its VMs run on that architecture.
+fn harness_on(
+    arch: Arch,
+    name: &str,
+    role: &str,
+    kind: &str,
+    agent_id: &'static str,
+) -> Option<Harness> {
     // These tests are #[ignore]d in the fast tier; asked for with --ignored, they must
     // really boot, never pass without doing so.
     assert!(
@@ -60,7 +71,7 @@ fn harness_for(name: &str, role: &str, kind: &str, agent_id: &'static str) -> Op
     );
     let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = qemu_test::scratch_dir(name);
-    let artifacts = Artifacts::find(role).unwrap_or_else(|e| panic!("{e}"));
+    let artifacts = Artifacts::find(role, arch).unwrap_or_else(|e| panic!("{e}"));
     let kahuna = FakeKahuna::start(Credentials {
         agent_kind: kind.into(),
         agent_id: agent_id.into(),
@@ -153,6 +164,7 @@ impl Harness {
             cmdline,
         };
         let mut config = VmConfig::new(name, boot);
+        config.arch = self.artifacts.arch;
         config.kahuna_port = Some(kahuna.port());
         config.memory_mib = 1536;
         config.extra_nics = nics;
@@ -228,6 +240,7 @@ impl Harness {
 
     fn boot(&self, name: &str, boot: Boot) -> Vm {
         let mut config = VmConfig::new(name, boot);
+        config.arch = self.artifacts.arch;
         config.kahuna_port = Some(self.kahuna.port());
         Vm::start(&config, &self.dir).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -296,7 +309,20 @@ fn applied(version: u64) -> Report {
 #[test]
 #[ignore = "boots the kiwi image under QEMU: scripts/test.sh --qemu"]
 fn uefi_disk_boot_reaches_agent_ready_with_credentials_from_the_esp() {
-    let Some(h) = harness("uefi_disk_boot") else {
+    uefi_disk_boot(Arch::X86_64);
+}
+
+#[test]
+#[ignore = "boots the arm64 kiwi image under QEMU (virt, AAVMF): scripts/test.sh --qemu"]
+fn arm64_uefi_disk_boot_reaches_agent_ready_with_credentials_from_the_esp() {
+    uefi_disk_boot(Arch::Aarch64);
+}
+
+/// The kiwi disk of `arch`, personalized on its ESP, booted by UEFI firmware: it pulls,
+/// verifies and applies v1, and its root is the verity-checked erofs.
+fn uefi_disk_boot(arch: Arch) {
+    let name = format!("uefi_disk_boot_{arch}");
+    let Some(h) = harness_on(arch, &name, "kiwi", "Kiwi", AGENT_ID) else {
         return;
     };
     h.publish(1, "");
@@ -304,7 +330,7 @@ fn uefi_disk_boot_reaches_agent_ready_with_credentials_from_the_esp() {
     let mut vm = h.boot("uefi", Boot::Uefi { disk });
     let ready = h.expect_report(&mut vm, 1, "applied");
     eprintln!(
-        "uefi disk boot: report of v1 after {:.1}s",
+        "uefi disk boot ({arch}): report of v1 after {:.1}s",
         ready.as_secs_f32()
     );
     h.assert_all_authenticated();
@@ -1598,7 +1624,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 #[ignore = "boots the kiwi and kaktus images under QEMU: scripts/test.sh --qemu"]
 fn a_kaktus_with_an_empty_disk_netboots_from_a_kiwi_with_its_own_credentials() {
     let Some(h) = harness("netboot") else { return };
-    let kaktus = Artifacts::find("kaktus").unwrap_or_else(|e| panic!("{e}"));
+    let kaktus = Artifacts::find("kaktus", Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     // kaktus-VERSION-x86_64: the image id the store and the artifacts' names use.
     let id = kaktus
         .stem

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use qemu_test::artifacts::Artifacts;
-use qemu_test::vm::{Boot, Vm, VmConfig};
+use qemu_test::vm::{Arch, Boot, Vm, VmConfig};
 
 #[test]
 #[ignore = "boots the kiwi PXE kernel under QEMU: scripts/test.sh --qemu"]
@@ -15,7 +15,7 @@ fn a_guest_without_its_boot_banner_is_reset_once_then_reported() {
         "set KOWABUNGA_QEMU_TESTS=1 (scripts/test.sh --qemu does) to boot the images"
     );
     let dir = qemu_test::scratch_dir("harness");
-    let artifacts = Artifacts::find("kiwi").unwrap_or_else(|e| panic!("{e}"));
+    let artifacts = Artifacts::find("kiwi", Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     // The image's kernel with no initrd: it can never mount a root, so the banner
     // never comes, whatever the machine's speed.
     let boot = Boot::Direct {

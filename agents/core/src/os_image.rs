@@ -25,8 +25,12 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Boot {
-    /// From a disk with A/B root slots: updates go to the other slot.
+    /// From a disk with A/B root slots, through UEFI: updates go to the other slot.
     Disk,
+    /// From a disk, started by a board's own firmware without UEFI (the Raspberry Pi
+    /// image's firmware partition): no UKI, no boot counting, so no A/B updates; the
+    /// new version's image is written to the card.
+    BoardFirmware,
     /// Netbooted, the root in RAM: no slots; it runs what the netboot server serves,
     /// so it is updated by serving the new version there, then rebooting it.
     Diskless,
@@ -38,6 +42,7 @@ impl Boot {
     pub fn as_str(self) -> &'static str {
         match self {
             Boot::Disk => "disk",
+            Boot::BoardFirmware => "board_firmware",
             Boot::Diskless => "diskless",
             Boot::Package => "package",
         }
@@ -109,8 +114,8 @@ const TMPFS_MAGIC: u32 = 0x0102_1994;
 const RAMFS_MAGIC: u32 = 0x8584_58F6;
 
 impl OsImage {
-    /// This node's image, from `/etc/os-release`, `statfs("/")`, `/sys/class/block` and
-    /// udev's database.
+    /// This node's image, from `/etc/os-release`, `statfs("/")`, `/sys/class/block`,
+    /// udev's database and `/sys/firmware/efi` (booted through UEFI or not).
     pub fn read_system() -> Self {
         Self::read(
             Path::new("/etc/os-release"),
@@ -119,11 +124,12 @@ impl OsImage {
                 udev_data: PathBuf::from("/run/udev/data"),
             },
             root_fs(),
+            Path::new("/sys/firmware/efi").exists(),
         )
     }
 
     /// The same from other paths (tests).
-    pub fn read(os_release: &Path, partitions: &Partitions, root: RootFs) -> Self {
+    pub fn read(os_release: &Path, partitions: &Partitions, root: RootFs, uefi: bool) -> Self {
         let release = std::fs::read(os_release)
             .ok()
             .and_then(|bytes| etc_os_release::OsRelease::from_reader(bytes.as_slice()).ok());
@@ -136,7 +142,8 @@ impl OsImage {
             .and_then(|r| r.image_version())
             .map(str::to_owned);
         let boot = match (root, &image_id) {
-            (RootFs::Erofs, Some(_)) => Boot::Disk,
+            (RootFs::Erofs, Some(_)) if uefi => Boot::Disk,
+            (RootFs::Erofs, Some(_)) => Boot::BoardFirmware,
             (RootFs::Ram, Some(_)) => Boot::Diskless,
             _ => Boot::Package,
         };
@@ -153,6 +160,9 @@ impl OsImage {
             }
             Boot::Diskless => {
                 "netboot: the netboot server serves the new version's kernel and initrd, then the node reboots"
+            }
+            Boot::BoardFirmware => {
+                "reflash: the board's firmware boots the firmware partition's kernel (no UEFI, no A/B slots)"
             }
             Boot::Package => "by the host's package manager",
         };
@@ -340,7 +350,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // First boot: repart added slot B and /var after the kernel read the table.
         let parts = sysfs(dir.path(), FIRST_BOOT, 3);
-        let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Erofs);
+        let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Erofs, true);
         assert_eq!(os.image_id.as_deref(), Some("kowabunga-kiwi"));
         assert_eq!(os.version.as_deref(), Some("0.1.1"));
         assert_eq!(os.boot, Boot::Disk);
@@ -368,7 +378,7 @@ mod tests {
             ],
             6,
         );
-        let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Erofs);
+        let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Erofs, true);
         assert_eq!(os.other_slot, Some(OtherSlot::Version("0.1.0".into())));
         let json = serde_json::to_value(&os).unwrap();
         assert_eq!(
@@ -381,7 +391,7 @@ mod tests {
     fn a_netbooted_node_has_no_slots_and_says_how_it_updates() {
         let dir = tempfile::tempdir().unwrap();
         let parts = sysfs(dir.path(), &["some-other-disk"], 1);
-        let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Ram);
+        let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Ram, true);
         assert_eq!(os.boot, Boot::Diskless);
         assert_eq!(os.other_slot, None);
         assert!(os.updates.contains("netboot server"));
@@ -394,10 +404,24 @@ mod tests {
     }
 
     #[test]
+    fn an_image_started_without_uefi_has_no_slots_and_is_reflashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts = sysfs(dir.path(), &["kowabunga-kiwi_0.1.0", "_empty"], 6);
+        let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Erofs, false);
+        assert_eq!(os.boot, Boot::BoardFirmware);
+        assert_eq!(os.other_slot, None);
+        assert!(os.updates.starts_with("reflash"), "{}", os.updates);
+        assert_eq!(
+            serde_json::to_value(&os).unwrap()["boot"],
+            serde_json::json!("board_firmware")
+        );
+    }
+
+    #[test]
     fn a_package_install_or_a_missing_os_release_is_not_an_image() {
         let dir = tempfile::tempdir().unwrap();
         let parts = sysfs(dir.path(), &[], 0);
-        let os = OsImage::read(&dir.path().join("missing"), &parts, RootFs::Erofs);
+        let os = OsImage::read(&dir.path().join("missing"), &parts, RootFs::Erofs, true);
         assert_eq!(
             (os.boot, os.image_id, os.version),
             (Boot::Package, None, None)
@@ -405,7 +429,7 @@ mod tests {
         let debian = dir.path().join("debian");
         std::fs::write(&debian, "ID=debian\nVERSION_ID=12\n").unwrap();
         assert_eq!(
-            OsImage::read(&debian, &parts, RootFs::Other).boot,
+            OsImage::read(&debian, &parts, RootFs::Other, true).boot,
             Boot::Package
         );
     }
@@ -419,7 +443,7 @@ mod tests {
         for entry in std::fs::read_dir(&parts.udev_data).unwrap() {
             std::fs::remove_file(entry.unwrap().path()).unwrap();
         }
-        let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Erofs);
+        let os = OsImage::read(&os_release(dir.path()), &parts, RootFs::Erofs, true);
         assert_eq!(os.other_slot, Some(OtherSlot::None));
     }
 }

@@ -330,10 +330,10 @@ async fn an_install_cut_short_starts_over_at_the_next_start() {
     assert_eq!(node.calls(), ["install 0.1.1 (5 files)", "reboot"]);
 }
 
-#[tokio::test]
-async fn a_netbooted_node_reports_how_it_updates_instead_of_failing() {
+/// A node that cannot take an A/B update is told so, and nothing is downloaded.
+async fn refused_without_a_download(boot: Boot, says: &str) {
     let node = Node::new("0.1.0").await;
-    node.running.lock().unwrap().1 = Boot::Diskless;
+    node.running.lock().unwrap().1 = boot;
     let updater = node.updater(noon);
     updater
         .step(Some(&target(&node.server, "0.1.1", RebootPolicy::Now)))
@@ -342,9 +342,19 @@ async fn a_netbooted_node_reports_how_it_updates_instead_of_failing() {
     let Phase::Refused { reason, .. } = node.state().phase else {
         panic!("{:?}", node.state())
     };
-    assert!(reason.contains("netboot server"), "{reason}");
+    assert!(reason.contains(says), "{reason}");
     assert_eq!(node.server.request_count(), 0);
     assert!(node.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_netbooted_node_reports_how_it_updates_instead_of_failing() {
+    refused_without_a_download(Boot::Diskless, "netboot server").await;
+}
+
+#[tokio::test]
+async fn a_node_started_by_its_board_firmware_is_told_to_reflash_instead_of_failing() {
+    refused_without_a_download(Boot::BoardFirmware, "write the new version's board image").await;
 }
 
 #[tokio::test]

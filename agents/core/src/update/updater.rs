@@ -275,6 +275,9 @@ impl Updater {
                 Boot::Diskless => {
                     "this node is netbooted (diskless): it has no slots and runs what the netboot server serves; serve the new version there and reboot the node"
                 }
+                Boot::BoardFirmware => {
+                    "this node is started by its board's firmware, not UEFI: A/B updates need a UKI and boot counting; write the new version's board image to its card"
+                }
                 _ => {
                     "the agent runs from a package, not a Kowabunga image: update it with the host's package manager"
                 }
