@@ -39,7 +39,8 @@
 #   ROLE-VERSION-ARCH.ipxe         example iPXE script (kowabunga.* keys)
 #   ROLE-VERSION-ARCH.cmdline      kernel command line of the disk image
 #   SHA256SUMS
-#   update/ROLE/                   the A/B update of this version, as the agent
+#   update/ROLE/                   the A/B update of this version (update/ROLE-ARCH/
+#                                  for arm64: one architecture per directory), as the agent
 #                                  downloads it (scripts/make-update.sh):
 #                                  kowabunga-ROLE_VERSION_ARCH.{root.UUID.raw,
 #                                  verity.UUID.raw,efi}.zst, SHA256SUMS(.minisig)
@@ -88,7 +89,7 @@ while [ $# -gt 0 ]; do
     --update-key=*) update_key=${1#*=}; shift ;;
     --overlay) [ $# -ge 2 ] || die "--overlay needs a directory"; overlays+=("$2"); shift 2 ;;
     --overlay=*) overlays+=("${1#*=}"); shift ;;
-    -h|--help) sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *) [ -z "$role" ] || die "only one ROLE may be given (got '$role' and '$1')"; role=$1; shift ;;
   esac
@@ -396,7 +397,12 @@ EOF
 printf '%s\n' "$pxe_cmdline" > "$out/$name.pxe.cmdline"
 
 # ---- 7. update artifacts ---------------------------------------------------------
-stage "writing the A/B update artifacts (update/$role/)"
+# One directory holds one role's update for one architecture (one SHA256SUMS, which
+# make-update.sh rewrites): x86_64's is update/ROLE, another's update/ROLE-ARCH, so
+# that builds of both architectures can share --out.
+update_dir="$out/update/$role"
+[ "$arch" = x86_64 ] || update_dir="$update_dir-$arch"
+stage "writing the A/B update artifacts (${update_dir#"$out/"}/)"
 roothash=$(printf '%s\n' "$objcopy_cmdline" | tr ' ' '\n' | sed -n 's/^roothash=//p' | head -n1)
 [ -n "$roothash" ] || die "no roothash= on the UKI command line"
 # The transfer files name slots by IMAGE_ID_VERSION and the new UKI finds its root by
@@ -418,8 +424,8 @@ if want:
  ' "kowabunga-${role}_${version}" "$roothash" "$root_guid" "$verity_guid" || die "the image's root/verity partitions do not carry the labels and UUIDs sysupdate.d expects (above)"
 "$repo/scripts/make-update.sh" --role "$role" --version "$version" --arch "$mkosi_arch" --roothash "$roothash" \
   --root "$work/out/$name.root.raw" --verity "$work/out/$name.root-verity.raw" --uki "$work/out/$name.efi" \
-  --out "$out/update/$role" ${update_key:+--key "$update_key"} || die "writing the update artifacts failed"
-(cd "$out/update/$role" && ls -l --block-size=K kowabunga-* | awk '{printf "    %-80s %s\n", $NF, $5}') >&2
+  --out "$update_dir" ${update_key:+--key "$update_key"} || die "writing the update artifacts failed"
+(cd "$update_dir" && ls -l --block-size=K kowabunga-* | awk '{printf "    %-80s %s\n", $NF, $5}') >&2
 
 # ---- 8. checksums -------------------------------------------------------------------
 stage "checksums"
