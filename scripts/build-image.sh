@@ -98,6 +98,12 @@ done
 roles=$(cd "$repo/overlays" && ls -d */ 2>/dev/null | tr -d / | grep -vx common | tr '\n' ' ')
 [ -n "$role" ] || die "missing ROLE (one of: $roles)"
 [ -d "$repo/overlays/$role" ] && [ "$role" != common ] || die "unknown role '$role' (one of: $roles)"
+# A board fixes the architecture.
+case "$board" in
+  "") ;;
+  rpi4) case "${arch_given:+$arch}" in ""|arm64|aarch64) arch=aarch64 ;; *) die "--board rpi4 is an arm64 board (got --arch $arch)" ;; esac ;;
+  *) die "unknown --board '$board' (supported: rpi4)" ;;
+esac
 # arch: file names (uname -m); mkosi_arch: mkosi's and systemd's name; deb_arch:
 # Debian's; rust_target: the agent's; root_guid/verity_guid: the Discoverable
 # Partitions types repart gives "root" and "root-verity" on this architecture.
@@ -107,13 +113,6 @@ case "$arch" in
   arm64|aarch64) arch=aarch64; mkosi_arch=arm64; deb_arch=arm64; rust_target=aarch64-unknown-linux-gnu
     root_guid=B921B045-1DF0-41C3-AF44-4C6F280D3FAE; verity_guid=DF3300CE-D69F-4C92-978C-9BFB0F38D820 ;;
   *) die "unsupported architecture '$arch' (supported: x86_64, arm64)" ;;
-esac
-case "$board" in
-  "") ;;
-  rpi4) [ -z "$arch_given" ] || [ "$arch" = aarch64 ] || die "--board rpi4 is an arm64 board (got --arch $arch)"
-    arch=aarch64; mkosi_arch=arm64; deb_arch=arm64; rust_target=aarch64-unknown-linux-gnu
-    root_guid=B921B045-1DF0-41C3-AF44-4C6F280D3FAE; verity_guid=DF3300CE-D69F-4C92-978C-9BFB0F38D820 ;;
-  *) die "unknown --board '$board' (supported: rpi4)" ;;
 esac
 host_arch=$(uname -m)
 foreign=0
