@@ -303,6 +303,9 @@ run_mkosi "$work/initrd.log" --directory "$repo/image/initrd" --output-dir "$wor
   --extra-tree "$repo/overlays/common/usr/lib/repart.d:/usr/lib/repart.d"
 initrd=$(ls "$work/initrd"/initrd.cpio* 2>/dev/null | head -n1)
 [ -n "$initrd" ] || die "mkosi produced no initrd in $work/initrd"
+# mkosi leaves a copy of its tools tree (1.8 GB) beside each output; the cached one
+# stays in $cache. Four role builds kept 15 GB of copies, and filled CI's disk.
+rm -rf "$work/initrd/debian-tools"
 say "initrd userspace: $(( $(stat -c %s "$initrd") / 1024 )) KiB"
 
 stage "building the image with mkosi (Debian trixie $deb_arch, $kernel_pkg, erofs + dm-verity, UKI)"
@@ -373,7 +376,7 @@ ln -sfn usr/lib/systemd/systemd "$pxeroot/init"
 (cd "$pxeroot" && find . -mindepth 1 -print0 | LC_ALL=C sort -z \
   | cpio --null --create --format=newc --owner=0:0 --quiet) \
   | zstd -q -T0 -15 > "$out/$name.pxe.initrd" || die "building the PXE initrd failed"
-rm -rf "$pxeroot"
+rm -rf "$pxeroot" "$tools"
 # Diskless: no root hash, and no /var on a data partition: /var stays in the RAM
 # root. (The disk layout is the initrd's job, and a diskless boot has no initrd
 # stage; the root's own systemd-repart.service is masked in every image.)

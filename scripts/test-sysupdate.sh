@@ -9,8 +9,8 @@
 #
 # DIST     a scripts/build-image.sh output directory: ROLE-V-x86_64.raw and update/ROLE/
 # --role   which image in DIST (default: the only one, else kiwi)
-# --tools  mkosi's tools tree (default: target/image/ROLE/out/debian-tools, else the
-#          tools tree cached in KOWABUNGA_IMAGE_CACHE or ~/.cache/kowabunga/mkosi)
+# --tools  mkosi's tools tree (default: the one build-image.sh's mkosi cached, in
+#          KOWABUNGA_IMAGE_CACHE or ~/.cache/kowabunga/mkosi)
 # --keep   keep the work directory (target/test-sysupdate/ROLE)
 # --bench  time the install (staging + sysupdate, the stager built in release) against
 #          `cp` of the same bytes (the unpacked root, verity and UKI) to the same
@@ -71,8 +71,7 @@ else
   next="$version.1"
 fi
 if [ -z "$tools" ]; then
-  for c in "$repo/target/image/$role/out/debian-tools" \
-           "${KOWABUNGA_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kowabunga/mkosi}"/*~debian-tools.cache; do
+  for c in "${KOWABUNGA_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kowabunga/mkosi}"/*~debian-tools.cache; do
     [ -x "$c/usr/lib/systemd/systemd-sysupdate" ] && { tools=$c; break; }
   done
 fi

@@ -160,3 +160,5 @@ if [ "$updates" = 1 ]; then
   tier_done "update boots"
 fi
 say "durations: ${timings[*]:-none}; total $((SECONDS - started)) s"
+# CI's disk is shared and its free space varies: what this run left, for the next one.
+say "disk: target/ $(du -sh target 2>/dev/null | cut -f1), dist/ $(du -sh dist 2>/dev/null | cut -f1), $(df -h --output=avail . | tail -n1 | tr -d ' ') free"
