@@ -4,7 +4,12 @@
 # mkosi's default initrd; only systemd.firstboot=no added, or its first boot
 # waits for answers on the console), booted under the same QEMU settings.
 #
-#   scripts/bench-image.sh [ROLE] [--runs N] [--no-peer-build]
+#   scripts/bench-image.sh [ROLE] [--runs N] [--no-peer-build] [--against RAW]
+#
+# --against RAW  the peer is another build of ours (another compression, another
+#                package set...), personalized and booted like ours until its agent
+#                is ready, instead of the stock image: boots alternate, so the ratio
+#                holds on a machine whose speed varies.
 #
 # Prints, side by side: raw and qcow2 sizes, UKI and initrd sizes, and the time
 # from QEMU start to
@@ -21,12 +26,13 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 die() { printf 'bench-image: error: %s\n' "$*" >&2; exit 1; }
 say() { printf 'bench-image: %s\n' "$*" >&2; }
 
-role=kiwi runs=1 peer_build=1
+role=kiwi runs=1 peer_build=1 against=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) [ $# -ge 2 ] || die "--runs needs a number"; runs=$2; shift 2 ;;
     --no-peer-build) peer_build=0; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --against) [ $# -ge 2 ] || die "--against needs a raw image"; against=$2; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option '$1'" ;;
     *) role=$1; shift ;;
   esac
@@ -43,7 +49,18 @@ mkdir -p "$work"
 
 # ---- the peer: stock mkosi, same release and packages -------------------------
 peer_dir="$work/peer"
-if [ "$peer_build" = 1 ] || [ ! -f "$peer_dir/out/peer.raw" ]; then
+peer_label="stock mkosi"
+if [ -n "$against" ]; then
+  [ -f "$against" ] || die "--against: no $against"
+  # The other build's files, named as the stock peer's are below.
+  other=${against%.raw}
+  mkdir -p "$peer_dir/out"
+  ln -sfn "$(realpath "$against")" "$peer_dir/out/peer.raw"
+  ln -sfn "$(realpath "$other.efi")" "$peer_dir/out/peer.efi"
+  rm -f "$peer_dir/out/peer.initrd"
+  peer_label="--against"
+  say "peer: $against (ours, another build)"
+elif [ "$peer_build" = 1 ] || [ ! -f "$peer_dir/out/peer.raw" ]; then
   say "building the peer (stock mkosi defaults, same packages)"
   mkdir -p "$peer_dir/out"
   pkgs=$(awk '/^Packages=/{p=1;next} p && /^[[:space:]]+[a-z0-9]/{print $1;next} p{p=0}' \
@@ -82,7 +99,7 @@ fi
 
 size_mib() { awk -v b="$(stat -c %s "$1")" 'BEGIN{printf "%.1f", b/1048576}'; }
 alloc_mib() { awk -v k="$(du -k "$1" | cut -f1)" 'BEGIN{printf "%.1f", k/1024}'; }
-qemu-img convert -q -c -f raw -O qcow2 "$peer_dir/out/peer.raw" "$work/peer.qcow2"
+[ -n "$against" ] || qemu-img convert -q -c -f raw -O qcow2 "$peer_dir/out/peer.raw" "$work/peer.qcow2"
 
 # ---- boot timing ----------------------------------------------------------------
 boot_until() { # DISK NEEDLE NAME [QEMU ARGS...] -> seconds from qemu start to NEEDLE on the serial console
@@ -140,16 +157,23 @@ for i in $(seq 1 "$runs"); do
   ours_phases+=("$(phase ours "EFI stub") / $(phase ours "kowabunga: image=")")
   cp --sparse=always "$peer_dir/out/peer.raw" "$work/peer.raw"; truncate -s 4G "$work/peer.raw"
   say "run $i: booting the peer"
-  peer_times+=("$(boot_until "$work/peer.raw" "login:" peer)")
-  peer_phases+=("$(phase peer "EFI stub") / $(phase peer "Welcome to")")
+  if [ -n "$against" ]; then
+    "$repo/scripts/personalize-image.sh" "$work/peer.raw" --kahuna http://10.0.2.100 --agent-id bench \
+      --api-key-file "$work/key" --insecure 2>/dev/null
+    peer_times+=("$(boot_until "$work/peer.raw" "$ready_needle" peer "${ours_args[@]}")")
+    peer_phases+=("$(phase peer "EFI stub") / $(phase peer "kowabunga: image=")")
+  else
+    peer_times+=("$(boot_until "$work/peer.raw" "login:" peer)")
+    peer_phases+=("$(phase peer "EFI stub") / $(phase peer "Welcome to")")
+  fi
 done
 
 uki_ours=$(ls "$stem.efi")
 uki_peer=$(ls "$peer_dir"/out/peer.efi 2>/dev/null || true)
-printf '\n%-34s %14s %14s\n' "$(basename "$stem")" "ours" "stock mkosi"
+printf '\n%-34s %14s %14s\n' "$(basename "$stem")" "ours" "$peer_label"
 printf '%-34s %14s %14s\n' "raw (apparent MiB)" "$(size_mib "$ours")" "$(size_mib "$peer_dir/out/peer.raw")"
 printf '%-34s %14s %14s\n' "raw (allocated MiB)" "$(alloc_mib "$ours")" "$(alloc_mib "$peer_dir/out/peer.raw")"
-printf '%-34s %14s %14s\n' "qcow2 compressed (MiB)" "$(size_mib "$stem.qcow2")" "$(size_mib "$work/peer.qcow2")"
+printf '%-34s %14s %14s\n' "qcow2 compressed (MiB)" "$(size_mib "$stem.qcow2")" "$(size_mib "${other:-$work/peer}.qcow2")"
 [ -z "$uki_peer" ] || printf '%-34s %14s %14s\n' "UKI (MiB)" "$(size_mib "$uki_ours")" "$(size_mib "$uki_peer")"
 [ ! -f "$peer_dir/out/peer.initrd" ] || printf '%-34s %14s %14s\n' "initrd (MiB)" \
   "$(size_mib "$repo/target/image/$role/out/$(basename "$stem").initrd")" "$(size_mib "$peer_dir/out/peer.initrd")"

@@ -1377,11 +1377,13 @@ fn vrrp_pair_fails_over_within_seconds_and_keeps_dns_and_an_established_nat_flow
     h.assert_all_authenticated();
 }
 
-/// The client of the VPN scenario, on the left Kiwi's LAN: pings its gateway and the
-/// server on the right Kiwi's LAN, through the tunnel.
+/// The client of the VPN scenario, on the left Kiwi's LAN: pings its gateway, the
+/// server on the right Kiwi's LAN through the WireGuard tunnel (10.61 to 10.62), and
+/// the server's other address through the IPsec tunnel (10.71 to 10.72).
 const VPN_CLIENT: &str = r#"
 ip link set eth0 up
 ip addr add 10.61.0.10/24 dev eth0
+ip addr add 10.71.0.10/24 dev eth0
 ip route add default via 10.61.0.1
 echo "PEER: up"
 n=0
@@ -1389,28 +1391,38 @@ while true; do
   n=$((n + 1))
   g=down; ping -c 1 -W 1 10.61.0.1 >/dev/null 2>&1 && g=up
   t=down; ping -c 1 -W 1 10.62.0.10 >/dev/null 2>&1 && t=up
-  echo "PEER[$n]: gw=$g tunnel=$t"
+  i=down; ping -c 1 -W 1 -I 10.71.0.10 10.72.0.10 >/dev/null 2>&1 && i=up
+  echo "PEER[$n]: gw=$g tunnel=$t ipsec=$i"
   sleep 1
 done
 "#;
 
-/// The server of the VPN scenario, on the right Kiwi's LAN (it answers pings).
+/// The server of the VPN scenario, on the right Kiwi's LAN (it answers pings, on its
+/// WireGuard-side and IPsec-side addresses).
 const VPN_SERVER: &str = r#"
 ip link set eth0 up
 ip addr add 10.62.0.10/24 dev eth0
+ip addr add 10.72.0.10/24 dev eth0
 ip route add default via 10.62.0.1
 echo "PEER: up"
 n=0
 while true; do n=$((n + 1)); echo "PEER[$n]: serving"; sleep 5; done
 "#;
 
+/// The pre-shared key of the VPN scenario's IPsec tunnel: never on a console.
+const VPN_PSK: &str = "kowabunga-ipsec-test-psk-0123";
+
 /// One Kiwi of the VPN pair (`own` 1: left, 2: right): its LAN, the WAN both share,
 /// `wg0` in 10.200.0.0/30, and, once its peer's public key is known, the peer with the
-/// other LAN routed through the tunnel.
+/// other LAN routed through the tunnel; from the first document on, an IPsec tunnel
+/// (strongSwan, IKEv2 PSK, XFRM interface `ipsec0`) joins the LANs' second networks
+/// (10.71 and 10.72).
 fn vpn_doc(own: u8, peer_key: Option<&str>) -> String {
     let other = 3 - own;
     let lan = 60 + own;
     let other_lan = 60 + other;
+    let ipsec_lan = 70 + own;
+    let other_ipsec_lan = 70 + other;
     let peer = peer_key.map_or_else(String::new, |key| {
         format!(
             r#"[[wireguard.wg0.peer]]
@@ -1431,7 +1443,7 @@ ip_forward = true
 [[network.links]]
 name = "lan"
 mac = "52:54:00:60:{own:02x}:01"
-addresses = ["10.{lan}.0.1/24"]
+addresses = ["10.{lan}.0.1/24", "10.{ipsec_lan}.0.1/24"]
 [[network.links]]
 name = "wan"
 mac = "52:54:00:60:{own:02x}:02"
@@ -1440,10 +1452,27 @@ addresses = ["203.0.113.{own}/24"]
 name = "wg0"
 kind = "wireguard"
 addresses = ["10.200.0.{own}/30"]
+[[network.links]]
+name = "ipsec0"
+kind = "xfrm"
+parent = "wan"
+if_id = 1
+
+[[network.routes]]
+to = "10.{other_ipsec_lan}.0.0/24"
+dev = "ipsec0"
 
 [wireguard.wg0]
 listen_port = 51820
 {peer}
+[ipsec.other]
+link = "ipsec0"
+local_address = "203.0.113.{own}"
+remote_address = "203.0.113.{other}"
+local_subnets = ["10.{ipsec_lan}.0.0/24"]
+remote_subnets = ["10.{other_ipsec_lan}.0.0/24"]
+pre_shared_key = "{VPN_PSK}"
+
 [firewall]
 input = "drop"
 forward = "drop"
@@ -1457,6 +1486,12 @@ iif = "wan"
 proto = "udp"
 dport = 51820
 action = "accept"
+# IKE and ESP from the IPsec peer.
+[[firewall.rules]]
+chain = "input"
+iif = "wan"
+saddr = "203.0.113.{other}/32"
+action = "accept"
 [[firewall.rules]]
 chain = "forward"
 iif = "lan"
@@ -1465,6 +1500,16 @@ action = "accept"
 [[firewall.rules]]
 chain = "forward"
 iif = "wg0"
+oif = "lan"
+action = "accept"
+[[firewall.rules]]
+chain = "forward"
+iif = "lan"
+oif = "ipsec0"
+action = "accept"
+[[firewall.rules]]
+chain = "forward"
+iif = "ipsec0"
 oif = "lan"
 action = "accept"
 "#
@@ -1481,17 +1526,21 @@ fn logged_public_key(vm: &mut Vm) -> String {
         .to_owned()
 }
 
-/// Two diskless Kiwis join their LANs with a WireGuard tunnel over a shared WAN: each
-/// makes its key pair on its first document (the public key logged, the private key
-/// on /var only; the public key also in its reports to Kahuna), then a document
-/// naming the other's public key routes the client's pings to the server through the
-/// tunnel. A document with a wrong peer key is
-/// applied, the rest of the node stays (the client still reaches its gateway), the
-/// tunnel goes down and the node says so (the watcher behind `/status`). A tunnel
-/// change that routes Kahuna into the tunnel is reverted.
+/// Two diskless Kiwis join their LANs with a WireGuard tunnel and an IPsec tunnel
+/// over a shared WAN. The IPsec tunnel (strongSwan, IKEv2 with a pre-shared key, an
+/// XFRM interface) is in every document: the client reaches the server's second
+/// network through it from the first one on. For WireGuard each Kiwi makes its key
+/// pair on its first document (the public key logged, the private key on /var only;
+/// the public key also in its reports to Kahuna), then a document naming the other's
+/// public key routes the client's pings to the server through that tunnel. A document
+/// with a wrong peer key is applied, the rest of the node stays (the client still
+/// reaches its gateway, and the server through IPsec), the WireGuard tunnel goes down
+/// and the node says so (the watcher behind `/status`). A tunnel change that routes
+/// Kahuna into the tunnel is reverted. No key, private or pre-shared, on a console or
+/// in a report.
 #[test]
 #[ignore = "boots two kiwi images and two peers under QEMU: scripts/test.sh --qemu"]
-fn wireguard_tunnel_joins_two_lans_and_a_wrong_peer_key_takes_only_the_tunnel_down() {
+fn wireguard_and_ipsec_tunnels_join_two_lans_and_a_wrong_peer_key_takes_only_its_tunnel_down() {
     let Some(h) = harness("vpn") else { return };
     let other = h.sibling("kiwi-qemu-02");
     h.publish_pair(&other, 1, &vpn_doc(1, None), &vpn_doc(2, None));
@@ -1524,9 +1573,9 @@ fn wireguard_tunnel_joins_two_lans_and_a_wrong_peer_key_takes_only_the_tunnel_do
     let right_key = logged_public_key(&mut right);
     assert_ne!(left_key, right_key);
     let before = client_sees(&client, &left, Duration::from_secs(120), |l| {
-        l.contains("gw=up tunnel=down")
+        l.contains("gw=up tunnel=down ipsec=up")
     });
-    eprintln!("v1 (keys made, no peer): {before}");
+    eprintln!("v1 (WireGuard keys made, no peer; IPsec up): {before}");
 
     h.publish_pair(
         &other,
@@ -1536,7 +1585,7 @@ fn wireguard_tunnel_joins_two_lans_and_a_wrong_peer_key_takes_only_the_tunnel_do
     );
     h.expect_pair_applied(&other, &mut left, &mut right, 2);
     let up = client_sees(&client, &left, Duration::from_secs(120), |l| {
-        l.contains("gw=up tunnel=up")
+        l.contains("gw=up tunnel=up ipsec=up")
     });
     eprintln!("v2 (peers): {up}");
     let peer_up = console_line(&mut left, "wireguard: peer up");
@@ -1548,9 +1597,9 @@ fn wireguard_tunnel_joins_two_lans_and_a_wrong_peer_key_takes_only_the_tunnel_do
     h.publish(3, &vpn_doc(1, Some(wrong)));
     h.expect_report(&mut left, 3, "applied");
     let down = client_sees(&client, &left, Duration::from_secs(120), |l| {
-        l.contains("gw=up tunnel=down")
+        l.contains("gw=up tunnel=down ipsec=up")
     });
-    eprintln!("v3 (a wrong peer key): {down}");
+    eprintln!("v3 (a wrong peer key; IPsec stays up): {down}");
     let peer_down = console_line(&mut left, "peer=TrMvSoP4 state=down");
     eprintln!("{peer_down}");
 
@@ -1574,7 +1623,7 @@ fn wireguard_tunnel_joins_two_lans_and_a_wrong_peer_key_takes_only_the_tunnel_do
         "v4 was reverted for another reason than losing Kahuna: {why:?}"
     );
     let reverted = client_sees(&client, &left, Duration::from_secs(120), |l| {
-        l.contains("gw=up tunnel=down")
+        l.contains("gw=up tunnel=down ipsec=up")
     });
     eprintln!("v4 (cuts Kahuna off, reverted to v3): {reverted}");
     // Kahuna learned each node's public key from its reports (what the watcher shows
@@ -1584,12 +1633,18 @@ fn wireguard_tunnel_joins_two_lans_and_a_wrong_peer_key_takes_only_the_tunnel_do
     });
     assert!(reported, "no report carried the left Kiwi's public key");
     for vm in [&left, &right] {
+        let console = vm.console();
         assert!(
-            !vm.console().contains("PrivateKey"),
-            "{}'s console shows a private key",
+            !console.contains("PrivateKey") && !console.contains(VPN_PSK),
+            "{}'s console shows a private or pre-shared key",
             vm.name()
         );
     }
+    let bodies = h.kahuna.report_bodies();
+    assert!(
+        !bodies.iter().any(|r| r.to_string().contains(VPN_PSK)),
+        "a report carried the pre-shared key"
+    );
     h.assert_all_authenticated();
 }
 

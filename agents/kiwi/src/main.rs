@@ -9,6 +9,7 @@ use kowabunga_agent::role::{Role, RoleContext};
 use kowabunga_dhcp::{DhcpReconciler, DhcpServer};
 use kowabunga_dns::{DnsReconciler, DnsServer, KiwiService};
 use kowabunga_firewall::{Baseline, FirewallReconciler, NetbootPorts};
+use kowabunga_ipsec::IpsecReconciler;
 use kowabunga_model::{DynReconciler, Supervised, erase};
 use kowabunga_netboot::{NetbootReconciler, NetbootServer};
 use kowabunga_network::NetworkReconciler;
@@ -28,13 +29,14 @@ impl Role for Kiwi {
     const STATUS_PORT: u16 = 9721;
     type Rpc = KiwiService<PipelinePusher>;
 
-    /// Links and addresses first, so the firewall can name them, WireGuard set the
-    /// tunnels among them, keepalived hold VIPs on them and DNS and DHCP bind them;
-    /// netboot last, since it boots nodes through DHCP's answers. DHCP keeps its leases
-    /// under the state directory (`dhcp/leases.json`), keepalived's and conntrackd's
-    /// files are `daemons/keepalived.conf` and `daemons/conntrackd.conf` (the image's
-    /// units read them there); the WireGuard keys are under `wireguard/` (0700), the
-    /// netboot images under `netboot/images/`.
+    /// Links and addresses first, so the firewall can name them, WireGuard and IPsec
+    /// set the tunnels among them, keepalived hold VIPs on them and DNS and DHCP bind
+    /// them; netboot last, since it boots nodes through DHCP's answers. DHCP keeps its
+    /// leases under the state directory (`dhcp/leases.json`), keepalived's,
+    /// conntrackd's and strongSwan's files are `daemons/keepalived.conf`,
+    /// `daemons/conntrackd.conf` and `daemons/swanctl.conf` (the image's units read them
+    /// there); the WireGuard keys are under `wireguard/` (0700), the netboot images
+    /// under `netboot/images/`.
     fn reconcilers(&self, context: &RoleContext) -> Result<Vec<Box<dyn DynReconciler>>, String> {
         let network = NetworkReconciler::with_state_dir(context.state_dir.join("network"))
             .map_err(|e| e.to_string())?;
@@ -66,6 +68,7 @@ impl Role for Kiwi {
             erase(WireguardReconciler::new(
                 context.state_dir.join("wireguard"),
             )),
+            erase(IpsecReconciler::new(context.state_dir.join("daemons"))),
             erase(VrrpReconciler::new(context.state_dir.join("daemons"))),
             erase(DnsReconciler::new(self.dns.clone())),
             erase(DhcpReconciler::new(self.dhcp.clone())),

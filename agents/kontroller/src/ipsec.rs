@@ -1,9 +1,10 @@
-//! Kawaii's site-to-site IPsec: checking the `ipsec_connections` and rendering
-//! strongSwan's `swanctl.conf` (IKEv2, PSK, XFRM interfaces by `if_id`).
+//! Kawaii's site-to-site IPsec: checking the `ipsec_connections` (upstream's metadata)
+//! and mapping them to the connections `kowabunga-ipsec` renders for strongSwan
+//! (IKEv2, PSK, XFRM interfaces by `if_id`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
+use kowabunga_ipsec::swanctl::{self, Connection, DPD_ACTIONS, Options, START_ACTIONS};
 use kowabunga_model::network::Prefix;
 
 use crate::kawaii::network_of;
@@ -23,9 +24,6 @@ pub(crate) struct Checked<'a> {
 /// IPsec connections sorted by name.
 pub(crate) type Connections<'a> = Vec<Checked<'a>>;
 
-const DPD_ACTIONS: &[&str] = &["clear", "restart", "trap", "none"];
-const START_ACTIONS: &[&str] = &["none", "start", "trap"];
-
 /// Check every connection; return them sorted by name.
 pub(crate) fn check(k: &Kawaii, private_net: Prefix) -> Result<Connections<'_>, Refused> {
     let mut checked = Vec::new();
@@ -33,20 +31,7 @@ pub(crate) fn check(k: &Kawaii, private_net: Prefix) -> Result<Connections<'_>, 
     let mut ids = BTreeMap::new();
     for (i, c) in k.ipsec_connections.iter().enumerate() {
         let at = format!("kawaii.ipsec_connections[{i}]");
-        let ok = !c.name.is_empty()
-            && c.name.len() <= 32
-            && c.name
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-'));
-        if !ok {
-            return Err(Refused::new(
-                format!("{at}.name"),
-                format!(
-                    "`{}` is not a connection name (letters, digits, _ -, at most 32)",
-                    c.name
-                ),
-            ));
-        }
+        swanctl::check_name(&c.name).map_err(|why| Refused::new(format!("{at}.name"), why))?;
         if let Some(other) = names.insert(c.name.as_str(), i) {
             return Err(Refused::new(
                 format!("{at}.name"),
@@ -95,14 +80,13 @@ pub(crate) fn check(k: &Kawaii, private_net: Prefix) -> Result<Connections<'_>, 
             ("phase1_lifetime", &c.phase1_lifetime),
             ("phase2_lifetime", &c.phase2_lifetime),
         ] {
-            check_duration(&format!("{at}.{key}"), value)?;
+            swanctl::check_duration(value)
+                .map_err(|why| Refused::new(format!("{at}.{key}"), why))?;
         }
-        check_word(&format!("{at}.dpd_action"), &c.dpd_action, DPD_ACTIONS)?;
-        check_word(
-            &format!("{at}.start_action"),
-            &c.start_action,
-            START_ACTIONS,
-        )?;
+        swanctl::check_word(&c.dpd_action, DPD_ACTIONS)
+            .map_err(|why| Refused::new(format!("{at}.dpd_action"), why))?;
+        swanctl::check_word(&c.start_action, START_ACTIONS)
+            .map_err(|why| Refused::new(format!("{at}.start_action"), why))?;
         let ike = proposal(
             &at,
             "phase1",
@@ -130,30 +114,6 @@ pub(crate) fn check(k: &Kawaii, private_net: Prefix) -> Result<Connections<'_>, 
     Ok(checked)
 }
 
-/// `240s`, `2h`, `1d`, `3600`; empty = strongSwan's default.
-fn check_duration(at: &str, value: &str) -> Result<(), Refused> {
-    let digits = value.strip_suffix(['s', 'm', 'h', 'd']).unwrap_or(value);
-    if value.is_empty() || (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())) {
-        Ok(())
-    } else {
-        Err(Refused::new(
-            at,
-            format!("`{value}` is not a duration (e.g. 240s, 2h)"),
-        ))
-    }
-}
-
-fn check_word(at: &str, value: &str, allowed: &[&str]) -> Result<(), Refused> {
-    if value.is_empty() || allowed.contains(&value) {
-        Ok(())
-    } else {
-        Err(Refused::new(
-            at,
-            format!("unknown value `{value}` ({})", allowed.join(", ")),
-        ))
-    }
-}
-
 /// `aes256-sha256-modp2048`: encryption, integrity, DH group (phase 2 without a group:
 /// no PFS).
 fn proposal(
@@ -178,7 +138,7 @@ fn proposal(
             }
             continue;
         }
-        if !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if !swanctl::is_algorithm(&v) {
             return Err(Refused::new(
                 path,
                 format!("`{value}` is not an algorithm name"),
@@ -189,56 +149,36 @@ fn proposal(
     Ok(parts.join("-"))
 }
 
-/// The text of swanctl.conf (connections, then secrets).
+/// The text of swanctl.conf: each connection joins `local_ts` (the gateway's private
+/// network) and its remote subnet through XFRM interface `xfrm_id`.
 pub(crate) fn swanctl(conns: &Connections, local_ts: Prefix) -> String {
-    let mut out = String::from("connections {\n");
-    for Checked {
-        conn: c, ike, esp, ..
-    } in conns
-    {
-        let n = &c.name;
-        let opt = |key: &str, value: &str, indent: &str| {
-            if value.is_empty() {
-                String::new()
-            } else {
-                format!("{indent}{key} = {value}\n")
-            }
-        };
-        let _ = write!(
-            out,
-            "    {n} {{\n        version = 2\n        local_addrs = {ip}\n        remote_addrs = {peer}\n        proposals = {ike}\n        dpd_delay = 5s\n{dpd}{rekey}{reauth}        if_id_in = {id}\n        if_id_out = {id}\n        local {{\n            auth = psk\n            id = {ip}\n        }}\n        remote {{\n            auth = psk\n            id = {peer}\n        }}\n        children {{\n            {n}-phase2 {{\n                local_ts = {local_ts}\n                remote_ts = {remote}\n                esp_proposals = {esp}\n{crekey}{life}{dpda}{start}                mode = tunnel\n            }}\n        }}\n    }}\n",
-            ip = c.ip,
-            peer = c.remote_peer,
-            id = c.xfrm_id,
-            remote = network_of(c.remote_subnet),
-            dpd = opt("dpd_timeout", &c.dpd_timeout, "        "),
-            rekey = opt("rekey_time", &c.rekey, "        "),
-            reauth = opt("reauth_time", &c.phase1_lifetime, "        "),
-            crekey = opt("rekey_time", &c.rekey, "                "),
-            life = opt("life_time", &c.phase2_lifetime, "                "),
-            dpda = opt("dpd_action", &c.dpd_action, "                "),
-            start = opt("start_action", &c.start_action, "                "),
-        );
-    }
-    out.push_str("}\n\nsecrets {\n");
-    for Checked { conn: c, .. } in conns {
-        // Hex: no quoting or escaping question, whatever the key holds.
-        let hex: String = c
-            .pre_shared_key
-            .expose()
-            .bytes()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let _ = write!(
-            out,
-            "    ike-{n} {{\n        id-1 = {ip}\n        id-2 = {peer}\n        secret = 0x{hex}\n    }}\n",
-            n = c.name,
-            ip = c.ip,
-            peer = c.remote_peer,
-        );
-    }
-    out.push_str("}\n");
-    out
+    let conns: Vec<Connection> = conns
+        .iter()
+        .map(
+            |Checked {
+                 conn: c, ike, esp, ..
+             }| Connection {
+                name: c.name.clone(),
+                local_addr: c.ip,
+                remote_addr: c.remote_peer,
+                if_id: u32::from(c.xfrm_id),
+                local_ts: vec![local_ts],
+                remote_ts: vec![network_of(c.remote_subnet)],
+                psk: c.pre_shared_key.clone(),
+                ike_proposals: ike.clone(),
+                esp_proposals: esp.clone(),
+                options: Options {
+                    dpd_timeout: c.dpd_timeout.clone(),
+                    rekey_time: c.rekey.clone(),
+                    reauth_time: c.phase1_lifetime.clone(),
+                    child_life_time: c.phase2_lifetime.clone(),
+                    dpd_action: c.dpd_action.clone(),
+                    start_action: c.start_action.clone(),
+                },
+            },
+        )
+        .collect();
+    swanctl::render(&conns)
 }
 
 #[cfg(test)]
@@ -246,15 +186,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_words_and_proposals() {
-        for ok in ["", "240s", "2h", "1d", "3600", "15m"] {
-            check_duration("x", ok).unwrap();
-        }
-        for bad in ["h", "2 h", "-1s", "2w", "1.5h"] {
-            assert!(check_duration("x", bad).is_err(), "{bad}");
-        }
-        check_word("x", "restart", DPD_ACTIONS).unwrap();
-        assert!(check_word("x", "Restart", DPD_ACTIONS).is_err());
+    fn proposals_from_upstreams_algorithm_fields() {
         assert_eq!(
             proposal("c", "phase1", "AES256", "SHA256", "modp2048", true).unwrap(),
             "aes256-sha256-modp2048"
