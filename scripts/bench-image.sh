@@ -97,8 +97,8 @@ EOF
     > "$peer_dir/mkosi.log" 2>&1 || { tail -20 "$peer_dir/mkosi.log" >&2; die "peer build failed ($peer_dir/mkosi.log)"; }
 fi
 
-size_mib() { awk -v b="$(stat -c %s "$1")" 'BEGIN{printf "%.1f", b/1048576}'; }
-alloc_mib() { awk -v k="$(du -k "$1" | cut -f1)" 'BEGIN{printf "%.1f", k/1024}'; }
+size_mib() { awk -v b="$(stat -L -c %s "$1")" 'BEGIN{printf "%.1f", b/1048576}'; }
+alloc_mib() { awk -v k="$(du -L -k "$1" | cut -f1)" 'BEGIN{printf "%.1f", k/1024}'; }
 [ -n "$against" ] || qemu-img convert -q -c -f raw -O qcow2 "$peer_dir/out/peer.raw" "$work/peer.qcow2"
 
 # ---- boot timing ----------------------------------------------------------------
