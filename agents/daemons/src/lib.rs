@@ -7,9 +7,11 @@
 //! ([`systemd`]), never by restarting it when a reload does.
 
 pub mod reconciler;
+pub mod rendered;
 pub mod systemd;
 
 pub use reconciler::{
     CONNTRACKD, Daemon, DaemonsPlan, DaemonsReconciler, KEEPALIVED, SECTION, STRONGSWAN,
 };
+pub use rendered::{Render, RenderedReconciler};
 pub use systemd::{ActiveState, Bus, Systemd, SystemdError};

@@ -3,81 +3,32 @@
 //! reload charon through systemd and wait for `swanctl --load-all`; stop charon and
 //! remove the file when no tunnel is left).
 
-use std::path::PathBuf;
-
-use kowabunga_daemons::{Bus, DaemonsPlan, DaemonsReconciler, SECTION as DAEMONS, STRONGSWAN};
-use kowabunga_model::{Document, Planned, ReconcileError, Reconciler};
+use kowabunga_daemons::{Daemon, Render, RenderedReconciler, STRONGSWAN};
+use kowabunga_model::Document;
 
 use crate::model::{self, IpsecSection};
 use crate::swanctl;
 
-/// Drives strongSwan from the documents' `[ipsec]`.
-pub struct IpsecReconciler {
-    daemons: DaemonsReconciler,
-}
+/// Drives strongSwan from the documents' `[ipsec]`: `IpsecReconciler::new(dir)` writes
+/// `dir/swanctl.conf` (the image's strongswan.service loads it there: overlays/kiwi).
+pub type IpsecReconciler = RenderedReconciler<Swanctl>;
 
-impl IpsecReconciler {
-    /// swanctl.conf goes to `dir/swanctl.conf` (the image's strongswan.service loads it
-    /// there: overlays/kiwi); charon is reloaded on the system bus.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self::on_bus(dir, Bus::System)
+/// `[ipsec]` rendered as strongSwan's file, or no file when it has no tunnel.
+pub struct Swanctl;
+
+impl Render for Swanctl {
+    const SECTION: &'static str = model::SECTION;
+    const DAEMONS: &'static [Daemon] = &[STRONGSWAN];
+
+    fn schema() -> schemars::Schema {
+        schemars::schema_for!(IpsecSection)
     }
 
-    /// The same on another bus (tests).
-    pub fn on_bus(dir: impl Into<PathBuf>, bus: Bus) -> Self {
-        Self {
-            daemons: DaemonsReconciler::on_bus(dir, vec![STRONGSWAN], bus),
-        }
-    }
-}
-
-/// `desired` with strongSwan's file in the daemons table: the rendered `[ipsec]`, or
-/// no file when it has no tunnel.
-fn with_daemons(desired: &Document) -> Result<Document, ReconcileError> {
-    let conns = model::effective(desired).map_err(ReconcileError::invalid)?;
-    let mut table = toml::Table::new();
-    if let Some(conns) = conns {
-        table.insert(
-            STRONGSWAN.name.to_owned(),
-            toml::Value::String(swanctl::render(&conns)),
-        );
-    }
-    let mut doc = desired.clone();
-    doc.set_pushed(DAEMONS, table);
-    Ok(doc)
-}
-
-impl Reconciler for IpsecReconciler {
-    type Plan = DaemonsPlan;
-
-    fn name(&self) -> &'static str {
-        model::SECTION
-    }
-
-    fn validate(&self, desired: &Document) -> Result<(), ReconcileError> {
-        model::effective(desired)
-            .map(drop)
-            .map_err(ReconcileError::invalid)
-    }
-
-    fn section_schemas(&self) -> Vec<(&'static str, schemars::Schema)> {
-        vec![(model::SECTION, schemars::schema_for!(IpsecSection))]
-    }
-
-    async fn plan(
-        &self,
-        desired: &Document,
-        _in_force: Option<&Document>,
-    ) -> Result<Planned<DaemonsPlan>, ReconcileError> {
-        self.daemons.plan(&with_daemons(desired)?, None).await
-    }
-
-    async fn apply(&self, plan: DaemonsPlan) -> Result<(), ReconcileError> {
-        self.daemons.apply(plan).await
-    }
-
-    async fn check(&self, desired: &Document) -> Result<(), ReconcileError> {
-        self.daemons.check(&with_daemons(desired)?).await
+    fn render(doc: &Document) -> Result<Vec<(&'static str, String)>, String> {
+        let conns = model::effective(doc).map_err(|e| e.to_string())?;
+        Ok(conns
+            .map(|conns| vec![(STRONGSWAN.name, swanctl::render(&conns))])
+            .unwrap_or_default())
     }
 }
 
@@ -86,7 +37,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use kowabunga_model::Format;
+    use kowabunga_daemons::Bus;
+    use kowabunga_model::{Format, Reconciler};
 
     fn doc(ipsec: &str) -> Document {
         Document::parse(

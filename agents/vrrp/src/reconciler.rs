@@ -2,92 +2,38 @@
 //! render keepalived's file; the rest is the daemons reconciler's (check mode, write
 //! when changed, reload through systemd; stop and remove when no instance is left).
 
-use std::path::PathBuf;
-
-use kowabunga_daemons::{
-    Bus, CONNTRACKD, DaemonsPlan, DaemonsReconciler, KEEPALIVED, SECTION as DAEMONS,
-};
-use kowabunga_model::{Document, Planned, ReconcileError, Reconciler};
+use kowabunga_daemons::{CONNTRACKD, Daemon, KEEPALIVED, Render, RenderedReconciler};
+use kowabunga_model::Document;
 
 use crate::model::{self, VrrpSection};
 use crate::{conntrackd, keepalived};
 
-/// Drives keepalived from the documents' `[vrrp]`.
-pub struct VrrpReconciler {
-    daemons: DaemonsReconciler,
-}
+/// Drives keepalived from the documents' `[vrrp]`: `VrrpReconciler::new(dir)` writes
+/// `dir/keepalived.conf` (the image's keepalived.service reads it there: overlays/kiwi).
+pub type VrrpReconciler = RenderedReconciler<Keepalived>;
 
-impl VrrpReconciler {
-    /// keepalived's file goes to `dir/keepalived.conf` (the image's keepalived.service
-    /// reads it there: overlays/kiwi); keepalived is reloaded on the system bus.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self {
-            daemons: DaemonsReconciler::new(dir, vec![CONNTRACKD, KEEPALIVED]),
+/// `[vrrp]` rendered as keepalived's file (no file when it has no instance), and
+/// conntrackd's with `[vrrp.conntrack_sync]` (written and started before keepalived,
+/// whose transitions call it).
+pub struct Keepalived;
+
+impl Render for Keepalived {
+    const SECTION: &'static str = model::SECTION;
+    const DAEMONS: &'static [Daemon] = &[CONNTRACKD, KEEPALIVED];
+
+    fn schema() -> schemars::Schema {
+        schemars::schema_for!(VrrpSection)
+    }
+
+    fn render(doc: &Document) -> Result<Vec<(&'static str, String)>, String> {
+        let mut files = Vec::new();
+        if let Some(config) = model::effective(doc).map_err(|e| e.to_string())? {
+            if let Some(sync) = &config.conntrack_sync {
+                files.push((CONNTRACKD.name, conntrackd::render(sync)));
+            }
+            files.push((KEEPALIVED.name, keepalived::render(&config)));
         }
-    }
-
-    /// The same on another bus (tests).
-    pub fn on_bus(dir: impl Into<PathBuf>, bus: Bus) -> Self {
-        Self {
-            daemons: DaemonsReconciler::on_bus(dir, vec![CONNTRACKD, KEEPALIVED], bus),
-        }
-    }
-}
-
-/// `desired` with keepalived's file in the daemons table (the rendered `[vrrp]`, or no
-/// file when it has no instance), and conntrackd's with `[vrrp.conntrack_sync]`
-/// (written and started before keepalived, whose transitions call it).
-fn with_daemons(desired: &Document) -> Result<Document, ReconcileError> {
-    let config = model::effective(desired).map_err(ReconcileError::invalid)?;
-    let mut table = toml::Table::new();
-    if let Some(config) = config {
-        if let Some(sync) = &config.conntrack_sync {
-            table.insert(
-                CONNTRACKD.name.to_owned(),
-                toml::Value::String(conntrackd::render(sync)),
-            );
-        }
-        table.insert(
-            KEEPALIVED.name.to_owned(),
-            toml::Value::String(keepalived::render(&config)),
-        );
-    }
-    let mut doc = desired.clone();
-    doc.set_pushed(DAEMONS, table);
-    Ok(doc)
-}
-
-impl Reconciler for VrrpReconciler {
-    type Plan = DaemonsPlan;
-
-    fn name(&self) -> &'static str {
-        model::SECTION
-    }
-
-    fn validate(&self, desired: &Document) -> Result<(), ReconcileError> {
-        model::effective(desired)
-            .map(drop)
-            .map_err(ReconcileError::invalid)
-    }
-
-    fn section_schemas(&self) -> Vec<(&'static str, schemars::Schema)> {
-        vec![(model::SECTION, schemars::schema_for!(VrrpSection))]
-    }
-
-    async fn plan(
-        &self,
-        desired: &Document,
-        _in_force: Option<&Document>,
-    ) -> Result<Planned<DaemonsPlan>, ReconcileError> {
-        self.daemons.plan(&with_daemons(desired)?, None).await
-    }
-
-    async fn apply(&self, plan: DaemonsPlan) -> Result<(), ReconcileError> {
-        self.daemons.apply(plan).await
-    }
-
-    async fn check(&self, desired: &Document) -> Result<(), ReconcileError> {
-        self.daemons.check(&with_daemons(desired)?).await
+        Ok(files)
     }
 }
 
@@ -96,7 +42,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use kowabunga_model::Format;
+    use kowabunga_daemons::Bus;
+    use kowabunga_model::{Format, Reconciler};
 
     fn doc(vrrp: &str) -> Document {
         Document::parse(
