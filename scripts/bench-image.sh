@@ -52,12 +52,13 @@ peer_dir="$work/peer"
 peer_label="stock mkosi"
 if [ -n "$against" ]; then
   [ -f "$against" ] || die "--against: no $against"
-  # The other build's files, named as the stock peer's are below.
+  # The other build's files, named as the stock peer's are below, in a directory of
+  # their own (a later --no-peer-build run still finds the stock peer).
   other=${against%.raw}
+  peer_dir="$work/against"
   mkdir -p "$peer_dir/out"
   ln -sfn "$(realpath "$against")" "$peer_dir/out/peer.raw"
   ln -sfn "$(realpath "$other.efi")" "$peer_dir/out/peer.efi"
-  rm -f "$peer_dir/out/peer.initrd"
   peer_label="--against"
   say "peer: $against (ours, another build)"
 elif [ "$peer_build" = 1 ] || [ ! -f "$peer_dir/out/peer.raw" ]; then
